@@ -1,0 +1,43 @@
+//! The core's one error type. Variants say whose fault it is, so the server
+//! maps each to the right gRPC status in one place.
+
+use crate::ids::{AgentId, ConversationId, OfferId, QueueId};
+
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    /// The caller sent a value that can never be valid.
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+    #[error("agent {0} is not logged in")]
+    AgentNotLoggedIn(AgentId),
+    #[error("queue {0} does not exist; define it with Admin.UpsertQueue")]
+    UnknownQueue(QueueId),
+    #[error("offer {0} is not open (accepted, rejected, timed out or never made)")]
+    UnknownOffer(OfferId),
+    #[error("offer {offer} was made to agent {owner}, not to {caller}")]
+    NotYourOffer { offer: OfferId, owner: AgentId, caller: AgentId },
+    #[error("conversation {0} is not known here")]
+    UnknownConversation(ConversationId),
+    #[error("conversation {0} is already being routed")]
+    AlreadyRouted(ConversationId),
+    #[error("conversation {conversation} is not assigned to agent {agent}")]
+    NotAssigned { conversation: ConversationId, agent: AgentId },
+    #[error("conversation {0} is closed")]
+    Closed(ConversationId),
+}
+
+impl CoreError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        CoreError::Invalid { field, message: message.into() }
+    }
+
+    /// The request field at fault, when the caller's input was invalid.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            CoreError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Timers: the only way time moves the router. `tick(now)` fires every
+//! timer due at or before `now`, each at its own due time, in (time, kind)
+//! order, so a replay with the same inputs makes the same decisions.
+//! A timer whose subject has moved on (an offer accepted, a conversation
+//! gone) is stale and does nothing.
+
+use crate::ids::ConversationId;
+use crate::time::TimeMs;
+
+use super::state::{AgentIx, Phase, Timer};
+use super::{Output, Router};
+
+impl Router {
+    /// Fires the timers due at or before `now`.
+    pub fn tick(&mut self, now: TimeMs, out: &mut Vec<Output>) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::OfferExpiry(offer) => self.expire_offer(at, offer, out),
+                Timer::AcwEnd(conv) => self.end_acw(at, conv, out),
+                Timer::Scheduled(conv) => self.scheduled_due(at, conv, out),
+                Timer::Bullseye(conv, step) => self.widen(at, conv, step, out),
+                Timer::DeclineExpiry(conv, ax) => self.forget_decline(at, conv, ax, out),
+            }
+        }
+    }
+
+    fn end_acw(&mut self, now: TimeMs, conv: ConversationId, out: &mut Vec<Output>) {
+        let Some(e) = self.entries.get(&conv) else { return };
+        let (Phase::WrapUp { until }, Some(ax)) = (e.phase, e.agent) else { return };
+        if until != now {
+            return;
+        }
+        let channel = e.channel;
+        self.entries.remove(&conv);
+        self.release(now, ax, conv, channel);
+        self.report(ax, out);
+        self.fill_agent(now, ax, out);
+    }
+
+    fn scheduled_due(&mut self, now: TimeMs, conv: ConversationId, out: &mut Vec<Output>) {
+        let Some(e) = self.entries.get_mut(&conv) else { return };
+        if e.phase != Phase::Scheduled {
+            return;
+        }
+        e.phase = Phase::Waiting;
+        self.place(now, conv, out);
+    }
+
+    /// A bullseye step is reached: the conversation may go to more agents.
+    fn widen(&mut self, now: TimeMs, conv: ConversationId, step: u8, out: &mut Vec<Output>) {
+        let Some(e) = self.entries.get(&conv) else { return };
+        if e.step >= step || e.target.is_some() {
+            return;
+        }
+        let waiting = e.phase == Phase::Waiting;
+        if !matches!(e.phase, Phase::Waiting | Phase::Offered { .. } | Phase::Scheduled) {
+            return;
+        }
+        if waiting {
+            let e = e.clone();
+            self.remove_waiting(&e);
+        }
+        if let Some(e) = self.entries.get_mut(&conv) {
+            e.step = step;
+        }
+        self.schedule_bullseye(conv);
+        if waiting {
+            self.place(now, conv, out);
+        }
+    }
+
+    fn forget_decline(&mut self, now: TimeMs, conv: ConversationId, ax: AgentIx, out: &mut Vec<Output>) {
+        let Some(e) = self.entries.get_mut(&conv) else { return };
+        e.declined.retain(|&(a, until)| a != ax || until > now);
+        if e.phase == Phase::Waiting {
+            self.fill_agent(now, ax, out);
+        }
+    }
+}

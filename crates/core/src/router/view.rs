@@ -1,0 +1,138 @@
+//! Read-only views for supervisors and the self-service API.
+
+use crate::agent::{AgentState, Skill};
+use crate::channel::Channel;
+use crate::ids::{AgentId, ConversationId, QueueId};
+use crate::queue::QueueConfig;
+use crate::time::TimeMs;
+
+use super::Router;
+use super::state::Phase;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentView {
+    pub id: AgentId,
+    pub name: String,
+    pub state: AgentState,
+    pub load: u16,
+    pub capacity: u16,
+    pub skills: Vec<Skill>,
+    pub conversations: Vec<ConversationId>,
+    pub queues: Vec<QueueId>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueView {
+    pub config: QueueConfig,
+    pub waiting: usize,
+    pub oldest_wait_ms: u64,
+    pub agents_logged_in: usize,
+    pub agents_available: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConversationView {
+    pub conversation: ConversationId,
+    pub queue: QueueId,
+    pub channel: Channel,
+    pub phase: Phase,
+    pub agent: Option<AgentId>,
+    pub waited_ms: u64,
+    pub score_ms: i64,
+    /// 1-based place among the queue's waiting conversations, when waiting.
+    pub position: Option<u32>,
+}
+
+impl Router {
+    pub fn agent_views(&self) -> Vec<AgentView> {
+        self.agents
+            .iter()
+            .map(|a| AgentView {
+                id: a.id.clone(),
+                name: a.profile.name.clone(),
+                state: a.reported,
+                load: a.load,
+                capacity: a.profile.capacity,
+                skills: a.profile.skills.clone(),
+                conversations: a.holding.clone(),
+                queues: a.queues.iter().map(|&(qx, _, _)| self.queue_id(qx).clone()).collect(),
+            })
+            .collect()
+    }
+
+    pub fn queue_views(&self, now: TimeMs) -> Vec<QueueView> {
+        self.queues
+            .iter()
+            .enumerate()
+            .map(|(qx, q)| {
+                let member = |a: &&super::state::AgentSlot| a.logged_in && a.queues.iter().any(|&(x, _, _)| x as usize == qx);
+                let oldest = q
+                    .waiting
+                    .iter()
+                    .flat_map(|s| s.iter())
+                    .flat_map(|m| m.values())
+                    .filter_map(|c| self.entries.get(c))
+                    .map(|e| now.saturating_sub(e.enqueued_at))
+                    .max()
+                    .unwrap_or(0);
+                QueueView {
+                    config: q.cfg.clone(),
+                    waiting: q.waiting_len(),
+                    oldest_wait_ms: oldest,
+                    agents_logged_in: self.agents.iter().filter(member).count(),
+                    agents_available: q.idle.len(),
+                }
+            })
+            .collect()
+    }
+
+    /// Every conversation the router holds, optionally of one queue.
+    pub fn conversation_views(&self, now: TimeMs, queue: Option<&QueueId>) -> Vec<ConversationView> {
+        let mut v: Vec<_> = self
+            .entries
+            .keys()
+            .filter_map(|c| self.conversation_view(now, *c))
+            .filter(|v| queue.is_none_or(|q| &v.queue == q))
+            .collect();
+        v.sort_by_key(|v| v.conversation);
+        v
+    }
+
+    pub fn conversation_view(&self, now: TimeMs, conversation: ConversationId) -> Option<ConversationView> {
+        let e = self.entries.get(&conversation)?;
+        let position = (e.phase == Phase::Waiting).then(|| {
+            let q = &self.queues[e.queue as usize];
+            let ahead: usize = q.waiting.iter().flat_map(|s| s.iter()).map(|m| m.range(..e.rank).count()).sum();
+            ahead as u32 + 1
+        });
+        Some(ConversationView {
+            conversation,
+            queue: self.queue_id(e.queue).clone(),
+            channel: e.channel,
+            phase: e.phase,
+            agent: e.agent.map(|ax| self.agents[ax as usize].id.clone()),
+            waited_ms: now.saturating_sub(e.enqueued_at),
+            score_ms: e.rank.score(now),
+            position,
+        })
+    }
+
+    /// Number of conversations waiting (not offered) across all queues.
+    pub fn waiting(&self) -> usize {
+        self.queues.iter().map(|q| q.waiting_len()).sum::<usize>()
+            + self.agents.iter().map(|a| a.personal.len()).sum::<usize>()
+    }
+}
+
+impl Router {
+    /// The live KPIs, keyed by queue id, channel and agent id.
+    pub fn kpi_report(&self) -> crate::kpi::KpiReport {
+        let k = &self.kpis;
+        crate::kpi::KpiReport {
+            queues: self.queues.iter().zip(&k.queues).map(|(q, c)| (q.cfg.id.to_string(), *c)).collect(),
+            channels: Channel::ALL.iter().map(|&ch| (ch, k.channels[ch.index()])).collect(),
+            agents: self.agents.iter().zip(&k.agents).map(|(a, c)| (a.id.to_string(), *c)).collect(),
+            total: k.total,
+        }
+    }
+}
