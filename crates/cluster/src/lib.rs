@@ -1,1 +1,25 @@
-//! placeholder
+//! The cluster layer: coordination between nodes, and the node that hosts
+//! the actors.
+//!
+//! [`Coordination`] is the interface the cluster coordinates through:
+//! membership (nodes under leases), ownership (exactly one owner per actor,
+//! with a fencing token), and the durable journal of active conversations
+//! (every write checked against the writer's fencing token).
+//! [`MemoryCoordination`] implements it in memory for `centralino dev`,
+//! standalone nodes and unit tests; the etcd implementation passes the same
+//! [`contract`] suite.
+//!
+//! [`Node`] wires a coordination backend, the journal adapter and the actors
+//! together, and owns the node's ordered shutdown.
+
+pub mod contract;
+pub mod coordination;
+pub mod error;
+pub mod journal;
+pub mod memory;
+pub mod node;
+
+pub use coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
+pub use error::{ClusterError, Result};
+pub use memory::MemoryCoordination;
+pub use node::{Node, NodeOptions};

@@ -164,8 +164,19 @@ impl Router {
     }
 
     pub(super) fn enqueue(&mut self, now: TimeMs, e: Enqueue, out: &mut Vec<Output>) -> Result<()> {
-        if self.entries.contains_key(&e.conversation) {
-            return Err(CoreError::AlreadyRouted(e.conversation));
+        let mut freed = None;
+        if let Some(existing) = self.entries.get(&e.conversation) {
+            // The customer came back while their agent was still wrapping
+            // up: that wrap-up ends now, and a new routing round starts
+            // (continuity will prefer the same agent).
+            let (Phase::WrapUp { .. }, Some(ax)) = (existing.phase, existing.agent) else {
+                return Err(CoreError::AlreadyRouted(e.conversation));
+            };
+            let channel = existing.channel;
+            self.entries.remove(&e.conversation);
+            self.release(now, ax, e.conversation, channel);
+            self.report(ax, out);
+            freed = Some(ax);
         }
         let qx = *self.queue_ix.get(&e.queue).ok_or_else(|| CoreError::UnknownQueue(e.queue.clone()))?;
         let q = &self.queues[qx as usize];
@@ -203,6 +214,9 @@ impl Router {
                 self.timers.insert((t, Timer::Scheduled(e.conversation)));
             }
             None => self.place(now, e.conversation, out),
+        }
+        if let Some(ax) = freed {
+            self.fill_agent(now, ax, out);
         }
         Ok(())
     }

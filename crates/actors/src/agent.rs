@@ -1,0 +1,142 @@
+//! The agent actor: one per connected agent desktop.
+//!
+//! It owns the session (the stream back to the desktop) and forwards the
+//! agent's commands to whoever decides them: offers and availability to the
+//! router, conversation work to the customer's actor. When the desktop goes
+//! away it logs the agent out, which re-routes its open offers and
+//! conversations.
+
+use std::sync::Arc;
+
+use centralino_core::history::TransferTarget;
+use centralino_core::{AgentId, AgentProfile, ConversationId, Input, OfferId};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+
+use crate::customer::CustomerMsg;
+use crate::error::{ActorError, Result, call_result};
+use crate::hub::{DesktopEvent, Hub};
+use crate::router::RouterMsg;
+
+/// Something an agent asks for from its desktop.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentCommand {
+    SetAway(bool),
+    Accept(OfferId),
+    Reject(OfferId, String),
+    Reply { conversation: ConversationId, text: String },
+    Transfer { conversation: ConversationId, to: TransferTarget, note: String },
+    WrapUp { conversation: ConversationId, disposition: String },
+    Resolve { conversation: ConversationId },
+}
+
+pub enum AgentMsg {
+    /// To the desktop.
+    Desktop(DesktopEvent),
+    /// From the desktop.
+    Command(AgentCommand, RpcReplyPort<Result<()>>),
+}
+
+pub struct AgentActor;
+
+pub struct AgentSession {
+    id: AgentId,
+    hub: Arc<Hub>,
+    desktop: mpsc::Sender<DesktopEvent>,
+}
+
+impl Actor for AgentActor {
+    type Msg = AgentMsg;
+    type State = AgentSession;
+    type Arguments = (AgentId, Arc<Hub>, mpsc::Sender<DesktopEvent>);
+
+    async fn pre_start(&self, _myself: ActorRef<AgentMsg>, (id, hub, desktop): Self::Arguments) -> Result<AgentSession, ActorProcessingErr> {
+        Ok(AgentSession { id, hub, desktop })
+    }
+
+    async fn handle(&self, myself: ActorRef<AgentMsg>, msg: AgentMsg, st: &mut AgentSession) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AgentMsg::Desktop(event) => {
+                if st.desktop.send(event).await.is_err() {
+                    // The desktop stream is gone; the server logs the agent out.
+                    myself.stop(Some("desktop disconnected".into()));
+                }
+            }
+            AgentMsg::Command(cmd, reply) => {
+                let _ = reply.send(command(st, cmd).await);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, myself: ActorRef<AgentMsg>, st: &mut AgentSession) -> Result<(), ActorProcessingErr> {
+        st.hub.unregister_agent(&st.id, &myself);
+        Ok(())
+    }
+}
+
+async fn command(st: &AgentSession, cmd: AgentCommand) -> Result<()> {
+    let agent = st.id.clone();
+    match cmd {
+        AgentCommand::SetAway(away) => router_step(&st.hub, Input::SetAway { agent, away }).await,
+        AgentCommand::Accept(offer) => router_step(&st.hub, Input::Accept { agent, offer }).await,
+        AgentCommand::Reject(offer, reason) => router_step(&st.hub, Input::Reject { agent, offer, reason }).await,
+        AgentCommand::Reply { conversation, text } => {
+            let c = st.hub.customer(conversation.customer).await?;
+            let r = c.call(|reply| CustomerMsg::Reply { conversation, agent, text, reply }, None).await;
+            call_result("customer", r)?.map(|_| ())
+        }
+        AgentCommand::Transfer { conversation, to, note } => {
+            let c = st.hub.customer(conversation.customer).await?;
+            let r = c.call(|reply| CustomerMsg::Transfer { conversation, agent, to, note, reply }, None).await;
+            call_result("customer", r)?
+        }
+        AgentCommand::WrapUp { conversation, disposition } => {
+            let c = st.hub.customer(conversation.customer).await?;
+            let r = c.call(|reply| CustomerMsg::WrapUp { conversation, agent, disposition, reply }, None).await;
+            call_result("customer", r)?
+        }
+        AgentCommand::Resolve { conversation } => {
+            let c = st.hub.customer(conversation.customer).await?;
+            let r = c.call(|reply| CustomerMsg::Resolve { conversation, agent, reply }, None).await;
+            call_result("customer", r)?
+        }
+    }
+}
+
+async fn router_step(hub: &Hub, input: Input) -> Result<()> {
+    let r = hub.router()?.call(|reply| RouterMsg::Step(input, Some(reply)), None).await;
+    Ok(call_result("router", r)??)
+}
+
+/// Logs an agent in: starts its session actor (replacing an older session
+/// of the same agent) and tells the router. Events for the desktop arrive
+/// on the returned receiver.
+pub async fn login(hub: &Arc<Hub>, profile: AgentProfile, away: bool, buffer: usize) -> Result<(ActorRef<AgentMsg>, mpsc::Receiver<DesktopEvent>)> {
+    profile.validate()?;
+    let (tx, rx) = mpsc::channel(buffer.max(1));
+    let supervisor = hub.supervisor_cell()?;
+    let (actor, _) = Actor::spawn_linked(None, AgentActor, (profile.id.clone(), hub.clone(), tx), supervisor)
+        .await
+        .map_err(|e| ActorError::unavailable(format!("agent session ({e})")))?;
+    if let Some(old) = hub.register_agent(profile.id.clone(), actor.clone()) {
+        old.stop(Some("replaced by a new session".into()));
+    }
+    if let Err(e) = router_step(hub, Input::Login { profile, away }).await {
+        actor.stop(None);
+        return Err(e);
+    }
+    Ok((actor, rx))
+}
+
+/// Logs the agent out if `session` is still its current session.
+pub async fn logout(hub: &Arc<Hub>, agent: &AgentId, session: &ActorRef<AgentMsg>) {
+    let current = hub.agent(agent).is_some_and(|a| a.get_id() == session.get_id());
+    session.stop(Some("logged out".into()));
+    if current {
+        hub.unregister_agent(agent, session);
+        if let Err(e) = router_step(hub, Input::Logout { agent: agent.clone() }).await {
+            tracing::debug!(%agent, error = %e, "logout");
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The supervisor: parent of the node's router, customer and agent actors.
+//!
+//! A failed customer or agent actor is logged and counted; the hub notices
+//! it is stopped and spawns the customer afresh from the journal on its
+//! next message. A failed router is fatal: the supervisor stops, and the
+//! node's shutdown follows.
+
+use std::sync::Arc;
+
+use centralino_core::RouterConfig;
+use centralino_core::queue::QueueConfig;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use crate::error::{ActorError, Result};
+use crate::hub::Hub;
+use crate::router::{RouterActor, RouterMsg};
+
+pub struct Supervisor;
+
+pub struct SupervisorState {
+    router: ActorRef<RouterMsg>,
+}
+
+impl Actor for Supervisor {
+    type Msg = ();
+    type State = SupervisorState;
+    type Arguments = (RouterConfig, Vec<QueueConfig>, Arc<Hub>);
+
+    async fn pre_start(&self, myself: ActorRef<()>, (cfg, queues, hub): Self::Arguments) -> Result<SupervisorState, ActorProcessingErr> {
+        hub.set_supervisor(myself.get_cell());
+        let (router, _) = Actor::spawn_linked(Some("router".into()), RouterActor, (cfg, queues, hub), myself.get_cell()).await?;
+        Ok(SupervisorState { router })
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<()>, evt: SupervisionEvent, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(who, err) => {
+                crate::metrics::actor_failed();
+                if who.get_id() == st.router.get_id() {
+                    tracing::error!(error = %err, "router failed: stopping the node's actors");
+                    myself.stop(Some("router failed".into()));
+                } else {
+                    tracing::error!(actor = %who.get_id(), error = %err, "actor failed; it restarts from the journal on its next message");
+                }
+            }
+            SupervisionEvent::ActorTerminated(who, _, reason) if who.get_id() == st.router.get_id() => {
+                tracing::info!(?reason, "router stopped");
+                myself.stop(reason);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Starts the node's actors; returns the supervisor to stop them with.
+pub async fn start(hub: Arc<Hub>, cfg: RouterConfig, queues: Vec<QueueConfig>) -> Result<(ActorRef<()>, ractor::concurrency::JoinHandle<()>)> {
+    Actor::spawn(None, Supervisor, (cfg, queues, hub)).await.map_err(|e| ActorError::unavailable(format!("supervisor ({e})")))
+}

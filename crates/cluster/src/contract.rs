@@ -1,0 +1,94 @@
+//! The contract every [`Coordination`] backend must pass, written once and
+//! run against each (in memory here; etcd in the cluster tests). Each check
+//! panics with a message that says which promise broke.
+
+use std::time::Duration;
+
+use centralino_actors::journal::{CustomerRecord, JournalBatch};
+use centralino_core::customer::Attributes;
+use centralino_core::history::{EventKind, HistoryEvent};
+use centralino_core::{ConversationId, CustomerId};
+
+use crate::coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
+use crate::error::ClusterError;
+
+/// Runs every check. Use a fresh, empty backend (or a fresh key prefix).
+pub async fn run_all(c: &dyn Coordination) {
+    membership(c).await;
+    ownership(c).await;
+    journal_fencing(c).await;
+}
+
+fn node(id: &str) -> NodeInfo {
+    NodeInfo { id: id.into(), advertise: format!("127.0.0.1:{}", 7000 + id.len()) }
+}
+
+/// Joining makes a node a member and tells watchers; leaving undoes both.
+pub async fn membership(c: &dyn Coordination) {
+    let mut watch = c.watch_members().await.expect("watch members");
+    let lease = c.join(&node("contract-a"), Duration::from_secs(10)).await.expect("join");
+    c.keep_alive(lease).await.expect("keep-alive of a live lease");
+    assert!(c.members().await.expect("members").contains(&node("contract-a")), "a joined node is a member");
+    assert_eq!(next(&mut watch).await, MemberEvent::Joined(node("contract-a")), "watchers see the join");
+    c.leave(lease).await.expect("leave");
+    assert!(!c.members().await.expect("members").contains(&node("contract-a")), "a node that left is no member");
+    assert_eq!(next(&mut watch).await, MemberEvent::Left("contract-a".into()), "watchers see the leave");
+    assert!(c.keep_alive(lease).await.is_err(), "a revoked lease cannot be kept alive");
+}
+
+/// Exactly one owner; the token changes hands only through release.
+pub async fn ownership(c: &dyn Coordination) {
+    let la = c.join(&node("contract-b"), Duration::from_secs(10)).await.expect("join b");
+    let lb = c.join(&node("contract-c"), Duration::from_secs(10)).await.expect("join c");
+    let key = ActorKey::Customer(CustomerId(900_001));
+    let t1 = c.claim(&key, "contract-b", la).await.expect("first claim");
+    assert_eq!(c.claim(&key, "contract-b", la).await.expect("re-claim by owner"), t1, "re-claim by the owner keeps its token");
+    match c.claim(&key, "contract-c", lb).await {
+        Err(ClusterError::OwnedElsewhere { owner, .. }) => assert_eq!(owner, "contract-b"),
+        other => panic!("a second node must not own a claimed actor, got {other:?}"),
+    }
+    assert_eq!(c.owner(&key).await.expect("owner"), Some(("contract-b".into(), t1)));
+    c.release(&key, t1).await.expect("release by owner");
+    let t2 = c.claim(&key, "contract-c", lb).await.expect("claim after release");
+    assert!(t2 > t1, "a new claim gets a newer fencing token");
+    assert!(c.release(&key, t1).await.is_err(), "a stale token cannot release");
+    c.leave(la).await.expect("leave b");
+    c.leave(lb).await.expect("leave c");
+    assert_eq!(c.owner(&key).await.expect("owner"), None, "ownership goes with the owner's lease");
+}
+
+/// Appends are kept in order and refused with a superseded token.
+pub async fn journal_fencing(c: &dyn Coordination) {
+    let la = c.join(&node("contract-d"), Duration::from_secs(10)).await.expect("join d");
+    let lb = c.join(&node("contract-e"), Duration::from_secs(10)).await.expect("join e");
+    let customer = CustomerId(900_002);
+    let key = ActorKey::Customer(customer);
+    let conv = ConversationId { customer, number: 1 };
+    let t1 = c.claim(&key, "contract-d", la).await.expect("claim");
+    c.append(batch(customer, conv, t1, 1..=3)).await.expect("append by owner");
+    c.append(batch(customer, conv, t1, 4..=5)).await.expect("second append by owner");
+    let r = c.load(customer).await.expect("load").expect("journal exists");
+    assert_eq!(r.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5], "events come back in order");
+    c.release(&key, t1).await.expect("release");
+    let t2 = c.claim(&key, "contract-e", lb).await.expect("new owner");
+    assert!(c.append(batch(customer, conv, t1, 6..=6)).await.is_err(), "the old owner's write is fenced out");
+    c.append(batch(customer, conv, t2, 6..=6)).await.expect("the new owner writes");
+    let r = c.load(customer).await.expect("load").expect("journal exists");
+    assert_eq!(r.events.len(), 6, "nothing from the fenced writer");
+    c.leave(la).await.expect("leave d");
+    c.leave(lb).await.expect("leave e");
+}
+
+fn batch(customer: CustomerId, conv: ConversationId, token: u64, seqs: std::ops::RangeInclusive<u64>) -> JournalBatch {
+    JournalBatch {
+        record: CustomerRecord { id: customer, attributes: Attributes::default(), identities: vec![], opened: 1, last_agent: None, open: Some(conv) },
+        conversation: Some(conv),
+        events: seqs.map(|seq| HistoryEvent { seq, at: seq, kind: EventKind::Resolved { by: "contract".into() } }).collect(),
+        closed: false,
+        token,
+    }
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<MemberEvent>) -> MemberEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("membership event within 10 s").expect("watch open")
+}

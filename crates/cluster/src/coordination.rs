@@ -1,0 +1,76 @@
+//! The coordination interface: membership, ownership and the journal.
+//!
+//! Architecture invariant: a lease alone never grants exclusivity. Claiming
+//! an actor returns a fencing token (the revision at which the ownership
+//! record was written); every journal write carries it and is refused once
+//! another claim has superseded it.
+
+use std::fmt;
+use std::time::Duration;
+
+use centralino_actors::journal::{JournalBatch, Recovered};
+use centralino_core::CustomerId;
+use tokio::sync::mpsc;
+
+use crate::error::Result;
+
+/// A node as the cluster knows it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeInfo {
+    pub id: String,
+    /// Where other nodes and clients reach its gRPC server.
+    pub advertise: String,
+}
+
+/// What can be owned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ActorKey {
+    Customer(CustomerId),
+    Agent(String),
+    Router(String),
+}
+
+impl fmt::Display for ActorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActorKey::Customer(c) => write!(f, "customer/{c}"),
+            ActorKey::Agent(a) => write!(f, "agent/{a}"),
+            ActorKey::Router(r) => write!(f, "router/{r}"),
+        }
+    }
+}
+
+/// A membership change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberEvent {
+    Joined(NodeInfo),
+    Left(String),
+}
+
+/// Coordination between the nodes of one cluster.
+#[async_trait::async_trait]
+pub trait Coordination: Send + Sync + 'static {
+    /// Registers the node under a new lease of `ttl`; returns the lease id.
+    async fn join(&self, node: &NodeInfo, ttl: Duration) -> Result<i64>;
+    /// Renews the lease once; the caller loops.
+    async fn keep_alive(&self, lease: i64) -> Result<()>;
+    /// Revokes the lease: the node's membership (and lease-bound keys) go.
+    async fn leave(&self, lease: i64) -> Result<()>;
+    async fn members(&self) -> Result<Vec<NodeInfo>>;
+    /// Membership changes from now on.
+    async fn watch_members(&self) -> Result<mpsc::Receiver<MemberEvent>>;
+
+    /// Takes ownership of `key` for `node` if nobody owns it (or `node`
+    /// already does); returns the fencing token.
+    async fn claim(&self, key: &ActorKey, node: &str, lease: i64) -> Result<u64>;
+    /// Gives up ownership, if `token` is still the owner's.
+    async fn release(&self, key: &ActorKey, token: u64) -> Result<()>;
+    /// The owner node and its token.
+    async fn owner(&self, key: &ActorKey) -> Result<Option<(String, u64)>>;
+
+    /// Appends a batch to the customer's journal, fenced by `batch.token`
+    /// against the ownership of `ActorKey::Customer`.
+    async fn append(&self, batch: JournalBatch) -> Result<()>;
+    /// The customer's record and open conversation's events.
+    async fn load(&self, customer: CustomerId) -> Result<Option<Recovered>>;
+}

@@ -1,0 +1,19 @@
+//! Errors of coordination.
+
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// Another node owns the actor.
+    #[error("{key} is owned by node {owner}")]
+    OwnedElsewhere { key: String, owner: String },
+    /// The fencing token is no longer the owner's: the writer lost ownership.
+    #[error("{key}: fencing token {token} is stale")]
+    Fenced { key: String, token: u64 },
+    /// The lease is unknown or expired.
+    #[error("lease {0} is not alive")]
+    LeaseExpired(i64),
+    /// The coordination store cannot be reached; retryable.
+    #[error("coordination store unavailable: {0}")]
+    Unavailable(String),
+}

@@ -1,0 +1,191 @@
+//! In-memory coordination: one process, no network, same contract.
+//!
+//! Used by `centralino dev`, by standalone nodes (`centralino node` without
+//! `--etcd`) and by unit tests. Revisions, leases, ownership records and
+//! fencing behave as they do in etcd, so the [`contract`](crate::contract)
+//! suite runs against both. Leases never expire on their own here: there is
+//! only one process to hold them.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use centralino_actors::journal::{CustomerRecord, JournalBatch, Recovered};
+use centralino_core::history::HistoryEvent;
+use centralino_core::{ConversationId, CustomerId};
+use tokio::sync::mpsc;
+
+use crate::coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
+use crate::error::{ClusterError, Result};
+
+#[derive(Default)]
+pub struct MemoryCoordination {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    revision: u64,
+    next_lease: i64,
+    leases: BTreeMap<i64, NodeInfo>,
+    owners: BTreeMap<ActorKey, Owner>,
+    journals: BTreeMap<CustomerId, Stored>,
+    /// Closed conversations' histories (the archive's stand-in).
+    archive: BTreeMap<ConversationId, Vec<HistoryEvent>>,
+    watchers: Vec<mpsc::Sender<MemberEvent>>,
+}
+
+struct Owner {
+    node: String,
+    token: u64,
+    lease: i64,
+}
+
+struct Stored {
+    record: CustomerRecord,
+    conversation: Option<ConversationId>,
+    events: Vec<HistoryEvent>,
+}
+
+impl MemoryCoordination {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of closed conversations archived.
+    pub fn archived(&self) -> usize {
+        self.inner().archive.len()
+    }
+}
+
+impl Inner {
+    fn bump(&mut self) -> u64 {
+        self.revision += 1;
+        self.revision
+    }
+
+    fn notify(&mut self, e: MemberEvent) {
+        self.watchers.retain(|w| w.try_send(e.clone()).is_ok() || !w.is_closed());
+    }
+}
+
+#[async_trait::async_trait]
+impl Coordination for MemoryCoordination {
+    async fn join(&self, node: &NodeInfo, _ttl: Duration) -> Result<i64> {
+        let mut g = self.inner();
+        g.next_lease += 1;
+        let lease = g.next_lease;
+        g.leases.insert(lease, node.clone());
+        g.bump();
+        g.notify(MemberEvent::Joined(node.clone()));
+        Ok(lease)
+    }
+
+    async fn keep_alive(&self, lease: i64) -> Result<()> {
+        if self.inner().leases.contains_key(&lease) { Ok(()) } else { Err(ClusterError::LeaseExpired(lease)) }
+    }
+
+    async fn leave(&self, lease: i64) -> Result<()> {
+        let mut g = self.inner();
+        let node = g.leases.remove(&lease).ok_or(ClusterError::LeaseExpired(lease))?;
+        g.owners.retain(|_, o| o.lease != lease);
+        g.bump();
+        g.notify(MemberEvent::Left(node.id));
+        Ok(())
+    }
+
+    async fn members(&self) -> Result<Vec<NodeInfo>> {
+        let mut m: Vec<_> = self.inner().leases.values().cloned().collect();
+        m.sort();
+        m.dedup();
+        Ok(m)
+    }
+
+    async fn watch_members(&self) -> Result<mpsc::Receiver<MemberEvent>> {
+        let (tx, rx) = mpsc::channel(1024);
+        self.inner().watchers.push(tx);
+        Ok(rx)
+    }
+
+    async fn claim(&self, key: &ActorKey, node: &str, lease: i64) -> Result<u64> {
+        let mut g = self.inner();
+        if !g.leases.contains_key(&lease) {
+            return Err(ClusterError::LeaseExpired(lease));
+        }
+        if let Some(o) = g.owners.get(key) {
+            if o.node != node {
+                return Err(ClusterError::OwnedElsewhere { key: key.to_string(), owner: o.node.clone() });
+            }
+            return Ok(o.token);
+        }
+        let token = g.bump();
+        g.owners.insert(key.clone(), Owner { node: node.to_owned(), token, lease });
+        Ok(token)
+    }
+
+    async fn release(&self, key: &ActorKey, token: u64) -> Result<()> {
+        let mut g = self.inner();
+        match g.owners.get(key) {
+            Some(o) if o.token == token => {
+                g.owners.remove(key);
+                g.bump();
+                Ok(())
+            }
+            Some(_) => Err(ClusterError::Fenced { key: key.to_string(), token }),
+            None => Ok(()),
+        }
+    }
+
+    async fn owner(&self, key: &ActorKey) -> Result<Option<(String, u64)>> {
+        Ok(self.inner().owners.get(key).map(|o| (o.node.clone(), o.token)))
+    }
+
+    async fn append(&self, batch: JournalBatch) -> Result<()> {
+        let mut g = self.inner();
+        let key = ActorKey::Customer(batch.record.id);
+        if let Some(o) = g.owners.get(&key) {
+            if o.token != batch.token {
+                return Err(ClusterError::Fenced { key: key.to_string(), token: batch.token });
+            }
+        }
+        g.bump();
+        let customer = batch.record.id;
+        let stored = g.journals.entry(customer).or_insert_with(|| Stored { record: batch.record.clone(), conversation: None, events: Vec::new() });
+        if stored.conversation != batch.conversation {
+            stored.conversation = batch.conversation;
+            stored.events.clear();
+        }
+        if let (Some(first), Some(last)) = (batch.events.first(), stored.events.last()) {
+            debug_assert_eq!(first.seq, last.seq + 1, "journal batch for {customer} is not contiguous");
+        }
+        stored.events.extend(batch.events);
+        stored.record = batch.record;
+        if batch.closed {
+            let events = std::mem::take(&mut stored.events);
+            stored.conversation = None;
+            if let Some(conv) = batch.conversation {
+                g.archive.insert(conv, events);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load(&self, customer: CustomerId) -> Result<Option<Recovered>> {
+        let g = self.inner();
+        Ok(g.journals.get(&customer).map(|s| Recovered { record: s.record.clone(), events: s.events.clone() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_coordination_passes_the_contract() {
+        crate::contract::run_all(&MemoryCoordination::new()).await;
+    }
+}
