@@ -11,7 +11,7 @@ use centralino_core::customer::{Contact, ContactOutcome, ConversationState, Cust
 use centralino_core::history::{EventKind, TransferTarget};
 use centralino_core::priority::PriorityInputs;
 use centralino_core::router::RevokeReason;
-use centralino_core::{AgentId, ConversationId, CoreError, CustomerId, Identity, Input, Output, TimeMs};
+use centralino_core::{AgentId, Channel, ConversationId, CoreError, CustomerId, Identity, Input, Output, TimeMs};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::clock::now_ms;
@@ -29,6 +29,9 @@ pub enum CustomerMsg {
     WrapUp { conversation: ConversationId, agent: AgentId, disposition: String, reply: RpcReplyPort<Result<()>> },
     Resolve { conversation: ConversationId, agent: AgentId, reply: RpcReplyPort<Result<()>> },
     Transfer { conversation: ConversationId, agent: AgentId, to: TransferTarget, note: String, reply: RpcReplyPort<Result<()>> },
+    /// The waiting customer wants to be called back on `channel` at `to`,
+    /// keeping their place; no earlier than `not_before` if set.
+    Callback { channel: Channel, to: Identity, not_before: Option<TimeMs>, reply: RpcReplyPort<Result<(ConversationId, u64)>> },
     /// A copy of the customer, for views.
     Get(RpcReplyPort<Customer>),
 }
@@ -81,6 +84,12 @@ impl Actor for CustomerActor {
             }
             CustomerMsg::Transfer { conversation, agent, to, note, reply } => {
                 let r = transfer(now, st, conversation, &agent, to, note).await;
+                let failed = journal_failed(&r);
+                let _ = reply.send(r);
+                failed
+            }
+            CustomerMsg::Callback { channel, to, not_before, reply } => {
+                let r = callback(now, st, channel, to, not_before).await;
                 let failed = journal_failed(&r);
                 let _ = reply.send(r);
                 failed
@@ -266,4 +275,31 @@ async fn resolve(now: TimeMs, st: &mut CustomerState, conversation: Conversation
         to_router(&st.hub, RouterMsg::Resolved { queue, channel, agent: Some(agent.clone()) });
     }
     Ok(())
+}
+
+/// A callback replaces waiting: same conversation, same place in the queue
+/// (the original waiting time), offered on the chosen channel.
+async fn callback(now: TimeMs, st: &mut CustomerState, channel: Channel, to: Identity, not_before: Option<TimeMs>) -> Result<(ConversationId, u64)> {
+    let conv = st.customer.open.as_ref().ok_or_else(|| CoreError::invalid("identity", "the customer has no open conversation to call back about"))?;
+    let id = conv.id;
+    if !matches!(conv.state, ConversationState::Queued | ConversationState::Offered) {
+        return Err(CoreError::invalid("identity", "a callback replaces waiting; this conversation is not waiting").into());
+    }
+    let seq = st.customer.record(now, id, EventKind::CallbackRequested { channel, to, not_before: not_before.unwrap_or(0) })?;
+    persist(st, None).await?;
+    let Some(conv) = st.customer.open.as_ref() else { return Ok((id, seq)) };
+    to_router(
+        &st.hub,
+        RouterMsg::Route(RouteRequest {
+            conversation: id,
+            topic: conv.topic.clone(),
+            channel,
+            enqueued_at: conv.waiting_since,
+            priority: PriorityInputs { channel_sla_ms: 0, tier: st.customer.attributes.tier.clone(), topic_boost_ms: 0, sentiment: conv.sentiment },
+            last_agent: st.customer.last_agent.clone(),
+            not_before,
+            replace: true,
+        }),
+    );
+    Ok((id, seq))
 }

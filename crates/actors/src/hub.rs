@@ -123,6 +123,11 @@ impl Hub {
         lock(&self.directory).resolve(identity, also)
     }
 
+    /// Whether the customer exists (so that made-up ids spawn no actor).
+    pub fn known_customer(&self, id: CustomerId) -> bool {
+        lock(&self.directory).issued(id)
+    }
+
     pub fn lookup(&self, identity: &Identity) -> Option<CustomerId> {
         lock(&self.directory).lookup(identity)
     }

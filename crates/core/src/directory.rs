@@ -61,6 +61,11 @@ impl Directory {
         Resolution { customer, created, linked, conflicts }
     }
 
+    /// Whether this directory ever issued `id`.
+    pub fn issued(&self, id: CustomerId) -> bool {
+        id.0 >= 1 && id.0 <= self.next
+    }
+
     pub fn len(&self) -> usize {
         self.by_identity.len()
     }

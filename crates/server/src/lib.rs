@@ -1,1 +1,101 @@
-//! placeholder
+//! The gRPC edge of a node: the Gateway, AgentDesktop and Admin services,
+//! grpc.health.v1 and server reflection.
+//!
+//! Architecture invariant: proto types stop here. [`convert`] turns every
+//! request into domain types, validating it and naming the field at fault;
+//! [`error::status`] is the one mapping from errors to gRPC statuses.
+
+pub mod admin;
+pub mod convert;
+pub mod desktop;
+pub mod error;
+pub mod gateway;
+pub mod metrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use centralino_actors::{ActorError, Hub};
+use centralino_proto::v1 as pb;
+use ractor::rpc::CallResult;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
+use tonic::transport::Server;
+
+/// Largest request a client may send. A contact's text is at most 16 KiB;
+/// this leaves room for identities and attributes, and refuses anything
+/// that could only be abuse with RESOURCE_EXHAUSTED.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+/// Largest response (an offer carries the whole history).
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The fully-qualified names of our services, for health and reflection.
+pub const SERVICES: [&str; 3] = ["centralino.v1.Gateway", "centralino.v1.AgentDesktop", "centralino.v1.Admin"];
+
+/// Serves every service on `listener` until `shutdown` resolves, then
+/// stops accepting and lets in-flight calls finish.
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for s in SERVICES {
+        health.set_service_status(s, tonic_health::ServingStatus::Serving).await;
+    }
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| tracing::error!(error = %e, "reflection v1"))
+        .ok();
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| tracing::error!(error = %e, "reflection v1alpha"))
+        .ok();
+
+    let gateway = pb::gateway_server::GatewayServer::new(gateway::GatewayService::new(hub.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let desktop = pb::agent_desktop_server::AgentDesktopServer::new(desktop::DesktopService::new(hub.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let admin = pb::admin_server::AdminServer::new(admin::AdminService::new(hub))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+
+    let health_on_stop = health.clone();
+    let shutdown = async move {
+        shutdown.await;
+        for s in SERVICES {
+            health_on_stop.set_service_status(s, tonic_health::ServingStatus::NotServing).await;
+        }
+        health_on_stop.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    };
+    Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
+        .add_service(gateway)
+        .add_service(desktop)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// The outcome of a call to an actor that answers with a `Result`.
+pub(crate) fn ask<T, E>(r: Result<CallResult<Result<T, ActorError>>, E>, what: &str) -> Result<T, Status> {
+    ask_plain(r, what)?.map_err(error::status)
+}
+
+/// The outcome of a call to an actor that answers with a plain value.
+pub(crate) fn ask_plain<T, E>(r: Result<CallResult<T>, E>, what: &str) -> Result<T, Status> {
+    match r {
+        Ok(CallResult::Success(v)) => Ok(v),
+        Ok(CallResult::Timeout) => Err(Status::unavailable(format!("{what} did not answer in time; retry"))),
+        Ok(CallResult::SenderError) | Err(_) => Err(Status::unavailable(format!("{what} is unavailable; retry"))),
+    }
+}

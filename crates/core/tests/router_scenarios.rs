@@ -1,0 +1,780 @@
+//! Scripted, deterministic scenarios of the [`Router`] through its public
+//! API: inputs and the current time in, decisions and views out.
+//!
+//! Each test is a small story with a clock the test moves by hand. The
+//! values asserted (who gets which conversation, loads, phases, KPI numbers,
+//! explanation fields) are worked out by hand from the module docs of
+//! `router`, `priority`, `queue` and `kpi`, so a change of behaviour shows
+//! up as a failing line that names what changed.
+
+use centralino_core::agent::{AgentProfile, AgentState, Skill};
+use centralino_core::explain::{Candidate, Explanation, PassedOver, Rule};
+use centralino_core::history::TransferTarget;
+use centralino_core::ids::CustomerId;
+use centralino_core::priority::{PriorityBreakdown, PriorityInputs, PriorityPolicy};
+use centralino_core::queue::{BullseyeStep, QueueConfig, Strategy};
+use centralino_core::router::{AgentView, ConversationView, Enqueue, Phase, RevokeReason};
+use centralino_core::{AgentId, Channel, ConversationId, CoreError, Input, OfferId, Output, QueueId, Router, RouterConfig, TimeMs};
+
+const OFFER_TIMEOUT: u64 = 15_000;
+const DECLINE_TTL: u64 = 30_000;
+const CONTINUITY: u64 = 3_600_000;
+
+/// No after-contact work unless a test asks for it, so capacity frees at
+/// wrap-up and the scripts stay short.
+fn config() -> RouterConfig {
+    RouterConfig {
+        offer_timeout_ms: OFFER_TIMEOUT,
+        continuity_window_ms: CONTINUITY,
+        decline_ttl_ms: DECLINE_TTL,
+        acw_ms: [0; Channel::COUNT],
+        priority: PriorityPolicy::default(),
+    }
+}
+
+fn c(n: u64) -> ConversationId {
+    ConversationId { customer: CustomerId(n), number: 1 }
+}
+
+fn queue(id: &str, strategy: Strategy, required: &[(&str, u8)]) -> QueueConfig {
+    QueueConfig {
+        strategy,
+        required: required.iter().map(|(n, p)| Skill::new(n, *p)).collect(),
+        ..QueueConfig::open(id)
+    }
+}
+
+fn profile(id: &str, skills: &[(&str, u8)], capacity: u16) -> AgentProfile {
+    AgentProfile {
+        id: AgentId::new(id),
+        name: id.to_uppercase(),
+        skills: skills.iter().map(|(n, p)| Skill::new(n, *p)).collect(),
+        languages: vec!["it".into()],
+        capacity,
+    }
+}
+
+/// One offer as emitted, flattened for assertions.
+#[derive(Debug, Clone)]
+struct Offer {
+    offer: OfferId,
+    conv: ConversationId,
+    agent: String,
+    queue: String,
+    expires_at: TimeMs,
+    explanation: Explanation,
+}
+
+fn offers(out: &[Output]) -> Vec<Offer> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Offered { offer, conversation, agent, queue, expires_at, explanation, .. } => Some(Offer {
+                offer: *offer,
+                conv: *conversation,
+                agent: agent.to_string(),
+                queue: queue.to_string(),
+                expires_at: *expires_at,
+                explanation: (**explanation).clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The single offer in `out`; fails if there is none or more than one.
+fn one_offer(out: &[Output]) -> Offer {
+    let v = offers(out);
+    assert_eq!(v.len(), 1, "expected exactly one offer in {out:#?}");
+    v.into_iter().next().unwrap()
+}
+
+/// (customer number, agent) of every offer, in emission order.
+fn pairs(out: &[Output]) -> Vec<(u64, String)> {
+    offers(out).into_iter().map(|o| (o.conv.customer.0, o.agent)).collect()
+}
+
+fn cand(agent: &str, key: u64, passed_over: Option<PassedOver>) -> Candidate {
+    Candidate { agent: AgentId::new(agent), key, passed_over }
+}
+
+/// A router, a hand-moved clock, and shorthands for the inputs.
+struct Sim {
+    router: Router,
+    now: TimeMs,
+}
+
+impl Sim {
+    fn new(cfg: RouterConfig, queues: Vec<QueueConfig>) -> Self {
+        let mut sim = Sim { router: Router::new(cfg), now: 0 };
+        for q in queues {
+            sim.step(Input::UpsertQueue(q));
+        }
+        sim
+    }
+
+    /// Moves the clock to `t` and fires the timers due.
+    fn at(&mut self, t: TimeMs) -> Vec<Output> {
+        assert!(t >= self.now, "time goes forward");
+        self.now = t;
+        let mut out = Vec::new();
+        self.router.tick(t, &mut out);
+        out
+    }
+
+    fn try_step(&mut self, input: Input) -> Result<Vec<Output>, CoreError> {
+        let mut out = Vec::new();
+        self.router.step(self.now, input, &mut out).map(|()| out)
+    }
+
+    fn step(&mut self, input: Input) -> Vec<Output> {
+        let dbg = format!("{input:?}");
+        self.try_step(input).unwrap_or_else(|e| panic!("{dbg} failed: {e}"))
+    }
+
+    fn login(&mut self, id: &str, skills: &[(&str, u8)], capacity: u16) -> Vec<Output> {
+        self.step(Input::Login { profile: profile(id, skills, capacity), away: false })
+    }
+
+    fn enqueue(&mut self, n: u64, queue: &str, channel: Channel) -> Vec<Output> {
+        self.step(Input::Enqueue(self.arrival(n, queue, channel)))
+    }
+
+    /// An arrival now, with no priority inputs, continuity or schedule.
+    fn arrival(&self, n: u64, queue: &str, channel: Channel) -> Enqueue {
+        Enqueue {
+            conversation: c(n),
+            queue: QueueId::new(queue),
+            channel,
+            enqueued_at: self.now,
+            priority: PriorityInputs::default(),
+            last_agent: None,
+            not_before: None,
+        }
+    }
+
+    fn accept(&mut self, o: &Offer) -> Vec<Output> {
+        self.step(Input::Accept { agent: AgentId::new(&o.agent), offer: o.offer })
+    }
+
+    fn reject(&mut self, o: &Offer) -> Vec<Output> {
+        self.step(Input::Reject { agent: AgentId::new(&o.agent), offer: o.offer, reason: "busy".into() })
+    }
+
+    /// Enqueues and accepts at once; the conversation must be offered.
+    fn serve(&mut self, n: u64, queue: &str, channel: Channel) -> Offer {
+        let o = one_offer(&self.enqueue(n, queue, channel));
+        self.accept(&o);
+        o
+    }
+
+    fn wrap_up(&mut self, agent: &str, n: u64) -> Vec<Output> {
+        self.step(Input::WrapUp { agent: AgentId::new(agent), conversation: c(n) })
+    }
+
+    fn agent(&self, id: &str) -> AgentView {
+        self.router.agent_views().into_iter().find(|a| a.id.as_str() == id).expect("agent known")
+    }
+
+    fn conv(&self, n: u64) -> ConversationView {
+        self.router.conversation_view(self.now, c(n)).expect("conversation known")
+    }
+}
+
+// ---------------------------------------------------------------- strategies
+
+#[test]
+fn longest_idle_offers_to_the_agent_idle_longest_not_the_first_logged_in() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.login("a1", &[], 100);
+    s.at(1_000);
+    s.login("a2", &[], 100);
+    s.at(2_000);
+    s.login("a3", &[], 100);
+
+    s.at(3_000);
+    let o = s.serve(1, "q", Channel::Voice);
+    assert_eq!(o.agent, "a1");
+    assert_eq!(o.explanation.rule, Rule::LongestIdle);
+    assert_eq!(
+        o.explanation.candidates,
+        vec![cand("a1", 0, None), cand("a2", 1_000, Some(PassedOver::RankedLower)), cand("a3", 2_000, Some(PassedOver::RankedLower))]
+    );
+    assert_eq!(s.serve(2, "q", Channel::Voice).agent, "a2");
+    assert_eq!(s.serve(3, "q", Channel::Voice).agent, "a3");
+
+    // a2 finishes first, then a1: a2 has now been idle longer.
+    s.at(10_000);
+    s.wrap_up("a2", 2);
+    s.at(11_000);
+    s.wrap_up("a1", 1);
+    s.at(12_000);
+    let o = one_offer(&s.enqueue(4, "q", Channel::Voice));
+    assert_eq!(o.agent, "a2");
+    assert_eq!(o.explanation.candidates, vec![cand("a2", 10_000, None), cand("a1", 11_000, Some(PassedOver::RankedLower))]);
+}
+
+#[test]
+fn most_proficient_offers_by_proficiency_and_skips_agents_below_the_minimum() {
+    let mut s = Sim::new(config(), vec![queue("billing", Strategy::MostProficient, &[("billing", 2)])]);
+    s.login("p3", &[("billing", 3)], 100);
+    s.login("p5", &[("billing", 5), ("fiber", 5)], 100);
+    s.login("p2", &[("billing", 2)], 100);
+    s.login("p1", &[("billing", 1)], 100);
+    s.login("x", &[("fiber", 5)], 100);
+    let qv = s.router.queue_views(s.now).into_iter().find(|q| q.config.id.as_str() == "billing").unwrap();
+    assert_eq!((qv.agents_logged_in, qv.agents_available), (3, 3), "p1 and x do not qualify");
+
+    let o = s.serve(1, "billing", Channel::Voice);
+    assert_eq!(o.agent, "p5");
+    assert_eq!(o.explanation.rule, Rule::MostProficient);
+    let key = |p: u64| u64::from(u32::MAX) - p;
+    assert_eq!(
+        o.explanation.candidates,
+        vec![cand("p5", key(5), None), cand("p3", key(3), Some(PassedOver::RankedLower)), cand("p2", key(2), Some(PassedOver::RankedLower))]
+    );
+    assert_eq!(s.serve(2, "billing", Channel::Voice).agent, "p3");
+    assert_eq!(s.serve(3, "billing", Channel::Voice).agent, "p2");
+
+    // Only unqualified agents are free: the fourth waits.
+    assert!(offers(&s.enqueue(4, "billing", Channel::Voice)).is_empty());
+    assert_eq!(s.conv(4).phase, Phase::Waiting);
+    assert_eq!(s.agent("p1").state, AgentState::Available);
+    assert!(s.agent("p1").conversations.is_empty());
+}
+
+#[test]
+fn least_occupied_offers_to_the_agent_with_the_least_capacity_in_use() {
+    let mut s = Sim::new(config(), vec![queue("lo", Strategy::LeastOccupied, &[])]);
+    s.login("c1", &[], 100);
+    assert_eq!(pairs(&s.enqueue(1, "lo", Channel::Chat)), vec![(1, "c1".into())]);
+    assert_eq!(pairs(&s.enqueue(2, "lo", Channel::Chat)), vec![(2, "c1".into())]);
+    s.at(10);
+    s.login("c2", &[], 100);
+    assert_eq!(pairs(&s.enqueue(3, "lo", Channel::Chat)), vec![(3, "c2".into())]);
+    s.at(20);
+    s.login("c3", &[], 100);
+    // Loads 60, 30, 0.
+    let o = one_offer(&s.enqueue(4, "lo", Channel::Chat));
+    assert_eq!(o.agent, "c3");
+    assert_eq!(o.explanation.rule, Rule::LeastOccupied);
+    // The key shown is the strategy's key, the load in use.
+    assert_eq!(
+        o.explanation.candidates,
+        vec![cand("c3", 0, None), cand("c2", 30, Some(PassedOver::RankedLower)), cand("c1", 60, Some(PassedOver::RankedLower))]
+    );
+    // Loads 60, 30, 30: the tie goes to the one idle since earlier (c2).
+    assert_eq!(pairs(&s.enqueue(5, "lo", Channel::Chat)), vec![(5, "c2".into())]);
+    assert_eq!(pairs(&s.enqueue(6, "lo", Channel::Chat)), vec![(6, "c3".into())]);
+    let loads: Vec<u16> = ["c1", "c2", "c3"].iter().map(|a| s.agent(a).load).collect();
+    assert_eq!(loads, vec![60, 60, 60]);
+}
+
+#[test]
+fn round_robin_takes_turns_among_agents_with_room() {
+    let mut s = Sim::new(config(), vec![queue("rr", Strategy::RoundRobin, &[])]);
+    for a in ["r1", "r2", "r3"] {
+        s.login(a, &[], 100);
+    }
+    let mut got = Vec::new();
+    for n in 1..=3 {
+        got.extend(pairs(&s.enqueue(n, "rr", Channel::Chat)));
+    }
+    let o = one_offer(&s.enqueue(4, "rr", Channel::Chat));
+    assert_eq!(o.explanation.rule, Rule::RoundRobin);
+    // The key is the id of each agent's last offer: of-1, of-2, of-3.
+    assert_eq!(
+        o.explanation.candidates,
+        vec![cand("r1", 1, None), cand("r2", 2, Some(PassedOver::RankedLower)), cand("r3", 3, Some(PassedOver::RankedLower))]
+    );
+    got.push((4, o.agent));
+    for n in 5..=6 {
+        got.extend(pairs(&s.enqueue(n, "rr", Channel::Chat)));
+    }
+    let want: Vec<(u64, String)> =
+        [(1, "r1"), (2, "r2"), (3, "r3"), (4, "r1"), (5, "r2"), (6, "r3")].iter().map(|(n, a)| (*n, a.to_string())).collect();
+    assert_eq!(got, want);
+}
+
+// ------------------------------------------------------------------ capacity
+
+#[test]
+fn weighted_capacity_mixes_chats_but_voice_excludes_everything() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.login("w", &[], 100);
+
+    assert_eq!(s.serve(1, "q", Channel::Chat).agent, "w");
+    assert_eq!(s.agent("w").load, 30);
+    // A call does not fit on top of a chat.
+    s.at(1_000);
+    assert!(offers(&s.enqueue(100, "q", Channel::Voice)).is_empty());
+    assert_eq!(s.serve(2, "q", Channel::Chat).agent, "w");
+    assert_eq!(s.serve(3, "q", Channel::Chat).agent, "w");
+    // Three chats: 90 of 100. A fourth chat waits, an SMS (10) still fits.
+    assert_eq!((s.agent("w").load, s.agent("w").state), (90, AgentState::Available));
+    assert!(offers(&s.enqueue(4, "q", Channel::Chat)).is_empty());
+    assert_eq!(s.serve(5, "q", Channel::Sms).agent, "w");
+    assert_eq!((s.agent("w").load, s.agent("w").state), (100, AgentState::Busy));
+    assert_eq!(s.agent("w").conversations, vec![c(1), c(2), c(3), c(5)]);
+
+    // Chat 1 ends: 40 free. The call ranks first (20 s SLA, waiting
+    // longest) but needs 100, so the waiting chat is offered.
+    s.at(2_000);
+    assert_eq!(pairs(&s.wrap_up("w", 1)), vec![(4, "w".into())]);
+    assert_eq!(s.agent("w").load, 100);
+    let Phase::Offered { offer, .. } = s.conv(4).phase else { panic!("conversation 4 should be offered") };
+    s.step(Input::Accept { agent: AgentId::new("w"), offer });
+    for n in [2, 3, 5] {
+        assert!(offers(&s.wrap_up("w", n)).is_empty(), "the call still does not fit");
+    }
+    assert_eq!(s.agent("w").load, 30);
+    // The last chat ends: the call takes the whole capacity.
+    let o = one_offer(&s.wrap_up("w", 4));
+    assert_eq!((o.conv, o.agent.as_str()), (c(100), "w"));
+    assert_eq!(s.agent("w").load, 100);
+    s.accept(&o);
+    // Voice excludes the rest, even the cheapest channel.
+    assert!(offers(&s.enqueue(6, "q", Channel::Sms)).is_empty());
+    assert_eq!(s.conv(6).phase, Phase::Waiting);
+}
+
+// ------------------------------------------------------- reject and timeout
+
+#[test]
+fn a_rejected_offer_moves_on_and_is_not_offered_back_until_the_decline_expires() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.login("a", &[], 100);
+    // a holds a chat, so it stays idle since 0 and ranks before b.
+    assert_eq!(s.serve(100, "q", Channel::Chat).agent, "a");
+    s.at(500);
+    s.login("b", &[], 100);
+    let o = one_offer(&s.enqueue(1, "q", Channel::Chat));
+    assert_eq!(o.agent, "a");
+
+    s.at(1_000);
+    let out = s.reject(&o);
+    assert!(out.contains(&Output::Rejected { offer: o.offer, conversation: c(1), agent: AgentId::new("a"), reason: "busy".into() }));
+    let to_b = one_offer(&out);
+    assert_eq!(to_b.agent, "b");
+    // The chosen agent first, then those passed over in the order considered.
+    assert_eq!(to_b.explanation.candidates, vec![cand("b", 500, None), cand("a", 0, Some(PassedOver::DeclinedEarlier))]);
+
+    s.at(2_000);
+    let out = s.reject(&to_b);
+    assert!(offers(&out).is_empty(), "both declined: nobody gets it");
+    assert_eq!(s.conv(1).phase, Phase::Waiting);
+    assert_eq!((s.agent("a").state, s.agent("b").state), (AgentState::Available, AgentState::Available));
+    assert_eq!((s.agent("a").load, s.agent("b").load), (30, 0));
+
+    // a declined at 1 000: not offered it again before 31 000, then it is.
+    assert!(offers(&s.at(1_000 + DECLINE_TTL - 1)).is_empty());
+    let again = one_offer(&s.at(1_000 + DECLINE_TTL));
+    assert_eq!((again.conv, again.agent.as_str()), (c(1), "a"));
+    assert_eq!(again.explanation.rule, Rule::AgentFreed);
+}
+
+#[test]
+fn the_explanation_always_names_the_chosen_agent_first_even_after_many_passed_over() {
+    let mut s = Sim::new(config(), vec![queue("setup", Strategy::RoundRobin, &[]), queue("main", Strategy::LongestIdle, &[])]);
+    let busy = ["n1", "n2", "n3", "n4", "n5", "n6"];
+    for a in busy {
+        s.login(a, &[], 100);
+    }
+    // One SMS each (round robin): all keep room, but not for a call.
+    for n in 1..=6 {
+        s.enqueue(n, "setup", Channel::Sms);
+    }
+    assert!(busy.iter().all(|a| s.agent(a).load == 10));
+    s.at(1);
+    s.login("free", &[], 100);
+    let o = one_offer(&s.enqueue(7, "main", Channel::Voice));
+    assert_eq!(o.agent, "free");
+    let mut want = vec![cand("free", 1, None)];
+    want.extend(busy[..4].iter().map(|a| cand(a, 0, Some(PassedOver::NoCapacity))));
+    assert_eq!(o.explanation.candidates, want);
+}
+
+#[test]
+fn an_unanswered_offer_times_out_moves_on_and_sets_the_agent_away() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.login("a", &[], 100);
+    s.at(10);
+    s.login("b", &[], 100);
+    let o = one_offer(&s.enqueue(1, "q", Channel::Voice));
+    assert_eq!((o.agent.as_str(), o.expires_at), ("a", 10 + OFFER_TIMEOUT));
+
+    assert!(s.at(10 + OFFER_TIMEOUT - 1).is_empty());
+    let out = s.at(10 + OFFER_TIMEOUT);
+    assert!(out.contains(&Output::OfferRevoked { offer: o.offer, conversation: c(1), agent: AgentId::new("a"), reason: RevokeReason::TimedOut }));
+    assert!(out.contains(&Output::AgentStateChanged { agent: AgentId::new("a"), state: AgentState::Away, load: 0 }));
+    let next = one_offer(&out);
+    assert_eq!((next.conv, next.agent.as_str()), (c(1), "b"));
+    assert_eq!((s.agent("a").state, s.agent("a").load), (AgentState::Away, 0));
+
+    // While away, a gets nothing; once back, it takes what waits.
+    s.accept(&next);
+    assert!(offers(&s.enqueue(2, "q", Channel::Voice)).is_empty());
+    let back = one_offer(&s.step(Input::SetAway { agent: AgentId::new("a"), away: false }));
+    assert_eq!((back.conv, back.agent.as_str(), back.explanation.rule), (c(2), "a", Rule::AgentFreed));
+}
+
+// ---------------------------------------------------------------- continuity
+
+#[test]
+fn continuity_offers_to_the_last_agent_first_only_if_present_with_room_and_in_the_window() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.login("first", &[], 100);
+    s.login("last", &[], 100);
+    let t0 = 2 * CONTINUITY;
+    s.at(t0);
+    let returning = |s: &Sim, n: u64, channel: Channel, last_seen: TimeMs| Enqueue {
+        last_agent: Some((AgentId::new("last"), last_seen)),
+        ..s.arrival(n, "q", channel)
+    };
+
+    // Last contact just outside the window: the queue's strategy decides
+    // ("first" and "last" idle since 0, "first" ranks first by index).
+    let o = one_offer(&s.step(Input::Enqueue(returning(&s, 1, Channel::Chat, t0 - CONTINUITY - 1))));
+    assert_eq!((o.agent.as_str(), o.explanation.rule), ("first", Rule::LongestIdle));
+
+    // Within the window, on another channel: the last agent first.
+    let o = one_offer(&s.step(Input::Enqueue(returning(&s, 2, Channel::Chat, t0 - 10_000))));
+    assert_eq!((o.agent.as_str(), o.explanation.rule), ("last", Rule::Continuity));
+    assert_eq!(o.explanation.candidates, vec![cand("last", 0, None)]);
+
+    // No room for a call on top of that chat: whoever has room takes it.
+    s.at(t0 + 1);
+    s.login("third", &[], 100);
+    let o = one_offer(&s.step(Input::Enqueue(returning(&s, 3, Channel::Voice, t0))));
+    assert_eq!((o.agent.as_str(), o.explanation.rule), ("third", Rule::LongestIdle));
+    assert_eq!(
+        o.explanation.candidates,
+        vec![cand("third", t0 + 1, None), cand("first", 0, Some(PassedOver::NoCapacity)), cand("last", 0, Some(PassedOver::NoCapacity))]
+    );
+
+    // Away or logged out: not present, the strategy decides.
+    s.step(Input::SetAway { agent: AgentId::new("last"), away: true });
+    let o = one_offer(&s.step(Input::Enqueue(returning(&s, 4, Channel::Chat, t0))));
+    assert_eq!((o.agent.as_str(), o.explanation.rule), ("first", Rule::LongestIdle));
+    s.step(Input::Logout { agent: AgentId::new("last") });
+    let o = one_offer(&s.step(Input::Enqueue(returning(&s, 5, Channel::Sms, t0))));
+    assert_eq!((o.agent.as_str(), o.explanation.rule), ("first", Rule::LongestIdle));
+    assert_eq!(s.agent("first").load, 70);
+}
+
+// ------------------------------------------------------------------ bullseye
+
+#[test]
+fn bullseye_widens_to_a_less_proficient_agent_after_the_step_time() {
+    let mut tech = queue("tech", Strategy::MostProficient, &[("fiber", 4)]);
+    tech.bullseye = vec![BullseyeStep { after_ms: 30_000, relax_proficiency: 1, drop_skills: vec![] }];
+    let mut s = Sim::new(config(), vec![tech]);
+    s.login("expert", &[("fiber", 5)], 100);
+    s.login("junior", &[("fiber", 3)], 100);
+    s.login("novice", &[("fiber", 2)], 100);
+    assert_eq!(s.serve(1, "tech", Channel::Voice).agent, "expert");
+
+    s.at(1_000);
+    let o = s.enqueue(2, "tech", Channel::Voice);
+    assert!(offers(&o).is_empty(), "junior does not meet fiber 4 yet");
+    assert_eq!(s.conv(2).position, Some(1));
+    assert!(offers(&s.at(1_000 + 30_000 - 1)).is_empty());
+    let o = one_offer(&s.at(1_000 + 30_000));
+    assert_eq!((o.conv, o.agent.as_str()), (c(2), "junior"));
+    assert_eq!((o.explanation.rule, o.explanation.bullseye_step), (Rule::MostProficient, 1));
+    // Novice (fiber 2) is below even the widened minimum of 3.
+    assert!(o.explanation.candidates.iter().all(|c| c.agent.as_str() != "novice"));
+    assert_eq!(s.router.queue_views(s.now)[0].waiting, 0);
+
+    // A callback that keeps its place starts at the step its wait reached.
+    s.accept(&o);
+    s.at(100_000);
+    let kept = Enqueue { enqueued_at: 40_000, ..s.arrival(3, "tech", Channel::Voice) };
+    let out = s.step(Input::Enqueue(kept));
+    assert!(offers(&out).is_empty(), "only novice is free and fiber 3 is required at step 1");
+    s.step(Input::Logout { agent: AgentId::new("novice") });
+    let o = one_offer(&s.login("junior2", &[("fiber", 3)], 100));
+    assert_eq!((o.conv, o.agent.as_str(), o.explanation.rule), (c(3), "junior2", Rule::AgentFreed));
+    assert_eq!(o.explanation.bullseye_step, 1);
+}
+
+// ------------------------------------------------------------------ transfer
+
+#[test]
+fn transfer_to_a_queue_waits_there_for_a_qualified_agent() {
+    let mut s = Sim::new(
+        config(),
+        vec![queue("support", Strategy::LongestIdle, &[("support", 1)]), queue("sales", Strategy::LongestIdle, &[("sales", 3)])],
+    );
+    s.login("sup", &[("support", 3)], 100);
+    s.login("seller", &[("sales", 4)], 100);
+    // The seller is on a call.
+    assert_eq!(s.serve(1, "sales", Channel::Voice).agent, "seller");
+    assert_eq!(s.serve(2, "support", Channel::Voice).agent, "sup");
+
+    s.at(5_000);
+    let out = s.step(Input::Transfer { agent: AgentId::new("sup"), conversation: c(2), to: TransferTarget::Queue(QueueId::new("sales")) });
+    assert!(out.contains(&Output::Transferred { conversation: c(2), from: AgentId::new("sup"), to: TransferTarget::Queue(QueueId::new("sales")) }));
+    assert!(offers(&out).is_empty(), "sup lacks the sales skill, the seller is busy");
+    let v = s.conv(2);
+    assert_eq!((v.queue.as_str(), v.phase, v.agent, v.waited_ms), ("sales", Phase::Waiting, None, 5_000));
+    assert_eq!(s.agent("sup").load, 0);
+
+    s.at(8_000);
+    let o = one_offer(&s.wrap_up("seller", 1));
+    assert_eq!((o.conv, o.agent.as_str(), o.queue.as_str(), o.explanation.rule), (c(2), "seller", "sales", Rule::AgentFreed));
+    let k = s.router.kpi_report();
+    let support = k.queues.iter().find(|(q, _)| q == "support").unwrap().1;
+    assert_eq!((support.transfers, k.total.transfers), (1, 1));
+}
+
+#[test]
+fn transfer_to_an_agent_waits_for_that_agent_and_nobody_else() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.login("a", &[], 100);
+    s.login("b", &[], 100);
+    s.login("idle", &[], 100);
+    assert_eq!(s.serve(1, "q", Channel::Voice).agent, "a");
+    assert_eq!(s.serve(2, "q", Channel::Voice).agent, "b");
+
+    s.at(1_000);
+    let to_b = TransferTarget::Agent(AgentId::new("b"));
+    let out = s.step(Input::Transfer { agent: AgentId::new("a"), conversation: c(1), to: to_b.clone() });
+    assert!(out.contains(&Output::Transferred { conversation: c(1), from: AgentId::new("a"), to: to_b }));
+    assert!(offers(&out).is_empty(), "b is on a call; idle and a must not get it");
+    assert_eq!(s.conv(1).phase, Phase::Waiting);
+    assert_eq!(s.router.waiting(), 1);
+    assert!(s.agent("idle").conversations.is_empty());
+
+    // b is free: the transfer is offered to b, by name.
+    s.at(2_000);
+    let o = one_offer(&s.wrap_up("b", 2));
+    assert_eq!((o.conv, o.agent.as_str(), o.explanation.rule), (c(1), "b", Rule::DirectTransfer));
+    // b declines: it still waits for b, and comes back when the decline expires.
+    s.at(3_000);
+    assert!(offers(&s.reject(&o)).is_empty());
+    assert_eq!(s.conv(1).phase, Phase::Waiting);
+    assert!(offers(&s.at(3_000 + DECLINE_TTL - 1)).is_empty());
+    let o = one_offer(&s.at(3_000 + DECLINE_TTL));
+    assert_eq!((o.conv, o.agent.as_str(), o.explanation.rule), (c(1), "b", Rule::DirectTransfer));
+}
+
+#[test]
+fn transfer_to_a_free_agent_is_offered_at_once() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.login("a", &[], 100);
+    s.login("b", &[], 100);
+    s.serve(1, "q", Channel::Chat);
+    let out = s.step(Input::Transfer { agent: AgentId::new("a"), conversation: c(1), to: TransferTarget::Agent(AgentId::new("b")) });
+    let o = one_offer(&out);
+    assert_eq!((o.agent.as_str(), o.explanation.rule), ("b", Rule::DirectTransfer));
+    assert_eq!(o.explanation.candidates, vec![cand("b", 0, None)]);
+    assert_eq!((s.agent("a").load, s.agent("b").load), (0, 30));
+    // Transfers to an agent who is not there are refused and change nothing.
+    let err = s.try_step(Input::Transfer { agent: AgentId::new("b"), conversation: c(1), to: TransferTarget::Agent(AgentId::new("ghost")) });
+    assert!(matches!(err, Err(CoreError::NotAssigned { .. })), "b holds an offer, not an assignment: {err:?}");
+}
+
+// ------------------------------------------------------------------- wrap-up
+
+#[test]
+fn after_contact_work_holds_the_capacity_until_its_timer() {
+    let mut cfg = config();
+    cfg.acw_ms[Channel::Voice.index()] = 5_000;
+    let mut s = Sim::new(cfg, vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.login("a", &[], 100);
+    s.serve(1, "q", Channel::Voice);
+
+    s.at(10_000);
+    let out = s.wrap_up("a", 1);
+    assert!(out.contains(&Output::AgentStateChanged { agent: AgentId::new("a"), state: AgentState::WrapUp, load: 100 }));
+    assert_eq!(s.conv(1).phase, Phase::WrapUp { until: 15_000 });
+    assert_eq!(s.router.next_timer(), Some(15_000));
+
+    s.at(12_000);
+    assert!(offers(&s.enqueue(2, "q", Channel::Sms)).is_empty(), "capacity held by after-contact work");
+    assert!(offers(&s.at(14_999)).is_empty());
+    let out = s.at(15_000);
+    let o = one_offer(&out);
+    assert_eq!((o.conv, o.agent.as_str(), o.explanation.rule), (c(2), "a", Rule::AgentFreed));
+    assert_eq!(s.router.conversation_view(s.now, c(1)), None, "the wrapped-up conversation left routing");
+    assert_eq!(s.agent("a").load, 10);
+}
+
+// -------------------------------------------------------------------- logout
+
+#[test]
+fn logout_requeues_assigned_and_offered_conversations_keeping_their_place() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    // b is on a call, so only a takes work.
+    s.login("b", &[], 100);
+    assert_eq!(s.serve(101, "q", Channel::Voice).agent, "b");
+    s.login("a", &[], 100);
+
+    s.at(1_000);
+    let assigned = s.serve(1, "q", Channel::Chat);
+    s.at(2_000);
+    let offered = one_offer(&s.enqueue(2, "q", Channel::Chat));
+    assert_eq!((assigned.agent.as_str(), offered.agent.as_str()), ("a", "a"));
+    s.at(3_000);
+    assert!(offers(&s.enqueue(3, "q", Channel::Voice)).is_empty());
+
+    s.at(4_000);
+    let out = s.step(Input::Logout { agent: AgentId::new("a") });
+    assert!(out.contains(&Output::Requeued { conversation: c(1), from: AgentId::new("a") }));
+    assert!(out.contains(&Output::OfferRevoked {
+        offer: offered.offer,
+        conversation: c(2),
+        agent: AgentId::new("a"),
+        reason: RevokeReason::AgentLoggedOut
+    }));
+    assert!(offers(&out).is_empty(), "b is on a call");
+    let a = s.agent("a");
+    assert_eq!((a.state, a.load, a.conversations.len()), (AgentState::Offline, 0, 0));
+    for n in [1, 2, 3] {
+        assert_eq!(s.conv(n).phase, Phase::Waiting, "conversation {n}");
+    }
+    // They kept their place: the call (20 s SLA from 3 000) is first, then
+    // the chats in arrival order.
+    assert_eq!((s.conv(3).position, s.conv(1).position, s.conv(2).position), (Some(1), Some(2), Some(3)));
+    assert_eq!(s.conv(1).waited_ms, 3_000);
+
+    s.at(5_000);
+    let o = one_offer(&s.wrap_up("b", 101));
+    assert_eq!((o.conv, o.agent.as_str()), (c(3), "b"));
+    s.accept(&o);
+    s.at(6_000);
+    assert_eq!(pairs(&s.wrap_up("b", 3)), vec![(1, "b".into()), (2, "b".into())]);
+}
+
+// ---------------------------------------------------------------------- KPIs
+
+#[test]
+fn kpis_of_a_small_scripted_day() {
+    let mut s = Sim::new(config(), vec![queue("kpi", Strategy::LongestIdle, &[])]);
+    s.login("a", &[], 100);
+    // c1 answered after 5 s (within the 20 s voice target), handled 60 s.
+    let o1 = one_offer(&s.enqueue(1, "kpi", Channel::Voice));
+    s.at(1_000);
+    s.enqueue(2, "kpi", Channel::Voice);
+    s.at(3_000);
+    s.enqueue(3, "kpi", Channel::Voice);
+    s.at(5_000);
+    let out = s.accept(&o1);
+    assert!(out.contains(&Output::Assigned { offer: o1.offer, conversation: c(1), agent: AgentId::new("a"), waited_ms: 5_000 }));
+    // c3 abandons while waiting.
+    s.at(10_000);
+    s.step(Input::Withdraw { conversation: c(3), abandoned: true });
+    // c2 answered after 65 s (late), handled 30 s.
+    s.at(65_000);
+    let o2 = one_offer(&s.wrap_up("a", 1));
+    s.at(66_000);
+    s.accept(&o2);
+    s.at(96_000);
+    s.wrap_up("a", 2);
+    // c4 answered after 2 s, handled 90 s.
+    s.at(100_000);
+    let o4 = one_offer(&s.enqueue(4, "kpi", Channel::Voice));
+    s.at(102_000);
+    s.accept(&o4);
+    s.at(192_000);
+    s.wrap_up("a", 4);
+    // c5 is offered, then resolved elsewhere: withdrawn, not abandoned.
+    s.at(200_000);
+    s.enqueue(5, "kpi", Channel::Voice);
+    s.at(201_000);
+    s.step(Input::Withdraw { conversation: c(5), abandoned: false });
+    s.router.note_resolved(&QueueId::new("kpi"), Channel::Voice, Some(&AgentId::new("a")));
+
+    let k = s.router.kpi_report();
+    let t = k.total;
+    assert_eq!((t.offered, t.answered, t.answered_within_sla, t.abandoned), (5, 3, 2, 1));
+    assert_eq!((t.wait_ms_total, t.handled, t.handle_ms_total, t.resolved), (72_000, 3, 180_000, 1));
+    // Service level: 2 within target over 3 answered + 1 abandoned.
+    assert_eq!(t.service_level(), 0.5);
+    assert_eq!(t.asa_ms(), 24_000.0);
+    assert_eq!(t.aht_ms(), 60_000.0);
+    // The same numbers per queue and channel; the agent has no abandons.
+    assert_eq!(k.queues, vec![("kpi".to_string(), t)]);
+    assert_eq!(k.channels.iter().find(|(ch, _)| *ch == Channel::Voice).unwrap().1, t);
+    assert!(k.channels.iter().filter(|(ch, _)| *ch != Channel::Voice).all(|(_, c)| c.offered == 0));
+    let a = k.agents.iter().find(|(id, _)| id == "a").unwrap().1;
+    assert_eq!((a.offered, a.answered, a.answered_within_sla, a.abandoned, a.handled, a.resolved), (0, 3, 2, 0, 3, 1));
+    assert_eq!(a.aht_ms(), 60_000.0);
+}
+
+// --------------------------------------------------------------- explanation
+
+#[test]
+fn the_explanation_records_rule_score_and_priority_breakdown_with_the_sentiment_boost() {
+    let mut q = queue("care", Strategy::LongestIdle, &[]);
+    q.priority_boost_ms = 5_000;
+    let mut s = Sim::new(config(), vec![q]);
+    let angry = Enqueue {
+        priority: PriorityInputs { tier: Some("gold".into()), sentiment: Some(-0.5), ..Default::default() },
+        ..s.arrival(1, "care", Channel::Chat)
+    };
+    s.step(Input::Enqueue(angry));
+    s.at(7_000);
+    let o = one_offer(&s.login("a", &[], 100));
+    let e = &o.explanation;
+    assert_eq!((e.queue.as_str(), e.rule, e.bullseye_step), ("care", Rule::AgentFreed, 0));
+    assert_eq!(
+        e.priority,
+        PriorityBreakdown {
+            sla_target_ms: 60_000,
+            tier_boost_ms: 30_000,
+            topic_boost_ms: 5_000,
+            sentiment_boost_ms: 30_000,
+            waited_ms: 7_000
+        }
+    );
+    // Virtual deadline 0 + 60 000 - 30 000 - 5 000 - 30 000 = -5 000; at 7 000
+    // the conversation is 12 000 ms past it.
+    assert_eq!(e.score_ms, 12_000);
+    assert_eq!(e.candidates, vec![cand("a", 0, None)]);
+    let summary = e.summary();
+    assert!(summary.contains("agent_freed chose a"), "{summary}");
+    assert!(summary.contains("upset customer +30000 ms"), "{summary}");
+    assert!(summary.contains("tier +30000 ms"), "{summary}");
+}
+
+#[test]
+fn an_upset_customer_overtakes_an_earlier_calm_one() {
+    let mut s = Sim::new(config(), vec![queue("care", Strategy::LongestIdle, &[])]);
+    s.enqueue(1, "care", Channel::Chat);
+    s.at(1_000);
+    let upset = Enqueue {
+        priority: PriorityInputs { sentiment: Some(-1.0), ..Default::default() },
+        ..s.arrival(2, "care", Channel::Chat)
+    };
+    s.step(Input::Enqueue(upset));
+    s.at(2_000);
+    // Deadlines: calm 60 000, upset 1 000 + 60 000 - 60 000 = 1 000.
+    assert_eq!((s.conv(2).position, s.conv(1).position), (Some(1), Some(2)));
+    assert_eq!((s.conv(2).score_ms, s.conv(1).score_ms), (1_000, -58_000));
+    s.login("a", &[], 30);
+    assert_eq!(s.agent("a").conversations, vec![c(2)]);
+}
+
+#[test]
+fn a_freed_agent_takes_the_most_urgent_conversation_across_all_its_queues() {
+    let mut s = Sim::new(
+        config(),
+        vec![queue("chatq", Strategy::LongestIdle, &[("chat", 1)]), queue("voiceq", Strategy::LongestIdle, &[("voice", 1)])],
+    );
+    s.login("both", &[("chat", 1), ("voice", 1)], 100);
+    s.serve(1, "chatq", Channel::Voice);
+    // Waiting: a chat since 0 (deadline 60 000), a call since 10 000
+    // (deadline 30 000), a chat since 20 000 (deadline 80 000).
+    s.enqueue(2, "chatq", Channel::Chat);
+    s.at(10_000);
+    s.enqueue(3, "voiceq", Channel::Voice);
+    s.at(20_000);
+    s.enqueue(4, "chatq", Channel::Chat);
+    s.at(25_000);
+    let o = one_offer(&s.wrap_up("both", 1));
+    assert_eq!((o.conv, o.queue.as_str(), o.explanation.rule), (c(3), "voiceq", Rule::AgentFreed));
+    assert_eq!(o.explanation.score_ms, -5_000);
+    s.accept(&o);
+    assert_eq!(pairs(&s.wrap_up("both", 3)), vec![(2, "both".into()), (4, "both".into())]);
+}

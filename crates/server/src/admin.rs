@@ -1,0 +1,127 @@
+//! The Admin service: queues, live views and KPIs for supervisors.
+
+use std::sync::Arc;
+
+use centralino_actors::Hub;
+use centralino_actors::router::RouterMsg;
+use centralino_core::kpi::Counters;
+use centralino_core::router::Phase;
+use centralino_core::{Input, QueueId};
+use centralino_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::error::status;
+use crate::ask_plain;
+
+pub struct AdminService {
+    hub: Arc<Hub>,
+}
+
+impl AdminService {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        AdminService { hub }
+    }
+
+    fn router(&self) -> Result<&ractor::ActorRef<RouterMsg>, Status> {
+        self.hub.router().map_err(status)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue_id))]
+    async fn upsert_queue(&self, req: Request<pb::Queue>) -> Result<Response<pb::Queue>, Status> {
+        let cfg = convert::queue(req.get_ref())?;
+        let reply = convert::queue_to_pb(&cfg);
+        let r = self.router()?.call(|r| RouterMsg::Step(Input::UpsertQueue(cfg), Some(r)), None).await;
+        ask_plain(r, "router")?.map_err(|e| status(e.into()))?;
+        Ok(Response::new(reply))
+    }
+
+    async fn list_queues(&self, _req: Request<pb::ListQueuesRequest>) -> Result<Response<pb::ListQueuesResponse>, Status> {
+        let views = ask_plain(self.router()?.call(RouterMsg::Queues, None).await, "router")?;
+        let queues = views
+            .into_iter()
+            .map(|v| pb::QueueView {
+                queue: Some(convert::queue_to_pb(&v.config)),
+                waiting: v.waiting as u32,
+                oldest_wait_ms: v.oldest_wait_ms as i64,
+                agents_logged_in: v.agents_logged_in as u32,
+                agents_available: v.agents_available as u32,
+            })
+            .collect();
+        Ok(Response::new(pb::ListQueuesResponse { queues }))
+    }
+
+    async fn list_agents(&self, _req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let views = ask_plain(self.router()?.call(RouterMsg::Agents, None).await, "router")?;
+        let agents = views
+            .into_iter()
+            .map(|a| pb::AgentView {
+                agent_id: a.id.to_string(),
+                name: a.name,
+                state: convert::agent_state_to_pb(a.state),
+                load: a.load as u32,
+                capacity: a.capacity as u32,
+                skills: convert::skills_to_pb(&a.skills),
+                conversation_ids: a.conversations.iter().map(ToString::to_string).collect(),
+                queue_ids: a.queues.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn list_conversations(&self, req: Request<pb::ListConversationsRequest>) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        let q = req.into_inner().queue_id;
+        let q = (!q.is_empty()).then(|| QueueId::new(&q));
+        let views = ask_plain(self.router()?.call(|r| RouterMsg::Conversations(q, r), None).await, "router")?;
+        let conversations = views
+            .into_iter()
+            .map(|v| pb::ConversationSummary {
+                conversation_id: v.conversation.to_string(),
+                customer_id: v.conversation.customer.to_string(),
+                state: (match v.phase {
+                    Phase::Scheduled | Phase::Waiting => pb::ConversationState::Queued,
+                    Phase::Offered { .. } => pb::ConversationState::Offered,
+                    Phase::Assigned { .. } => pb::ConversationState::Assigned,
+                    Phase::WrapUp { .. } => pb::ConversationState::WrappedUp,
+                }) as i32,
+                channel: convert::channel_to_pb(v.channel),
+                queue_id: v.queue.to_string(),
+                agent_id: v.agent.map(|a| a.to_string()).unwrap_or_default(),
+                waited_ms: v.waited_ms as i64,
+                score_ms: v.score_ms,
+            })
+            .collect();
+        Ok(Response::new(pb::ListConversationsResponse { conversations }))
+    }
+
+    async fn get_kpis(&self, _req: Request<pb::GetKpisRequest>) -> Result<Response<pb::KpiReport>, Status> {
+        let report = ask_plain(self.router()?.call(RouterMsg::Kpis, None).await, "router")?;
+        let queues_waiting = ask_plain(self.router()?.call(RouterMsg::Queues, None).await, "router")?;
+        let waiting_of = |q: &str| queues_waiting.iter().find(|v| v.config.id.as_str() == q).map_or(0, |v| v.waiting as u32);
+        Ok(Response::new(pb::KpiReport {
+            queues: report.queues.iter().map(|(k, c)| kpi(k, c, waiting_of(k))).collect(),
+            channels: report.channels.iter().map(|(ch, c)| kpi(ch.name(), c, 0)).collect(),
+            agents: report.agents.iter().map(|(k, c)| kpi(k, c, 0)).collect(),
+            total: Some(kpi("total", &report.total, queues_waiting.iter().map(|v| v.waiting as u32).sum())),
+        }))
+    }
+}
+
+fn kpi(key: &str, c: &Counters, waiting: u32) -> pb::Kpi {
+    pb::Kpi {
+        key: key.to_owned(),
+        offered: c.offered,
+        answered: c.answered,
+        answered_within_sla: c.answered_within_sla,
+        abandoned: c.abandoned,
+        service_level: c.service_level(),
+        asa_ms: c.asa_ms(),
+        aht_ms: c.aht_ms(),
+        transfers: c.transfers,
+        resolved: c.resolved,
+        waiting,
+    }
+}

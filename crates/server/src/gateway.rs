@@ -1,0 +1,152 @@
+//! The Gateway service: contacts in, replies out, self-service status.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use centralino_actors::Hub;
+use centralino_actors::customer::CustomerMsg;
+use centralino_actors::router::RouterMsg;
+use centralino_core::customer::Contact;
+use centralino_core::router::Phase;
+use centralino_core::CustomerId;
+use centralino_proto::v1 as pb;
+use futures::Stream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, invalid};
+use crate::error::status;
+use crate::{ask, ask_plain, metrics};
+
+/// Replies buffered per gateway stream before delivery waits.
+pub const DELIVERY_BUFFER: usize = 4096;
+
+pub struct GatewayService {
+    hub: Arc<Hub>,
+}
+
+impl GatewayService {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        GatewayService { hub }
+    }
+
+    async fn customer_of(&self, who: &Option<pb::get_conversation_request::Who>) -> Result<CustomerId, Status> {
+        use pb::get_conversation_request::Who;
+        match who {
+            Some(Who::Identity(i)) => {
+                let identity = convert::identity("identity", Some(i))?;
+                self.hub.lookup(&identity).ok_or_else(|| Status::not_found("identity: no customer has this identity"))
+            }
+            Some(Who::CustomerId(c)) => {
+                let id = convert::customer_id("customer_id", c)?;
+                if self.hub.known_customer(id) { Ok(id) } else { Err(Status::not_found(format!("customer_id: no customer {id}"))) }
+            }
+            None => Err(invalid("who", "set identity or customer_id")),
+        }
+    }
+}
+
+type Deliveries = Pin<Box<dyn Stream<Item = Result<pb::Delivery, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::gateway_server::Gateway for GatewayService {
+    #[tracing::instrument(skip_all, fields(channel = req.get_ref().channel))]
+    async fn submit_contact(&self, req: Request<pb::SubmitContactRequest>) -> Result<Response<pb::SubmitContactResponse>, Status> {
+        let r = req.into_inner();
+        let channel = convert::channel("channel", r.channel)?;
+        let identity = convert::identity("identity", r.identity.as_ref())?;
+        if r.link_identities.len() > convert::MAX_LINKED_IDENTITIES {
+            return Err(invalid("link_identities", format!("at most {} identities", convert::MAX_LINKED_IDENTITIES)));
+        }
+        let links = r.link_identities.iter().map(|i| convert::identity("link_identities", Some(i))).collect::<Result<Vec<_>, _>>()?;
+        let contact = Contact {
+            channel,
+            identity: identity.clone(),
+            topic: convert::topic("topic", &r.topic)?,
+            text: convert::text("text", &r.text)?,
+            sentiment: convert::sentiment("sentiment", r.sentiment)?,
+            attributes: convert::attributes("attributes", r.attributes.as_ref())?,
+        };
+        let resolution = self.hub.resolve(&identity, &links);
+        if !resolution.conflicts.is_empty() {
+            tracing::info!(customer = %resolution.customer, conflicts = resolution.conflicts.len(), "linked identities belong to other customers; not merged");
+        }
+        let customer = self.hub.customer(resolution.customer).await.map_err(status)?;
+        let outcome = ask(customer.call(|reply| CustomerMsg::Contact(contact, resolution.linked, reply), None).await, "customer")?;
+        metrics::contact(channel);
+        Ok(Response::new(pb::SubmitContactResponse {
+            customer_id: resolution.customer.to_string(),
+            conversation_id: outcome.conversation.to_string(),
+            seq: outcome.seq,
+            joined_existing: outcome.joined_existing,
+        }))
+    }
+
+    type DeliveriesStream = Deliveries;
+
+    async fn deliveries(&self, req: Request<pb::DeliveriesRequest>) -> Result<Response<Deliveries>, Status> {
+        let r = req.into_inner();
+        let channels = r.channels.iter().map(|c| convert::channel("channels", *c)).collect::<Result<Vec<_>, _>>()?;
+        tracing::info!(gateway = %r.gateway_id, ?channels, "gateway subscribed to deliveries");
+        let rx = self.hub.subscribe(channels, DELIVERY_BUFFER);
+        let stream = ReceiverStream::new(rx).map(|d| {
+            Ok(pb::Delivery {
+                conversation_id: d.conversation.to_string(),
+                customer_id: d.conversation.customer.to_string(),
+                channel: convert::channel_to_pb(d.channel),
+                to: Some(convert::identity_to_pb(&d.to)),
+                agent_id: d.agent.to_string(),
+                text: d.text,
+                seq: d.seq,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn request_callback(&self, req: Request<pb::RequestCallbackRequest>) -> Result<Response<pb::RequestCallbackResponse>, Status> {
+        let r = req.into_inner();
+        let identity = convert::identity("identity", r.identity.as_ref())?;
+        let channel = if r.channel == 0 { centralino_core::Channel::Voice } else { convert::channel("channel", r.channel)? };
+        let to = match &r.callback_to {
+            Some(i) => convert::identity("callback_to", Some(i))?,
+            None => identity.clone(),
+        };
+        if r.not_before_unix_ms < 0 {
+            return Err(invalid("not_before_unix_ms", "must not be negative"));
+        }
+        let not_before = (r.not_before_unix_ms > 0).then_some(r.not_before_unix_ms as u64);
+        let id = self.hub.lookup(&identity).ok_or_else(|| Status::not_found("identity: no customer has this identity"))?;
+        let actor = self.hub.customer(id).await.map_err(status)?;
+        let (conversation, seq) = ask(actor.call(|reply| CustomerMsg::Callback { channel, to, not_before, reply }, None).await, "customer")?;
+        Ok(Response::new(pb::RequestCallbackResponse { conversation_id: conversation.to_string(), seq }))
+    }
+
+    async fn get_conversation(&self, req: Request<pb::GetConversationRequest>) -> Result<Response<pb::ConversationView>, Status> {
+        let r = req.into_inner();
+        let id = self.customer_of(&r.who).await?;
+        let actor = self.hub.customer(id).await.map_err(status)?;
+        let customer = ask_plain(actor.call(CustomerMsg::Get, None).await, "customer")?;
+        let mut view = pb::ConversationView {
+            customer_id: id.to_string(),
+            attributes: Some(convert::attributes_to_pb(&customer.attributes)),
+            identities: customer.identities.iter().map(convert::identity_to_pb).collect(),
+            ..Default::default()
+        };
+        let Some(conv) = &customer.open else {
+            return Ok(Response::new(view));
+        };
+        view.conversation_id = conv.id.to_string();
+        view.state = convert::conversation_state_to_pb(conv.state);
+        view.channel = convert::channel_to_pb(conv.channel);
+        view.queue_id = conv.queue.as_ref().map(|q| q.to_string()).unwrap_or_default();
+        view.agent_id = conv.agent.as_ref().map(|a| a.to_string()).unwrap_or_default();
+        view.history = conv.history.events().iter().map(convert::event_to_pb).collect();
+        let router = self.hub.router().map_err(status)?;
+        let routed = ask_plain(router.call(|r| RouterMsg::Conversation(conv.id, r), None).await, "router")?;
+        if let Some(v) = routed.filter(|v| v.phase == Phase::Waiting) {
+            view.position = v.position.unwrap_or(0);
+        }
+        Ok(Response::new(view))
+    }
+}
