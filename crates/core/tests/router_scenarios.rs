@@ -455,10 +455,12 @@ fn continuity_offers_to_the_last_agent_first_only_if_present_with_room_and_in_th
     s.step(Input::SetAway { agent: AgentId::new("last"), away: true });
     let o = one_offer(&s.step(Input::Enqueue(returning(&s, 4, Channel::Chat, t0))));
     assert_eq!((o.agent.as_str(), o.explanation.rule), ("first", Rule::LongestIdle));
-    s.step(Input::Logout { agent: AgentId::new("last") });
+    // Logging out re-queues the chat "last" was offered; "first" takes it.
+    assert_eq!(pairs(&s.step(Input::Logout { agent: AgentId::new("last") })), vec![(2, "first".into())]);
     let o = one_offer(&s.step(Input::Enqueue(returning(&s, 5, Channel::Sms, t0))));
     assert_eq!((o.agent.as_str(), o.explanation.rule), ("first", Rule::LongestIdle));
-    assert_eq!(s.agent("first").load, 70);
+    assert_eq!(s.agent("first").conversations, vec![c(1), c(4), c(2), c(5)]);
+    assert_eq!(s.agent("first").load, 100);
 }
 
 // ------------------------------------------------------------------ bullseye
@@ -777,4 +779,87 @@ fn a_freed_agent_takes_the_most_urgent_conversation_across_all_its_queues() {
     assert_eq!(o.explanation.score_ms, -5_000);
     s.accept(&o);
     assert_eq!(pairs(&s.wrap_up("both", 3)), vec![(2, "both".into()), (4, "both".into())]);
+}
+
+// ------------------------------------------------- bullseye after requeueing
+
+/// A queue needing fiber 4 that widens to fiber 3 after 10 s.
+fn tiered() -> QueueConfig {
+    let mut q = queue("tiered", Strategy::LongestIdle, &[("fiber", 4)]);
+    q.bullseye = vec![BullseyeStep { after_ms: 10_000, relax_proficiency: 1, drop_skills: vec![] }];
+    q
+}
+
+#[test]
+fn a_bullseye_timer_left_from_the_previous_queue_does_not_widen_after_a_transfer() {
+    // Regression: the step-1 timer scheduled in "tiered" fired after the
+    // transfer into "flat" (which has no steps) and set step 1 there; placing
+    // the conversation then indexed past the queue's step sets and panicked.
+    let mut s = Sim::new(config(), vec![tiered(), queue("flat", Strategy::LongestIdle, &[("flat", 1)])]);
+    s.login("expert", &[("fiber", 4)], 100);
+    s.serve(1, "tiered", Channel::Voice);
+    s.at(2_000);
+    let out = s.step(Input::Transfer { agent: AgentId::new("expert"), conversation: c(1), to: TransferTarget::Queue(QueueId::new("flat")) });
+    assert!(offers(&out).is_empty());
+    assert!(offers(&s.at(10_000)).is_empty());
+    assert_eq!((s.conv(1).queue.as_str(), s.conv(1).phase), ("flat", Phase::Waiting));
+    let o = one_offer(&s.login("flatter", &[("flat", 1)], 100));
+    assert_eq!((o.conv, o.explanation.bullseye_step), (c(1), 0));
+}
+
+#[test]
+fn a_conversation_requeued_by_logout_is_at_the_bullseye_step_its_wait_reached() {
+    // Regression: the step timer that fired while the conversation was
+    // assigned ended the widening chain; requeued by the expert's logout it
+    // stayed at step 0 for ever while a junior, eligible at step 1, idled.
+    let mut s = Sim::new(config(), vec![tiered()]);
+    s.login("expert", &[("fiber", 4)], 100);
+    s.login("junior", &[("fiber", 3)], 100);
+    assert_eq!(s.serve(1, "tiered", Channel::Voice).agent, "expert");
+    assert!(s.at(10_000).is_empty());
+    s.at(20_000);
+    let out = s.step(Input::Logout { agent: AgentId::new("expert") });
+    assert!(out.contains(&Output::Requeued { conversation: c(1), from: AgentId::new("expert") }));
+    let o = one_offer(&out);
+    assert_eq!((o.conv, o.agent.as_str(), o.explanation.bullseye_step), (c(1), "junior", 1));
+}
+
+#[test]
+fn a_conversation_transferred_to_an_agent_who_logs_out_resumes_widening() {
+    let mut s = Sim::new(config(), vec![tiered()]);
+    s.login("expert", &[("fiber", 4)], 100);
+    s.login("expert2", &[("fiber", 4)], 100);
+    s.serve(1, "tiered", Channel::Voice);
+    s.serve(2, "tiered", Channel::Voice);
+    // Transferred by name to expert2, who is on a call: it waits for expert2.
+    s.at(1_000);
+    s.step(Input::Transfer { agent: AgentId::new("expert"), conversation: c(1), to: TransferTarget::Agent(AgentId::new("expert2")) });
+    s.step(Input::SetAway { agent: AgentId::new("expert"), away: true });
+    s.at(5_000);
+    s.login("junior", &[("fiber", 3)], 100);
+    s.step(Input::Logout { agent: AgentId::new("expert2") });
+    // Back in the queue at 5 s: step 0, junior not eligible yet; at 10 s it is.
+    let c1 = s.conv(1);
+    assert_eq!((c1.phase, c1.position), (Phase::Waiting, Some(1)));
+    assert!(s.agent("junior").conversations.is_empty());
+    let o = one_offer(&s.at(10_000));
+    assert_eq!((o.conv, o.agent.as_str(), o.explanation.bullseye_step), (c(1), "junior", 1));
+}
+
+#[test]
+fn redefining_a_queue_with_fewer_steps_while_a_conversation_is_offered_is_safe() {
+    // Regression: only waiting conversations had their step clamped to the
+    // new configuration; an offered one at step 1 came back at step 1 into
+    // a queue with one step set and the router panicked.
+    let mut s = Sim::new(config(), vec![tiered()]);
+    s.login("junior", &[("fiber", 3)], 100);
+    s.enqueue(1, "tiered", Channel::Voice);
+    let o = one_offer(&s.at(10_000));
+    assert_eq!(o.explanation.bullseye_step, 1);
+    s.step(Input::UpsertQueue(queue("tiered", Strategy::LongestIdle, &[("fiber", 3)])));
+    s.at(11_000);
+    assert!(offers(&s.reject(&o)).is_empty(), "junior declined and is the only agent");
+    assert_eq!(s.conv(1).phase, Phase::Waiting);
+    s.login("other", &[("fiber", 3)], 100);
+    assert_eq!(s.agent("other").conversations, vec![c(1)]);
 }

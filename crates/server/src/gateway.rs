@@ -70,7 +70,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         };
         let resolution = self.hub.resolve(&identity, &links);
         if !resolution.conflicts.is_empty() {
-            tracing::info!(customer = %resolution.customer, conflicts = resolution.conflicts.len(), "linked identities belong to other customers; not merged");
+            tracing::debug!(customer = %resolution.customer, conflicts = resolution.conflicts.len(), "linked identities belong to other customers; not merged");
         }
         let customer = self.hub.customer(resolution.customer).await.map_err(status)?;
         let outcome = ask(customer.call(|reply| CustomerMsg::Contact(contact, resolution.linked, reply), None).await, "customer")?;

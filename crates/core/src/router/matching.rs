@@ -37,6 +37,12 @@ impl Router {
             Some(&qx) => {
                 let old = std::mem::replace(&mut self.queues[qx as usize], QueueState::new(cfg));
                 let steps = self.queues[qx as usize].cfg.max_step();
+                // Offered, assigned and scheduled conversations come back to
+                // the waiting sets later, at their step: it must exist in the
+                // new configuration too (the waiting ones are clamped below).
+                for e in self.entries.values_mut().filter(|e| e.queue == qx) {
+                    e.step = e.step.min(steps);
+                }
                 for (_, conv) in old.waiting.into_iter().flat_map(|s| s.into_iter()).flatten() {
                     let Some(e) = self.entries.get_mut(&conv) else { continue };
                     e.step = e.step.min(steps);
@@ -150,6 +156,14 @@ impl Router {
         self.report(ax, out);
         requeue.sort();
         for (_, conv) in requeue {
+            // Back in its queue after waiting since `enqueued_at`: at the
+            // bullseye step that wait has reached, with the next step timed.
+            // The timer chain stopped while the conversation was assigned or
+            // meant for this agent by name, so without this it never widened.
+            if let Some(e) = self.entries.get_mut(&conv) {
+                e.step = reached_step(&self.queues[e.queue as usize].cfg, now.saturating_sub(e.enqueued_at));
+            }
+            self.schedule_bullseye(conv);
             self.place(now, conv, out);
         }
         Ok(())
@@ -387,28 +401,32 @@ impl Router {
                 return;
             }
         }
+        // The explanation lists the chosen agent first (always, however many
+        // were passed over before it), then up to `MAX_CANDIDATES - 1` others
+        // in the order considered, each with the strategy's primary key (idle
+        // since, inverted proficiency, load or last offer id; the secondary
+        // key only breaks ties and is not shown).
         let q = &self.queues[e.queue as usize];
         let mut chosen = None;
-        let mut cands = Vec::new();
-        for &(k1, k2, ax) in &q.idle {
+        let mut cands = vec![];
+        for &(key, _, ax) in &q.idle {
             let a = &self.agents[ax as usize];
             let note = if chosen.is_some() {
-                Some(PassedOver::RankedLower)
+                PassedOver::RankedLower
             } else if !a.queues.iter().any(|&(qx, level, _)| qx == e.queue && level <= e.step) {
-                Some(PassedOver::SkillsNotMet)
+                PassedOver::SkillsNotMet
             } else if !a.fits(e.channel) {
-                Some(PassedOver::NoCapacity)
+                PassedOver::NoCapacity
             } else if e.declined_by(ax) {
-                Some(PassedOver::DeclinedEarlier)
+                PassedOver::DeclinedEarlier
             } else {
                 chosen = Some(ax);
-                None
+                cands.insert(0, Candidate { agent: a.id.clone(), key, passed_over: None });
+                continue;
             };
-            if cands.len() < MAX_CANDIDATES {
-                let key = if q.cfg.strategy == Strategy::MostProficient { k1 } else { k1.max(k2) };
-                cands.push(Candidate { agent: a.id.clone(), key, passed_over: note });
-            }
-            if chosen.is_some() && cands.len() >= MAX_CANDIDATES {
+            if cands.len() < MAX_CANDIDATES - usize::from(chosen.is_none()) {
+                cands.push(Candidate { agent: a.id.clone(), key, passed_over: Some(note) });
+            } else if chosen.is_some() {
                 break;
             }
         }
@@ -615,7 +633,7 @@ fn rank_inputs(
 }
 
 /// How many bullseye steps a conversation that waited `waited` has reached.
-fn reached_step(q: &QueueConfig, waited: u64) -> u8 {
+pub(super) fn reached_step(q: &QueueConfig, waited: u64) -> u8 {
     q.bullseye.iter().take_while(|s| s.after_ms <= waited).count() as u8
 }
 

@@ -7,6 +7,7 @@
 use crate::ids::ConversationId;
 use crate::time::TimeMs;
 
+use super::matching::reached_step;
 use super::state::{AgentIx, Phase, Timer};
 use super::{Output, Router};
 
@@ -51,8 +52,15 @@ impl Router {
     }
 
     /// A bullseye step is reached: the conversation may go to more agents.
-    fn widen(&mut self, now: TimeMs, conv: ConversationId, step: u8, out: &mut Vec<Output>) {
+    ///
+    /// The step is recomputed from the conversation's *current* queue and
+    /// wait, not taken from the timer: a timer set under another queue (before
+    /// a transfer) or another configuration (before an upsert) is stale, and
+    /// trusting it widened too early or past the queue's last step, which
+    /// indexed out of its waiting sets and panicked.
+    fn widen(&mut self, now: TimeMs, conv: ConversationId, _scheduled: u8, out: &mut Vec<Output>) {
         let Some(e) = self.entries.get(&conv) else { return };
+        let step = reached_step(&self.queues[e.queue as usize].cfg, now.saturating_sub(e.enqueued_at));
         if e.step >= step || e.target.is_some() {
             return;
         }

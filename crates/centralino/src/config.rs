@@ -1,0 +1,284 @@
+//! Node configuration: one typed struct, read from a TOML file, then
+//! overridden by environment variables (`CENTRALINO_*`) and flags, then
+//! validated once. Unknown keys are refused. `deploy/centralino.toml` is
+//! the fully commented example.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use centralino_core::agent::Skill;
+use centralino_core::priority::PriorityPolicy;
+use centralino_core::queue::{BullseyeStep, QueueConfig, Strategy};
+use centralino_core::{Channel, QueueId, RouterConfig};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeSection,
+    pub routing: RoutingSection,
+    pub priority: PrioritySection,
+    pub queues: Vec<QueueSection>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Unique within the cluster; defaults to the host name and port.
+    pub id: String,
+    pub listen: SocketAddr,
+    /// What other nodes and clients dial; defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Prometheus metrics endpoint; none when absent.
+    pub metrics_listen: Option<SocketAddr>,
+    pub lease_ttl_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSection {
+    pub offer_timeout_ms: u64,
+    pub continuity_window_ms: u64,
+    pub decline_ttl_ms: u64,
+    /// After-contact work per channel name ("voice" = 5000, ...).
+    pub acw_ms: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrioritySection {
+    pub tier_boost_ms: BTreeMap<String, u64>,
+    pub sentiment_boost_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Skill name → minimum proficiency (1..5).
+    #[serde(default)]
+    pub required_skills: BTreeMap<String, u8>,
+    #[serde(default)]
+    pub strategy: StrategyName,
+    /// Channel name → answer within this many ms.
+    #[serde(default)]
+    pub sla_ms: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub bullseye: Vec<BullseyeSection>,
+    #[serde(default)]
+    pub priority_boost_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyName {
+    #[default]
+    LongestIdle,
+    MostProficient,
+    LeastOccupied,
+    RoundRobin,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BullseyeSection {
+    pub after_ms: u64,
+    #[serde(default)]
+    pub relax_proficiency: u8,
+    #[serde(default)]
+    pub drop_skills: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: NodeSection::default(),
+            routing: RoutingSection::default(),
+            priority: PrioritySection::default(),
+            queues: vec![QueueSection {
+                id: "general".into(),
+                name: "General".into(),
+                topics: vec![],
+                required_skills: BTreeMap::new(),
+                strategy: StrategyName::LongestIdle,
+                sla_ms: BTreeMap::new(),
+                bullseye: vec![],
+                priority_boost_ms: 0,
+            }],
+        }
+    }
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            id: String::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            advertise: None,
+            metrics_listen: None,
+            lease_ttl_ms: 6_000,
+        }
+    }
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        let d = RouterConfig::default();
+        RoutingSection {
+            offer_timeout_ms: d.offer_timeout_ms,
+            continuity_window_ms: d.continuity_window_ms,
+            decline_ttl_ms: d.decline_ttl_ms,
+            acw_ms: Channel::ALL.iter().map(|c| (c.name().to_owned(), d.acw_ms[c.index()])).collect(),
+        }
+    }
+}
+
+impl Default for PrioritySection {
+    fn default() -> Self {
+        let d = PriorityPolicy::default();
+        PrioritySection { tier_boost_ms: d.tier_boost_ms.into_iter().collect(), sentiment_boost_ms: d.sentiment_boost_ms }
+    }
+}
+
+/// Overrides from the environment and flags (flags win; clap reads both).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub node_id: Option<String>,
+    pub advertise: Option<String>,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// The file (if any), then the overrides; validated.
+    pub fn load(file: Option<&Path>, o: Overrides) -> anyhow::Result<Config> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<Config>(&text).with_context(|| format!("config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(l) = o.listen {
+            cfg.node.listen = l;
+        }
+        if let Some(id) = o.node_id {
+            cfg.node.id = id;
+        }
+        if o.advertise.is_some() {
+            cfg.node.advertise = o.advertise;
+        }
+        if o.metrics_listen.is_some() {
+            cfg.node.metrics_listen = o.metrics_listen;
+        }
+        if cfg.node.id.is_empty() {
+            cfg.node.id = format!("node-{}", cfg.node.listen.port());
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.queues.is_empty() {
+            bail!("queues: define at least one queue (the first is the default for unmatched topics)");
+        }
+        for q in self.queues()? {
+            q.validate().with_context(|| format!("queues: queue {:?}", q.id.as_str()))?;
+        }
+        self.router()?;
+        if self.node.lease_ttl_ms < 1_000 {
+            bail!("node.lease_ttl_ms: must be at least 1000, got {}", self.node.lease_ttl_ms);
+        }
+        Ok(())
+    }
+
+    pub fn advertise(&self) -> String {
+        self.node.advertise.clone().unwrap_or_else(|| self.node.listen.to_string())
+    }
+
+    pub fn router(&self) -> anyhow::Result<RouterConfig> {
+        let r = &self.routing;
+        if r.offer_timeout_ms == 0 {
+            bail!("routing.offer_timeout_ms: must be positive");
+        }
+        let mut acw_ms = [0; Channel::COUNT];
+        for (name, ms) in &r.acw_ms {
+            acw_ms[channel(name).context("routing.acw_ms")?.index()] = *ms;
+        }
+        Ok(RouterConfig {
+            offer_timeout_ms: r.offer_timeout_ms,
+            continuity_window_ms: r.continuity_window_ms,
+            decline_ttl_ms: r.decline_ttl_ms,
+            acw_ms,
+            priority: PriorityPolicy {
+                tier_boost_ms: self.priority.tier_boost_ms.iter().map(|(k, v)| (k.to_lowercase(), *v)).collect(),
+                sentiment_boost_ms: self.priority.sentiment_boost_ms,
+            },
+        })
+    }
+
+    pub fn queues(&self) -> anyhow::Result<Vec<QueueConfig>> {
+        self.queues
+            .iter()
+            .map(|q| {
+                Ok(QueueConfig {
+                    id: QueueId::new(&q.id),
+                    name: if q.name.is_empty() { q.id.clone() } else { q.name.clone() },
+                    topics: q.topics.iter().map(|t| t.to_lowercase()).collect(),
+                    required: q.required_skills.iter().map(|(n, p)| Skill::new(n, *p)).collect(),
+                    sla_ms: q
+                        .sla_ms
+                        .iter()
+                        .map(|(c, ms)| Ok((channel(c).with_context(|| format!("queues.{}.sla_ms", q.id))?, *ms)))
+                        .collect::<anyhow::Result<_>>()?,
+                    strategy: match q.strategy {
+                        StrategyName::LongestIdle => Strategy::LongestIdle,
+                        StrategyName::MostProficient => Strategy::MostProficient,
+                        StrategyName::LeastOccupied => Strategy::LeastOccupied,
+                        StrategyName::RoundRobin => Strategy::RoundRobin,
+                    },
+                    bullseye: q
+                        .bullseye
+                        .iter()
+                        .map(|b| BullseyeStep { after_ms: b.after_ms, relax_proficiency: b.relax_proficiency, drop_skills: b.drop_skills.clone() })
+                        .collect(),
+                    priority_boost_ms: q.priority_boost_ms,
+                })
+            })
+            .collect()
+    }
+}
+
+fn channel(name: &str) -> anyhow::Result<Channel> {
+    Channel::ALL
+        .into_iter()
+        .find(|c| c.name() == name)
+        .with_context(|| format!("unknown channel {name:?}: use voice, chat, email, sms, whatsapp, social or app"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/centralino.toml");
+        let cfg = Config::load(Some(&path), Overrides::default()).expect("deploy/centralino.toml is valid");
+        assert!(!cfg.queues.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_and_flags_win() {
+        let err = toml::from_str::<Config>("[node]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let cfg = Config::load(None, Overrides { listen: Some("127.0.0.1:9999".parse().unwrap()), ..Default::default() }).unwrap();
+        assert_eq!(cfg.node.listen.port(), 9999);
+        assert_eq!(cfg.node.id, "node-9999");
+    }
+}

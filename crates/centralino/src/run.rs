@@ -1,0 +1,95 @@
+//! Running a node, and its one ordered shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use centralino_cluster::{MemoryCoordination, Node, NodeInfo, NodeOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::sim;
+
+/// How long in-flight calls and open streams get to finish on shutdown.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,h2=warn,tower=warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+/// Starts the node (and the simulation, in dev), serves until Ctrl-C or
+/// SIGTERM, then shuts down in order: stop the simulation, stop accepting
+/// and let calls finish, stop the actors, leave the cluster.
+pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> {
+    if let Some(addr) = cfg.node.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+        tracing::info!(%addr, "metrics on /metrics");
+    }
+    let listener = TcpListener::bind(cfg.node.listen).await.with_context(|| format!("listening on {}", cfg.node.listen))?;
+    let listen = listener.local_addr()?;
+    let opts = NodeOptions {
+        node: NodeInfo { id: cfg.node.id.clone(), advertise: cfg.advertise() },
+        router: cfg.router()?,
+        queues: cfg.queues()?,
+        lease_ttl: Duration::from_millis(cfg.node.lease_ttl_ms),
+    };
+    let node = Node::start(opts, Arc::new(MemoryCoordination::new())).await.context("starting the node")?;
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let server = tokio::spawn(centralino_server::serve(listener, node.hub.clone(), async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
+    tracing::info!(%listen, node = %cfg.node.id, "serving gRPC");
+
+    let simulation = match sim {
+        Some(opts) => Some(sim::start(listen, opts).await.context("starting the simulation")?),
+        None => None,
+    };
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    if let Some(s) = simulation {
+        s.stop().await;
+    }
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("streams still open after {GRACE:?}; closing them"),
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
