@@ -280,5 +280,7 @@ mod tests {
         let cfg = Config::load(None, Overrides { listen: Some("127.0.0.1:9999".parse().unwrap()), ..Default::default() }).unwrap();
         assert_eq!(cfg.node.listen.port(), 9999);
         assert_eq!(cfg.node.id, "node-9999");
+        let default = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!(default.node.listen.to_string(), "127.0.0.1:7070", "dev and node listen on 127.0.0.1:7070 by default");
     }
 }

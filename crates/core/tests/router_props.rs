@@ -126,7 +126,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (agent.clone(), prop::collection::vec((0..SKILLS.len(), 1u8..=5), 0..4), 0..CAPACITIES.len(), prop::bool::weighted(0.15))
             .prop_map(|(agent, skills, capacity, away)| Op::Login { agent, skills, capacity, away }),
-        1 => agent.clone().prop_map(|agent| Op::Logout { agent }),
+        2 => agent.clone().prop_map(|agent| Op::Logout { agent }),
         1 => (agent.clone(), any::<bool>()).prop_map(|(agent, away)| Op::SetAway { agent, away }),
         6 => (
             0..4usize,
@@ -146,7 +146,7 @@ fn op() -> impl Strategy<Value = Op> {
                 last_agent,
                 not_before
             }),
-        5 => (any::<usize>(), prop::option::weighted(0.1, agent.clone())).prop_map(|(pick, wrong_agent)| Op::Accept { pick, wrong_agent }),
+        7 => (any::<usize>(), prop::option::weighted(0.1, agent.clone())).prop_map(|(pick, wrong_agent)| Op::Accept { pick, wrong_agent }),
         2 => any::<usize>().prop_map(|pick| Op::Reject { pick }),
         4 => any::<usize>().prop_map(|pick| Op::WrapUp { pick }),
         2 => (any::<usize>(), prop_oneof![(0..4usize).prop_map(Target::Queue), agent.prop_map(Target::Agent)])
@@ -185,6 +185,10 @@ struct Harness {
     open: BTreeMap<OfferId, (ConversationId, AgentId)>,
     /// (conversation, agent who declined it) → until when.
     declined: HashMap<(ConversationId, AgentId), TimeMs>,
+    /// How often each kind of decision and check came up, so a test can
+    /// show the generator reaches them (a property never exercised proves
+    /// nothing).
+    seen: BTreeMap<String, usize>,
 }
 
 /// What the checks need from before a call.
@@ -217,11 +221,16 @@ impl Harness {
             next_seq: 1,
             open: BTreeMap::new(),
             declined: HashMap::new(),
+            seen: BTreeMap::new(),
         };
         for q in h.queues.clone() {
             h.call(Input::UpsertQueue(q), true);
         }
         h
+    }
+
+    fn saw(&mut self, what: impl Into<String>) {
+        *self.seen.entry(what.into()).or_default() += 1;
     }
 
     fn queue(&self, id: &QueueId) -> &QueueConfig {
@@ -364,6 +373,7 @@ impl Harness {
             assert!(result.is_err(), "{dbg} should have been refused");
         }
         if result.is_err() {
+            self.saw("refused");
             assert!(out.is_empty(), "a refused input decided something: {out:?}");
             let now = (
                 self.router.agent_views(),
@@ -407,9 +417,15 @@ impl Harness {
         for o in out {
             self.follow(before, o, &mut freed, &mut offered_now);
         }
-        self.check_state();
+        let waiting_while_busy = self.check_state();
+        if waiting_while_busy {
+            self.saw("eligible work waits while its agents are busy");
+        }
         for f in &freed {
-            self.check_priority(before, f, &offered_now);
+            let compared = self.check_priority(before, f, &offered_now);
+            if compared > 0 {
+                self.saw("freed agent passed over eligible, lower-ranked work");
+            }
         }
     }
 
@@ -445,12 +461,20 @@ impl Harness {
                         }
                     }
                 }
+                self.saw(format!("offer {:?}", explanation.rule));
+                if explanation.bullseye_step > 0 {
+                    self.saw("offer after widening");
+                }
                 if explanation.rule == Rule::AgentFreed {
                     freed.push(FreedOffer { conv: *conversation, agent: agent.clone(), channel: *channel, deadline: at as i64 - explanation.score_ms });
                 }
             }
-            Output::Assigned { offer, conversation, agent, .. } => self.close_offer(*offer, *conversation, agent),
+            Output::Assigned { offer, conversation, agent, .. } => {
+                self.saw("assigned");
+                self.close_offer(*offer, *conversation, agent)
+            }
             Output::Rejected { offer, conversation, agent, .. } => {
+                self.saw("rejected");
                 self.close_offer(*offer, *conversation, agent);
                 if self.cfg.decline_ttl_ms > 0 {
                     self.declined.insert((*conversation, agent.clone()), self.now + self.cfg.decline_ttl_ms);
@@ -458,6 +482,7 @@ impl Harness {
             }
             Output::OfferRevoked { offer, conversation, agent, reason } => {
                 self.close_offer(*offer, *conversation, agent);
+                self.saw(format!("revoked {reason:?}"));
                 match reason {
                     RevokeReason::TimedOut => self.agent_model_mut(agent).away = true,
                     RevokeReason::AgentLoggedOut => self.convs.get_mut(conversation).unwrap().target = None,
@@ -465,13 +490,17 @@ impl Harness {
                 }
             }
             Output::Transferred { conversation, to, .. } => {
+                self.saw(format!("transferred to {}", if matches!(to, TransferTarget::Agent(_)) { "agent" } else { "queue" }));
                 self.convs.get_mut(conversation).unwrap().target = match to {
                     TransferTarget::Agent(a) => Some(a.clone()),
                     TransferTarget::Queue(_) => None,
                 };
                 self.declined.retain(|(c, _), _| c != conversation);
             }
-            Output::Requeued { conversation, .. } => self.convs.get_mut(conversation).unwrap().target = None,
+            Output::Requeued { conversation, .. } => {
+                self.saw("requeued");
+                self.convs.get_mut(conversation).unwrap().target = None
+            }
             Output::Queued { .. } | Output::AgentStateChanged { .. } => {}
         }
         let _ = before;
@@ -482,8 +511,10 @@ impl Harness {
         assert_eq!(open, Some((conv, agent.clone())), "{offer} closed but was not open for {conv} with {agent}");
     }
 
-    /// Invariants 1, 2 and 5 on the state after a call.
-    fn check_state(&self) {
+    /// Invariants 1, 2 and 5 on the state after a call. Returns whether some
+    /// conversation waited that a logged-in agent would be eligible for
+    /// with more room (the situation invariant 5 is about).
+    fn check_state(&self) -> bool {
         let now = self.now;
         let views: HashMap<ConversationId, ConversationView> =
             self.router.conversation_views(now, None).into_iter().map(|v| (v.conversation, v)).collect();
@@ -537,28 +568,36 @@ impl Harness {
         assert_eq!(offered, self.open.len(), "open offers in the outputs and in the views differ");
 
         // Invariant 5.
+        let mut busy_but_eligible = false;
         for v in views.values().filter(|v| v.phase == Phase::Waiting) {
             let c = &self.convs[&v.conversation];
             let q = self.queue(&v.queue);
             let step = reached_step(q, now - c.enqueued_at);
             for (id, free) in &free {
-                if *free < v.channel.cost() || Self::is_declined(&self.declined, v.conversation, id, now) {
+                if Self::is_declined(&self.declined, v.conversation, id, now) {
                     continue;
                 }
                 let eligible = match &c.target {
                     Some(t) => t == id,
                     None => q.qualifies_at(self.agent_model(id).profile.as_ref().unwrap(), step),
                 };
+                if *free < v.channel.cost() {
+                    busy_but_eligible |= eligible;
+                    continue;
+                }
                 assert!(!eligible, "{id} is available with {free} free while {} ({} in {} at step {step}) waits for it", v.conversation, v.channel, v.queue);
             }
         }
+        busy_but_eligible
     }
 
     /// Invariant 6 for one offer to a freed agent: nothing it was eligible
     /// for, waiting throughout the call, ranked before it. "Eligible" is
     /// judged conservatively from the state before the call (the bullseye
     /// step and declines then; a channel no costlier than the one offered).
-    fn check_priority(&self, before: &Before, f: &FreedOffer, offered_now: &HashSet<ConversationId>) {
+    /// Returns how many eligible waiting conversations it compared against.
+    fn check_priority(&self, before: &Before, f: &FreedOffer, offered_now: &HashSet<ConversationId>) -> usize {
+        let mut compared = 0;
         let seq = |c: &ConversationId| self.convs[c].seq;
         let profile = self.agent_model(&f.agent).profile.as_ref().unwrap();
         for w in &before.waiting {
@@ -576,6 +615,7 @@ impl Harness {
                     q.qualifies_at(profile, reached_step(q, before.now - self.convs[&w.conversation].enqueued_at))
                 }
             };
+            compared += usize::from(eligible);
             let w_rank = (before.now as i64 - w.score_ms, seq(&w.conversation));
             let f_rank = (f.deadline, seq(&f.conv));
             assert!(
@@ -586,6 +626,7 @@ impl Harness {
                 w.conversation
             );
         }
+        compared
     }
 }
 
@@ -593,22 +634,67 @@ fn nth<K, V>(m: &BTreeMap<K, V>, pick: usize) -> Option<(&K, &V)> {
     if m.is_empty() { None } else { m.iter().nth(pick % m.len()) }
 }
 
-fn run(ops: &[Op]) {
+fn run(ops: &[Op]) -> BTreeMap<String, usize> {
     let mut h = Harness::new();
     for op in ops {
         h.apply(op);
     }
     // Let every timer run out: offers expire, decline and work timers end.
     h.apply(&Op::Advance { ms: 120_000 });
+    h.seen
+}
+
+/// Cases per run; `PROPTEST_CASES` raises it for a deeper search.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn invariants_hold_over_random_event_sequences(ops in prop::collection::vec(op(), 1..80)) {
         run(&ops);
     }
+}
+
+/// The property above is only as good as the situations it reaches: over a
+/// fixed-seed sample of the same generator, every kind of decision and every
+/// check with teeth must come up.
+#[test]
+fn the_generator_reaches_every_kind_of_decision() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let ops = prop::collection::vec(op(), 1..80);
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..150 {
+        for (k, n) in run(&ops.new_tree(&mut runner).unwrap().current()) {
+            *seen.entry(k).or_default() += n;
+        }
+    }
+    let want = [
+        "offer LongestIdle",
+        "offer MostProficient",
+        "offer LeastOccupied",
+        "offer RoundRobin",
+        "offer AgentFreed",
+        "offer Continuity",
+        "offer DirectTransfer",
+        "offer after widening",
+        "assigned",
+        "rejected",
+        "revoked TimedOut",
+        "revoked AgentLoggedOut",
+        "revoked Withdrawn",
+        "transferred to agent",
+        "transferred to queue",
+        "requeued",
+        "refused",
+        "eligible work waits while its agents are busy",
+        "freed agent passed over eligible, lower-ranked work",
+    ];
+    let missing: Vec<_> = want.iter().filter(|k| !seen.contains_key(**k)).collect();
+    assert!(missing.is_empty(), "never reached: {missing:?}; seen: {seen:#?}");
 }
 
 /// Short, hand-picked sequences the random search found or that pin down
