@@ -82,26 +82,34 @@ async fn command(st: &AgentSession, cmd: AgentCommand) -> Result<()> {
         AgentCommand::Accept(offer) => router_step(&st.hub, Input::Accept { agent, offer }).await,
         AgentCommand::Reject(offer, reason) => router_step(&st.hub, Input::Reject { agent, offer, reason }).await,
         AgentCommand::Reply { conversation, text } => {
-            let c = st.hub.customer(conversation.customer).await?;
+            let c = customer_of(&st.hub, conversation).await?;
             let r = c.call(|reply| CustomerMsg::Reply { conversation, agent, text, reply }, None).await;
             call_result("customer", r)?.map(|_| ())
         }
         AgentCommand::Transfer { conversation, to, note } => {
-            let c = st.hub.customer(conversation.customer).await?;
+            let c = customer_of(&st.hub, conversation).await?;
             let r = c.call(|reply| CustomerMsg::Transfer { conversation, agent, to, note, reply }, None).await;
             call_result("customer", r)?
         }
         AgentCommand::WrapUp { conversation, disposition } => {
-            let c = st.hub.customer(conversation.customer).await?;
+            let c = customer_of(&st.hub, conversation).await?;
             let r = c.call(|reply| CustomerMsg::WrapUp { conversation, agent, disposition, reply }, None).await;
             call_result("customer", r)?
         }
         AgentCommand::Resolve { conversation } => {
-            let c = st.hub.customer(conversation.customer).await?;
+            let c = customer_of(&st.hub, conversation).await?;
             let r = c.call(|reply| CustomerMsg::Resolve { conversation, agent, reply }, None).await;
             call_result("customer", r)?
         }
     }
+}
+
+/// The actor of the conversation's customer; made-up ids spawn nothing.
+async fn customer_of(hub: &Arc<Hub>, conversation: ConversationId) -> Result<ActorRef<CustomerMsg>> {
+    if !hub.known_customer(conversation.customer) {
+        return Err(centralino_core::CoreError::UnknownConversation(conversation).into());
+    }
+    hub.customer(conversation.customer).await
 }
 
 async fn router_step(hub: &Hub, input: Input) -> Result<()> {
