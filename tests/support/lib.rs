@@ -29,7 +29,7 @@ use centralino_proto::v1::gateway_client::GatewayClient;
 use pb::agent_command::Command;
 use pb::agent_event::{CommandResult, Event, Offer};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -48,17 +48,6 @@ pub const POLL_EVERY: Duration = Duration::from_millis(10);
 /// history, and the server may send up to this much.
 pub const MAX_RESPONSE_BYTES: usize = centralino_server::MAX_RESPONSE_BYTES;
 
-/// One node at a time per test process.
-///
-/// The node's supervisor registers its router under the process-global
-/// ractor name "router", so a second node started while the first still
-/// runs fails to spawn its router. Tests in one binary run on parallel
-/// threads; this lock makes their nodes take turns instead of failing.
-fn node_slot() -> Arc<Mutex<()>> {
-    static SLOT: std::sync::OnceLock<Arc<Mutex<()>>> = std::sync::OnceLock::new();
-    SLOT.get_or_init(|| Arc::new(Mutex::new(()))).clone()
-}
-
 /// A running node and its gRPC server on `127.0.0.1:<port>`.
 pub struct TestNode {
     pub addr: SocketAddr,
@@ -67,31 +56,50 @@ pub struct TestNode {
     channel: Channel,
     stop: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
-    _slot: OwnedMutexGuard<()>,
 }
 
 impl TestNode {
     /// Starts a node with in-memory coordination and serves every service
     /// on a fresh loopback port. The first queue is the default queue.
     pub async fn start(router: RouterConfig, queues: Vec<QueueConfig>) -> TestNode {
-        let slot = node_slot().lock_owned().await;
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address of the listener");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener
+            .local_addr()
+            .expect("local address of the listener");
         let opts = NodeOptions {
-            node: NodeInfo { id: format!("test-{}", addr.port()), advertise: addr.to_string() },
+            node: NodeInfo {
+                id: format!("test-{}", addr.port()),
+                advertise: addr.to_string(),
+            },
             router,
             queues,
             lease_ttl: Duration::from_secs(10),
         };
-        let node = Node::start(opts, Arc::new(MemoryCoordination::new())).await.expect("node starts");
+        let node = Node::start(opts, Arc::new(MemoryCoordination::new()))
+            .await
+            .expect("node starts");
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(centralino_server::serve(listener, node.hub.clone(), async move {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(centralino_server::serve(
+            listener,
+            node.hub.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         // The listener is already bound, so connecting cannot race the
         // server task: the connection waits in the accept backlog.
-        let channel = within("connecting to the node", endpoint(addr).connect()).await.expect("connect to the node");
-        TestNode { addr, node, channel, stop, server, _slot: slot }
+        let channel = within("connecting to the node", endpoint(addr).connect())
+            .await
+            .expect("connect to the node");
+        TestNode {
+            addr,
+            node,
+            channel,
+            stop,
+            server,
+        }
     }
 
     /// The node's address as a gRPC endpoint.
@@ -105,41 +113,60 @@ impl TestNode {
     }
 
     pub fn gateway(&self) -> GatewayClient<Channel> {
-        GatewayClient::new(self.channel()).max_decoding_message_size(MAX_RESPONSE_BYTES).max_encoding_message_size(usize::MAX)
+        GatewayClient::new(self.channel())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(usize::MAX)
     }
 
     pub fn desktop_client(&self) -> AgentDesktopClient<Channel> {
-        AgentDesktopClient::new(self.channel()).max_decoding_message_size(MAX_RESPONSE_BYTES).max_encoding_message_size(usize::MAX)
+        AgentDesktopClient::new(self.channel())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(usize::MAX)
     }
 
     pub fn admin(&self) -> AdminClient<Channel> {
-        AdminClient::new(self.channel()).max_decoding_message_size(MAX_RESPONSE_BYTES).max_encoding_message_size(usize::MAX)
+        AdminClient::new(self.channel())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(usize::MAX)
     }
 
     /// Opens an agent desktop session and logs in; panics if refused.
     pub async fn login(&self, login: pb::agent_command::Login) -> Desktop {
         let agent = login.agent_id.clone();
-        Desktop::try_login(self.desktop_client(), login).await.unwrap_or_else(|s| panic!("login of {agent} refused: {s:?}"))
+        Desktop::try_login(self.desktop_client(), login)
+            .await
+            .unwrap_or_else(|s| panic!("login of {agent} refused: {s:?}"))
     }
 
     /// Stops serving (graceful: in-flight calls finish; close streams
     /// first), then shuts the node down in order.
     pub async fn shutdown(self) {
-        let TestNode { node, channel, stop, server, _slot, .. } = self;
+        let TestNode {
+            node,
+            channel,
+            stop,
+            server,
+            ..
+        } = self;
         drop(channel);
         let _ = stop.send(());
         match tokio::time::timeout(DEADLINE, server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => panic!("server ended with an error: {e}"),
             Ok(Err(e)) => panic!("server task failed: {e}"),
-            Err(_) => panic!("server did not stop within {DEADLINE:?} of shutdown (a stream left open?)"),
+            Err(_) => {
+                panic!("server did not stop within {DEADLINE:?} of shutdown (a stream left open?)")
+            }
         }
         within("node shutdown", node.shutdown()).await;
     }
 }
 
 fn endpoint(addr: SocketAddr) -> Endpoint {
-    Endpoint::from_shared(format!("http://{addr}")).expect("valid endpoint").connect_timeout(DEADLINE).tcp_nodelay(true)
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid endpoint")
+        .connect_timeout(DEADLINE)
+        .tcp_nodelay(true)
 }
 
 /// Awaits `fut` for at most [`DEADLINE`]; a timeout fails the test naming `what`.
@@ -185,7 +212,12 @@ where
 
 /// A login with the given capacity and no skills (the test queues need none).
 pub fn login(agent_id: &str, capacity: i32) -> pb::agent_command::Login {
-    pb::agent_command::Login { agent_id: agent_id.into(), name: format!("Agent {agent_id}"), capacity, ..Default::default() }
+    pb::agent_command::Login {
+        agent_id: agent_id.into(),
+        name: format!("Agent {agent_id}"),
+        capacity,
+        ..Default::default()
+    }
 }
 
 /// One agent desktop: one `AgentDesktop.Session` stream.
@@ -201,14 +233,34 @@ pub struct Desktop {
 impl Desktop {
     /// Opens a session and sends `login` as its first command. A refused
     /// login is the status the stream failed with.
-    pub async fn try_login(mut client: AgentDesktopClient<Channel>, login: pb::agent_command::Login) -> Result<Desktop, Status> {
+    pub async fn try_login(
+        mut client: AgentDesktopClient<Channel>,
+        login: pb::agent_command::Login,
+    ) -> Result<Desktop, Status> {
         let agent_id = login.agent_id.clone();
         let (commands, rx) = mpsc::channel(64);
         // The server reads the login before it answers, so it must be
         // queued before the call is awaited.
-        commands.send(pb::AgentCommand { request_id: 1, command: Some(Command::Login(login)) }).await.expect("command channel open");
-        let events = within("the session to open", client.session(ReceiverStream::new(rx))).await?.into_inner();
-        let mut desktop = Desktop { agent_id, commands, events, backlog: VecDeque::new(), next_request: 2 };
+        commands
+            .send(pb::AgentCommand {
+                request_id: 1,
+                command: Some(Command::Login(login)),
+            })
+            .await
+            .expect("command channel open");
+        let events = within(
+            "the session to open",
+            client.session(ReceiverStream::new(rx)),
+        )
+        .await?
+        .into_inner();
+        let mut desktop = Desktop {
+            agent_id,
+            commands,
+            events,
+            backlog: VecDeque::new(),
+            next_request: 2,
+        };
         let r = desktop.try_result(1).await?;
         if r.code != 0 {
             return Err(Status::new(tonic::Code::from(r.code), r.message));
@@ -220,10 +272,15 @@ impl Desktop {
     pub async fn send(&mut self, command: Command) -> u64 {
         let request_id = self.next_request;
         self.next_request += 1;
-        let cmd = pb::AgentCommand { request_id, command: Some(command) };
+        let cmd = pb::AgentCommand {
+            request_id,
+            command: Some(command),
+        };
         within("the command to be queued", self.commands.send(cmd))
             .await
-            .unwrap_or_else(|_| panic!("{}: the session's request stream is closed", self.agent_id));
+            .unwrap_or_else(|_| {
+                panic!("{}: the session's request stream is closed", self.agent_id)
+            });
         request_id
     }
 
@@ -243,12 +300,20 @@ impl Desktop {
     /// The result of the command sent as `request_id`.
     pub async fn expect_result(&mut self, request_id: u64) -> CommandResult {
         let agent = self.agent_id.clone();
-        self.try_result(request_id).await.unwrap_or_else(|s| panic!("{agent}: the session failed waiting for result {request_id}: {s:?}"))
+        self.try_result(request_id).await.unwrap_or_else(|s| {
+            panic!("{agent}: the session failed waiting for result {request_id}: {s:?}")
+        })
     }
 
     async fn try_result(&mut self, request_id: u64) -> Result<CommandResult, Status> {
         let what = format!("the result of request {request_id}");
-        match self.try_next_matching(&what, |e| matches!(e, Event::Result(r) if r.request_id == request_id)).await? {
+        match self
+            .try_next_matching(
+                &what,
+                |e| matches!(e, Event::Result(r) if r.request_id == request_id),
+            )
+            .await?
+        {
             Event::Result(r) => Ok(r),
             _ => unreachable!("matched a result"),
         }
@@ -256,7 +321,10 @@ impl Desktop {
 
     /// The next offer.
     pub async fn next_offer(&mut self) -> Offer {
-        match self.next_event_matching("an offer", |e| matches!(e, Event::Offer(_))).await {
+        match self
+            .next_event_matching("an offer", |e| matches!(e, Event::Offer(_)))
+            .await
+        {
             Event::Offer(o) => o,
             _ => unreachable!("matched an offer"),
         }
@@ -264,9 +332,15 @@ impl Desktop {
 
     /// The next event (oldest first, backlog included) that `pred` accepts;
     /// the others stay in the backlog.
-    pub async fn next_event_matching(&mut self, what: &str, pred: impl FnMut(&Event) -> bool) -> Event {
+    pub async fn next_event_matching(
+        &mut self,
+        what: &str,
+        pred: impl FnMut(&Event) -> bool,
+    ) -> Event {
         let agent = self.agent_id.clone();
-        self.try_next_matching(what, pred).await.unwrap_or_else(|s| panic!("{agent}: the session failed waiting for {what}: {s:?}"))
+        self.try_next_matching(what, pred)
+            .await
+            .unwrap_or_else(|s| panic!("{agent}: the session failed waiting for {what}: {s:?}"))
     }
 
     /// Events received so far and not yet taken, oldest first.
@@ -274,7 +348,11 @@ impl Desktop {
         &self.backlog
     }
 
-    async fn try_next_matching(&mut self, what: &str, mut pred: impl FnMut(&Event) -> bool) -> Result<Event, Status> {
+    async fn try_next_matching(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Result<Event, Status> {
         if let Some(i) = self.backlog.iter().position(&mut pred) {
             return Ok(self.backlog.remove(i).expect("index in range"));
         }
@@ -282,12 +360,20 @@ impl Desktop {
         loop {
             let next = match tokio::time::timeout_at(give_up, self.events.next()).await {
                 Ok(n) => n,
-                Err(_) => panic!("{}: no {what} within {DEADLINE:?}; received meanwhile: {:#?}", self.agent_id, self.backlog),
+                Err(_) => panic!(
+                    "{}: no {what} within {DEADLINE:?}; received meanwhile: {:#?}",
+                    self.agent_id, self.backlog
+                ),
             };
             let event = match next {
-                None => panic!("{}: the session ended while waiting for {what}; received: {:#?}", self.agent_id, self.backlog),
+                None => panic!(
+                    "{}: the session ended while waiting for {what}; received: {:#?}",
+                    self.agent_id, self.backlog
+                ),
                 Some(Err(s)) => return Err(s),
-                Some(Ok(pb::AgentEvent { event: None })) => panic!("{}: an AgentEvent without an event", self.agent_id),
+                Some(Ok(pb::AgentEvent { event: None })) => {
+                    panic!("{}: an AgentEvent without an event", self.agent_id)
+                }
                 Some(Ok(pb::AgentEvent { event: Some(e) })) => e,
             };
             if pred(&event) {
@@ -300,7 +386,12 @@ impl Desktop {
     /// Closes the request stream (the agent logs out) and waits for the
     /// server to end the session.
     pub async fn close(self) {
-        let Desktop { agent_id, commands, mut events, .. } = self;
+        let Desktop {
+            agent_id,
+            commands,
+            mut events,
+            ..
+        } = self;
         drop(commands);
         within("the session to end after logout", async {
             while let Some(e) = events.next().await {
@@ -319,22 +410,37 @@ pub mod cmd {
     use pb::agent_command as ac;
 
     pub fn accept(offer_id: &str) -> Command {
-        Command::Accept(ac::Accept { offer_id: offer_id.into() })
+        Command::Accept(ac::Accept {
+            offer_id: offer_id.into(),
+        })
     }
     pub fn reject(offer_id: &str, reason: &str) -> Command {
-        Command::Reject(ac::Reject { offer_id: offer_id.into(), reason: reason.into() })
+        Command::Reject(ac::Reject {
+            offer_id: offer_id.into(),
+            reason: reason.into(),
+        })
     }
     pub fn reply(conversation_id: &str, text: &str) -> Command {
-        Command::Reply(ac::Reply { conversation_id: conversation_id.into(), text: text.into() })
+        Command::Reply(ac::Reply {
+            conversation_id: conversation_id.into(),
+            text: text.into(),
+        })
     }
     pub fn wrap_up(conversation_id: &str, disposition: &str) -> Command {
-        Command::WrapUp(ac::WrapUp { conversation_id: conversation_id.into(), disposition: disposition.into() })
+        Command::WrapUp(ac::WrapUp {
+            conversation_id: conversation_id.into(),
+            disposition: disposition.into(),
+        })
     }
     pub fn resolve(conversation_id: &str) -> Command {
-        Command::Resolve(ac::Resolve { conversation_id: conversation_id.into() })
+        Command::Resolve(ac::Resolve {
+            conversation_id: conversation_id.into(),
+        })
     }
     pub fn set_state(state: pb::AgentState) -> Command {
-        Command::SetState(ac::SetState { state: state as i32 })
+        Command::SetState(ac::SetState {
+            state: state as i32,
+        })
     }
 }
 
@@ -346,7 +452,11 @@ pub fn assert_status<T: Debug>(r: Result<T, Status>, code: tonic::Code, field: &
         Err(s) => s,
     };
     assert_eq!(s.code(), code, "wrong code for a bad {field}: {s:?}");
-    assert!(s.message().starts_with(&format!("{field}:")), "message should name {field:?} first: {:?}", s.message());
+    assert!(
+        s.message().starts_with(&format!("{field}:")),
+        "message should name {field:?} first: {:?}",
+        s.message()
+    );
     s
 }
 
@@ -354,5 +464,9 @@ pub fn assert_status<T: Debug>(r: Result<T, Status>, code: tonic::Code, field: &
 /// starts with `field`.
 pub fn assert_result(r: &CommandResult, code: tonic::Code, field: &str) {
     assert_eq!(r.code, code as i32, "wrong code for a bad {field}: {r:?}");
-    assert!(r.message.starts_with(&format!("{field}:")), "message should name {field:?} first: {:?}", r.message);
+    assert!(
+        r.message.starts_with(&format!("{field}:")),
+        "message should name {field:?} first: {:?}",
+        r.message
+    );
 }

@@ -78,11 +78,17 @@ impl Actor for RouterActor {
         match msg {
             RouterMsg::Step(input, reply) => {
                 let r = st.router.step(now, input, &mut st.out);
-                if let Some(reply) = reply {
-                    let _ = reply.send(r);
-                } else if let Err(e) = r {
-                    tracing::debug!(error = %e, "routing input refused");
+                // Decisions reach the customers' mailboxes before the caller
+                // hears back, so its next command finds them recorded (an
+                // agent replying right after its accept finds the
+                // conversation assigned).
+                dispatch(st).await;
+                match (reply, r) {
+                    (Some(reply), r) => drop(reply.send(r)),
+                    (None, Err(e)) => tracing::debug!(error = %e, "routing input refused"),
+                    (None, Ok(())) => {}
                 }
+                return Ok(());
             }
             RouterMsg::Route(req) => route(now, st, req),
             RouterMsg::Resolved { queue, channel, agent } => st.router.note_resolved(&queue, channel, agent.as_ref()),

@@ -28,7 +28,7 @@ impl Actor for Supervisor {
 
     async fn pre_start(&self, myself: ActorRef<()>, (cfg, queues, hub): Self::Arguments) -> Result<SupervisorState, ActorProcessingErr> {
         hub.set_supervisor(myself.get_cell());
-        let (router, _) = Actor::spawn_linked(Some("router".into()), RouterActor, (cfg, queues, hub), myself.get_cell()).await?;
+        let (router, _) = Actor::spawn_linked(None, RouterActor, (cfg, queues, hub), myself.get_cell()).await?;
         Ok(SupervisorState { router })
     }
 

@@ -60,8 +60,10 @@ impl Node {
     /// Stops the actors, then leaves the cluster (revokes the lease). The
     /// server has stopped accepting before this is called.
     pub async fn shutdown(self) {
+        let stop = Duration::from_secs(10);
+        self.supervisor.stop_children_and_wait(Some("node shutting down".into()), Some(stop.into())).await;
         self.supervisor.stop(Some("node shutting down".into()));
-        if tokio::time::timeout(Duration::from_secs(10), self.supervisor_done).await.is_err() {
+        if tokio::time::timeout(stop, self.supervisor_done).await.is_err() {
             tracing::warn!("actors did not stop within 10 s");
         }
         self.keep_alive.abort();

@@ -25,8 +25,9 @@ use tonic::Status;
 use tonic::transport::Server;
 
 /// Largest request a client may send. A contact's text is at most 16 KiB;
-/// this leaves room for identities and attributes, and refuses anything
-/// that could only be abuse with RESOURCE_EXHAUSTED.
+/// this leaves room for identities and attributes. tonic refuses a larger
+/// message before it is decoded, with OUT_OF_RANGE ("decoded message length
+/// too large").
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 /// Largest response (an offer carries the whole history).
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;

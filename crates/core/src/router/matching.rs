@@ -268,10 +268,17 @@ impl Router {
             self.timers.remove(&(expires_at, Timer::OfferExpiry(offer)));
         }
         self.offers.remove(&offer);
+        let bullseye = bullseye_timer(&self.queues[e.queue as usize].cfg, conv, e);
         e.phase = Phase::Assigned { since: now };
         let waited_ms = now.saturating_sub(e.enqueued_at);
         let within = waited_ms <= e.breakdown.sla_target_ms;
         let (qx, channel) = (e.queue, e.channel);
+        // An assigned conversation no longer widens (a transfer or a requeue
+        // schedules its next step afresh): drop the pending step timer now
+        // rather than keep it in the timer set until it fires stale.
+        if let Some(timer) = bullseye {
+            self.timers.remove(&timer);
+        }
         self.kpis.answered(qx, channel, ax, waited_ms, within);
         out.push(Output::Assigned { offer, conversation: conv, agent: agent.clone(), waited_ms });
         self.report(ax, out);
@@ -599,12 +606,8 @@ impl Router {
 
     pub(super) fn schedule_bullseye(&mut self, conv: ConversationId) {
         let Some(e) = self.entries.get(&conv) else { return };
-        if e.target.is_some() {
-            return;
-        }
-        let q = &self.queues[e.queue as usize].cfg;
-        if let Some(next) = q.bullseye.get(e.step as usize) {
-            self.timers.insert((e.enqueued_at + next.after_ms, Timer::Bullseye(conv, e.step + 1)));
+        if let Some(timer) = bullseye_timer(&self.queues[e.queue as usize].cfg, conv, e) {
+            self.timers.insert(timer);
         }
     }
 
@@ -619,6 +622,16 @@ impl Router {
     pub(super) fn queue_id(&self, qx: QueueIx) -> &QueueId {
         &self.queues[qx as usize].cfg.id
     }
+}
+
+/// The timer of the conversation's next bullseye step in queue `q`, if it
+/// has one to reach (conversations meant for a named agent do not widen).
+fn bullseye_timer(q: &QueueConfig, conv: ConversationId, e: &Entry) -> Option<(TimeMs, Timer)> {
+    if e.target.is_some() {
+        return None;
+    }
+    let next = q.bullseye.get(e.step as usize)?;
+    Some((e.enqueued_at + next.after_ms, Timer::Bullseye(conv, e.step + 1)))
 }
 
 fn rank_inputs(
