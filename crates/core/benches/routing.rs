@@ -29,7 +29,9 @@ use centralino_core::ids::CustomerId;
 use centralino_core::priority::{PriorityInputs, PriorityPolicy};
 use centralino_core::queue::{BullseyeStep, QueueConfig, Strategy};
 use centralino_core::router::Enqueue;
-use centralino_core::{AgentId, Channel, ConversationId, Input, OfferId, Output, QueueId, Router, RouterConfig, TimeMs};
+use centralino_core::{
+    AgentId, Channel, ConversationId, Input, OfferId, Output, QueueId, Router, RouterConfig, TimeMs,
+};
 
 const AGENTS: usize = 5_000;
 const WAITING: usize = 10_000;
@@ -51,7 +53,11 @@ fn queue_configs(strategy: Strategy) -> Vec<QueueConfig> {
         .map(|i| QueueConfig {
             required: vec![Skill::new(&format!("skill{i}"), 3)],
             strategy,
-            bullseye: vec![BullseyeStep { after_ms: 30_000, relax_proficiency: 1, drop_skills: vec![] }],
+            bullseye: vec![BullseyeStep {
+                after_ms: 30_000,
+                relax_proficiency: 1,
+                drop_skills: vec![],
+            }],
             ..QueueConfig::open(&format!("q{i}"))
         })
         .collect()
@@ -64,7 +70,11 @@ fn profile(i: usize) -> AgentProfile {
     AgentProfile {
         id: AgentId::new(format!("agent-{i}")),
         name: format!("Agent {i}"),
-        skills: vec![skill(i, 3 + (i % 3) as u8), skill(i + 1, 3), skill(i + 3, 2)],
+        skills: vec![
+            skill(i, 3 + (i % 3) as u8),
+            skill(i + 1, 3),
+            skill(i + 3, 2),
+        ],
         languages: vec!["it".into()],
         capacity: 100,
     }
@@ -92,7 +102,9 @@ impl World {
             now: 1_000_000,
             next_customer: 1,
             queue_ids: queues.iter().map(|q| q.id.clone()).collect(),
-            agent_ids: (0..AGENTS).map(|i| AgentId::new(format!("agent-{i}"))).collect(),
+            agent_ids: (0..AGENTS)
+                .map(|i| AgentId::new(format!("agent-{i}")))
+                .collect(),
             on_call: vec![None; AGENTS],
             out: Vec::with_capacity(16),
             next_agent: 0,
@@ -101,7 +113,10 @@ impl World {
             w.step(Input::UpsertQueue(q));
         }
         for i in 0..AGENTS {
-            w.step(Input::Login { profile: profile(i), away: false });
+            w.step(Input::Login {
+                profile: profile(i),
+                away: false,
+            });
         }
         w
     }
@@ -119,13 +134,16 @@ impl World {
         let n = self.next_customer;
         self.next_customer += 1;
         Enqueue {
-            conversation: ConversationId { customer: CustomerId(n), number: 1 },
+            conversation: ConversationId {
+                customer: CustomerId(n),
+                number: 1,
+            },
             queue: self.queue_ids[(n as usize * 7) % QUEUES].clone(),
             channel: Channel::Voice,
             enqueued_at: self.now,
             priority: PriorityInputs {
-                tier: (n % 10 == 0).then(|| "gold".to_string()),
-                sentiment: (n % 7 == 0).then_some(-0.6),
+                tier: n.is_multiple_of(10).then(|| "gold".to_string()),
+                sentiment: n.is_multiple_of(7).then_some(-0.6),
                 ..Default::default()
             },
             last_agent: None,
@@ -136,7 +154,12 @@ impl World {
     /// The single offer in the last outputs: (offer, conversation, agent index).
     fn offered(&self) -> Option<(OfferId, ConversationId, usize)> {
         self.out.iter().find_map(|o| match o {
-            Output::Offered { offer, conversation, agent, .. } => {
+            Output::Offered {
+                offer,
+                conversation,
+                agent,
+                ..
+            } => {
                 let ix = agent.as_str()["agent-".len()..].parse().expect("agent id");
                 Some((*offer, *conversation, ix))
             }
@@ -145,7 +168,10 @@ impl World {
     }
 
     fn accept(&mut self, offer: OfferId, conv: ConversationId, ix: usize) {
-        self.step(Input::Accept { agent: self.agent_ids[ix].clone(), offer });
+        self.step(Input::Accept {
+            agent: self.agent_ids[ix].clone(),
+            offer,
+        });
         self.on_call[ix] = Some(conv);
     }
 
@@ -173,8 +199,13 @@ impl World {
         let ix = self.next_agent;
         self.next_agent = (ix + 1) % AGENTS;
         let conversation = self.on_call[ix].take().expect("on a call");
-        self.step(Input::WrapUp { agent: self.agent_ids[ix].clone(), conversation });
-        let (offer, conv, to) = self.offered().expect("the freed agent is offered a waiting call");
+        self.step(Input::WrapUp {
+            agent: self.agent_ids[ix].clone(),
+            conversation,
+        });
+        let (offer, conv, to) = self
+            .offered()
+            .expect("the freed agent is offered a waiting call");
         debug_assert_eq!(to, ix);
         self.accept(black_box(offer), conv, to);
         let e = self.arrival();
@@ -189,7 +220,10 @@ impl World {
         self.step(Input::Enqueue(e));
         let (offer, conv, ix) = self.offered().expect("an idle agent takes the call");
         self.accept(black_box(offer), conv, ix);
-        self.step(Input::WrapUp { agent: self.agent_ids[ix].clone(), conversation: conv });
+        self.step(Input::WrapUp {
+            agent: self.agent_ids[ix].clone(),
+            conversation: conv,
+        });
         self.on_call[ix] = None;
     }
 }
@@ -197,16 +231,23 @@ impl World {
 fn routing(c: &mut Criterion) {
     let mut group = c.benchmark_group("routing");
     group.throughput(Throughput::Elements(1));
-    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4)).sample_size(30);
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(30);
 
     let mut busy = World::busy_center();
-    group.bench_function("agent_side/5000_agents_busy_10000_waiting", |b| b.iter(|| busy.agent_side_decision()));
+    group.bench_function("agent_side/5000_agents_busy_10000_waiting", |b| {
+        b.iter(|| busy.agent_side_decision())
+    });
     // The steady state held: still 10,000 waiting, every agent on a call.
     assert_eq!(busy.router.waiting(), WAITING);
     assert!(busy.on_call.iter().all(Option::is_some));
 
     let mut idle = World::new(Strategy::LongestIdle);
-    group.bench_function("customer_side/5000_agents_idle", |b| b.iter(|| idle.customer_side_decision()));
+    group.bench_function("customer_side/5000_agents_idle", |b| {
+        b.iter(|| idle.customer_side_decision())
+    });
     assert_eq!(idle.router.waiting(), 0);
     group.finish();
 }

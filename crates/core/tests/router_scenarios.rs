@@ -14,7 +14,10 @@ use centralino_core::ids::CustomerId;
 use centralino_core::priority::{PriorityBreakdown, PriorityInputs, PriorityPolicy};
 use centralino_core::queue::{BullseyeStep, QueueConfig, Strategy};
 use centralino_core::router::{AgentView, ConversationView, Enqueue, Phase, RevokeReason};
-use centralino_core::{AgentId, Channel, ConversationId, CoreError, Input, OfferId, Output, QueueId, Router, RouterConfig, TimeMs};
+use centralino_core::{
+    AgentId, Channel, ConversationId, CoreError, Input, OfferId, Output, QueueId, Router,
+    RouterConfig, TimeMs,
+};
 
 const OFFER_TIMEOUT: u64 = 15_000;
 const DECLINE_TTL: u64 = 30_000;
@@ -33,7 +36,10 @@ fn config() -> RouterConfig {
 }
 
 fn c(n: u64) -> ConversationId {
-    ConversationId { customer: CustomerId(n), number: 1 }
+    ConversationId {
+        customer: CustomerId(n),
+        number: 1,
+    }
 }
 
 fn queue(id: &str, strategy: Strategy, required: &[(&str, u8)]) -> QueueConfig {
@@ -68,7 +74,15 @@ struct Offer {
 fn offers(out: &[Output]) -> Vec<Offer> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Offered { offer, conversation, agent, queue, expires_at, explanation, .. } => Some(Offer {
+            Output::Offered {
+                offer,
+                conversation,
+                agent,
+                queue,
+                expires_at,
+                explanation,
+                ..
+            } => Some(Offer {
                 offer: *offer,
                 conv: *conversation,
                 agent: agent.to_string(),
@@ -90,11 +104,18 @@ fn one_offer(out: &[Output]) -> Offer {
 
 /// (customer number, agent) of every offer, in emission order.
 fn pairs(out: &[Output]) -> Vec<(u64, String)> {
-    offers(out).into_iter().map(|o| (o.conv.customer.0, o.agent)).collect()
+    offers(out)
+        .into_iter()
+        .map(|o| (o.conv.customer.0, o.agent))
+        .collect()
 }
 
 fn cand(agent: &str, key: u64, passed_over: Option<PassedOver>) -> Candidate {
-    Candidate { agent: AgentId::new(agent), key, passed_over }
+    Candidate {
+        agent: AgentId::new(agent),
+        key,
+        passed_over,
+    }
 }
 
 /// A router, a hand-moved clock, and shorthands for the inputs.
@@ -105,7 +126,10 @@ struct Sim {
 
 impl Sim {
     fn new(cfg: RouterConfig, queues: Vec<QueueConfig>) -> Self {
-        let mut sim = Sim { router: Router::new(cfg), now: 0 };
+        let mut sim = Sim {
+            router: Router::new(cfg),
+            now: 0,
+        };
         for q in queues {
             sim.step(Input::UpsertQueue(q));
         }
@@ -128,11 +152,15 @@ impl Sim {
 
     fn step(&mut self, input: Input) -> Vec<Output> {
         let dbg = format!("{input:?}");
-        self.try_step(input).unwrap_or_else(|e| panic!("{dbg} failed: {e}"))
+        self.try_step(input)
+            .unwrap_or_else(|e| panic!("{dbg} failed: {e}"))
     }
 
     fn login(&mut self, id: &str, skills: &[(&str, u8)], capacity: u16) -> Vec<Output> {
-        self.step(Input::Login { profile: profile(id, skills, capacity), away: false })
+        self.step(Input::Login {
+            profile: profile(id, skills, capacity),
+            away: false,
+        })
     }
 
     fn enqueue(&mut self, n: u64, queue: &str, channel: Channel) -> Vec<Output> {
@@ -153,11 +181,18 @@ impl Sim {
     }
 
     fn accept(&mut self, o: &Offer) -> Vec<Output> {
-        self.step(Input::Accept { agent: AgentId::new(&o.agent), offer: o.offer })
+        self.step(Input::Accept {
+            agent: AgentId::new(&o.agent),
+            offer: o.offer,
+        })
     }
 
     fn reject(&mut self, o: &Offer) -> Vec<Output> {
-        self.step(Input::Reject { agent: AgentId::new(&o.agent), offer: o.offer, reason: "busy".into() })
+        self.step(Input::Reject {
+            agent: AgentId::new(&o.agent),
+            offer: o.offer,
+            reason: "busy".into(),
+        })
     }
 
     /// Enqueues and accepts at once; the conversation must be offered.
@@ -168,15 +203,24 @@ impl Sim {
     }
 
     fn wrap_up(&mut self, agent: &str, n: u64) -> Vec<Output> {
-        self.step(Input::WrapUp { agent: AgentId::new(agent), conversation: c(n) })
+        self.step(Input::WrapUp {
+            agent: AgentId::new(agent),
+            conversation: c(n),
+        })
     }
 
     fn agent(&self, id: &str) -> AgentView {
-        self.router.agent_views().into_iter().find(|a| a.id.as_str() == id).expect("agent known")
+        self.router
+            .agent_views()
+            .into_iter()
+            .find(|a| a.id.as_str() == id)
+            .expect("agent known")
     }
 
     fn conv(&self, n: u64) -> ConversationView {
-        self.router.conversation_view(self.now, c(n)).expect("conversation known")
+        self.router
+            .conversation_view(self.now, c(n))
+            .expect("conversation known")
     }
 }
 
@@ -197,7 +241,11 @@ fn longest_idle_offers_to_the_agent_idle_longest_not_the_first_logged_in() {
     assert_eq!(o.explanation.rule, Rule::LongestIdle);
     assert_eq!(
         o.explanation.candidates,
-        vec![cand("a1", 0, None), cand("a2", 1_000, Some(PassedOver::RankedLower)), cand("a3", 2_000, Some(PassedOver::RankedLower))]
+        vec![
+            cand("a1", 0, None),
+            cand("a2", 1_000, Some(PassedOver::RankedLower)),
+            cand("a3", 2_000, Some(PassedOver::RankedLower))
+        ]
     );
     assert_eq!(s.serve(2, "q", Channel::Voice).agent, "a2");
     assert_eq!(s.serve(3, "q", Channel::Voice).agent, "a3");
@@ -210,19 +258,41 @@ fn longest_idle_offers_to_the_agent_idle_longest_not_the_first_logged_in() {
     s.at(12_000);
     let o = one_offer(&s.enqueue(4, "q", Channel::Voice));
     assert_eq!(o.agent, "a2");
-    assert_eq!(o.explanation.candidates, vec![cand("a2", 10_000, None), cand("a1", 11_000, Some(PassedOver::RankedLower))]);
+    assert_eq!(
+        o.explanation.candidates,
+        vec![
+            cand("a2", 10_000, None),
+            cand("a1", 11_000, Some(PassedOver::RankedLower))
+        ]
+    );
 }
 
 #[test]
 fn most_proficient_offers_by_proficiency_and_skips_agents_below_the_minimum() {
-    let mut s = Sim::new(config(), vec![queue("billing", Strategy::MostProficient, &[("billing", 2)])]);
+    let mut s = Sim::new(
+        config(),
+        vec![queue(
+            "billing",
+            Strategy::MostProficient,
+            &[("billing", 2)],
+        )],
+    );
     s.login("p3", &[("billing", 3)], 100);
     s.login("p5", &[("billing", 5), ("fiber", 5)], 100);
     s.login("p2", &[("billing", 2)], 100);
     s.login("p1", &[("billing", 1)], 100);
     s.login("x", &[("fiber", 5)], 100);
-    let qv = s.router.queue_views(s.now).into_iter().find(|q| q.config.id.as_str() == "billing").unwrap();
-    assert_eq!((qv.agents_logged_in, qv.agents_available), (3, 3), "p1 and x do not qualify");
+    let qv = s
+        .router
+        .queue_views(s.now)
+        .into_iter()
+        .find(|q| q.config.id.as_str() == "billing")
+        .unwrap();
+    assert_eq!(
+        (qv.agents_logged_in, qv.agents_available),
+        (3, 3),
+        "p1 and x do not qualify"
+    );
 
     let o = s.serve(1, "billing", Channel::Voice);
     assert_eq!(o.agent, "p5");
@@ -230,7 +300,11 @@ fn most_proficient_offers_by_proficiency_and_skips_agents_below_the_minimum() {
     let key = |p: u64| u64::from(u32::MAX) - p;
     assert_eq!(
         o.explanation.candidates,
-        vec![cand("p5", key(5), None), cand("p3", key(3), Some(PassedOver::RankedLower)), cand("p2", key(2), Some(PassedOver::RankedLower))]
+        vec![
+            cand("p5", key(5), None),
+            cand("p3", key(3), Some(PassedOver::RankedLower)),
+            cand("p2", key(2), Some(PassedOver::RankedLower))
+        ]
     );
     assert_eq!(s.serve(2, "billing", Channel::Voice).agent, "p3");
     assert_eq!(s.serve(3, "billing", Channel::Voice).agent, "p2");
@@ -246,11 +320,20 @@ fn most_proficient_offers_by_proficiency_and_skips_agents_below_the_minimum() {
 fn least_occupied_offers_to_the_agent_with_the_least_capacity_in_use() {
     let mut s = Sim::new(config(), vec![queue("lo", Strategy::LeastOccupied, &[])]);
     s.login("c1", &[], 100);
-    assert_eq!(pairs(&s.enqueue(1, "lo", Channel::Chat)), vec![(1, "c1".into())]);
-    assert_eq!(pairs(&s.enqueue(2, "lo", Channel::Chat)), vec![(2, "c1".into())]);
+    assert_eq!(
+        pairs(&s.enqueue(1, "lo", Channel::Chat)),
+        vec![(1, "c1".into())]
+    );
+    assert_eq!(
+        pairs(&s.enqueue(2, "lo", Channel::Chat)),
+        vec![(2, "c1".into())]
+    );
     s.at(10);
     s.login("c2", &[], 100);
-    assert_eq!(pairs(&s.enqueue(3, "lo", Channel::Chat)), vec![(3, "c2".into())]);
+    assert_eq!(
+        pairs(&s.enqueue(3, "lo", Channel::Chat)),
+        vec![(3, "c2".into())]
+    );
     s.at(20);
     s.login("c3", &[], 100);
     // Loads 60, 30, 0.
@@ -260,11 +343,21 @@ fn least_occupied_offers_to_the_agent_with_the_least_capacity_in_use() {
     // The key shown is the strategy's key, the load in use.
     assert_eq!(
         o.explanation.candidates,
-        vec![cand("c3", 0, None), cand("c2", 30, Some(PassedOver::RankedLower)), cand("c1", 60, Some(PassedOver::RankedLower))]
+        vec![
+            cand("c3", 0, None),
+            cand("c2", 30, Some(PassedOver::RankedLower)),
+            cand("c1", 60, Some(PassedOver::RankedLower))
+        ]
     );
     // Loads 60, 30, 30: the tie goes to the one idle since earlier (c2).
-    assert_eq!(pairs(&s.enqueue(5, "lo", Channel::Chat)), vec![(5, "c2".into())]);
-    assert_eq!(pairs(&s.enqueue(6, "lo", Channel::Chat)), vec![(6, "c3".into())]);
+    assert_eq!(
+        pairs(&s.enqueue(5, "lo", Channel::Chat)),
+        vec![(5, "c2".into())]
+    );
+    assert_eq!(
+        pairs(&s.enqueue(6, "lo", Channel::Chat)),
+        vec![(6, "c3".into())]
+    );
     let loads: Vec<u16> = ["c1", "c2", "c3"].iter().map(|a| s.agent(a).load).collect();
     assert_eq!(loads, vec![60, 60, 60]);
 }
@@ -284,14 +377,27 @@ fn round_robin_takes_turns_among_agents_with_room() {
     // The key is the id of each agent's last offer: of-1, of-2, of-3.
     assert_eq!(
         o.explanation.candidates,
-        vec![cand("r1", 1, None), cand("r2", 2, Some(PassedOver::RankedLower)), cand("r3", 3, Some(PassedOver::RankedLower))]
+        vec![
+            cand("r1", 1, None),
+            cand("r2", 2, Some(PassedOver::RankedLower)),
+            cand("r3", 3, Some(PassedOver::RankedLower))
+        ]
     );
     got.push((4, o.agent));
     for n in 5..=6 {
         got.extend(pairs(&s.enqueue(n, "rr", Channel::Chat)));
     }
-    let want: Vec<(u64, String)> =
-        [(1, "r1"), (2, "r2"), (3, "r3"), (4, "r1"), (5, "r2"), (6, "r3")].iter().map(|(n, a)| (*n, a.to_string())).collect();
+    let want: Vec<(u64, String)> = [
+        (1, "r1"),
+        (2, "r2"),
+        (3, "r3"),
+        (4, "r1"),
+        (5, "r2"),
+        (6, "r3"),
+    ]
+    .iter()
+    .map(|(n, a)| (*n, a.to_string()))
+    .collect();
     assert_eq!(got, want);
 }
 
@@ -310,21 +416,35 @@ fn weighted_capacity_mixes_chats_but_voice_excludes_everything() {
     assert_eq!(s.serve(2, "q", Channel::Chat).agent, "w");
     assert_eq!(s.serve(3, "q", Channel::Chat).agent, "w");
     // Three chats: 90 of 100. A fourth chat waits, an SMS (10) still fits.
-    assert_eq!((s.agent("w").load, s.agent("w").state), (90, AgentState::Available));
+    assert_eq!(
+        (s.agent("w").load, s.agent("w").state),
+        (90, AgentState::Available)
+    );
     assert!(offers(&s.enqueue(4, "q", Channel::Chat)).is_empty());
     assert_eq!(s.serve(5, "q", Channel::Sms).agent, "w");
-    assert_eq!((s.agent("w").load, s.agent("w").state), (100, AgentState::Busy));
+    assert_eq!(
+        (s.agent("w").load, s.agent("w").state),
+        (100, AgentState::Busy)
+    );
     assert_eq!(s.agent("w").conversations, vec![c(1), c(2), c(3), c(5)]);
 
-    // Chat 1 ends: 40 free. The call ranks first (20 s SLA, waiting
+    // Chat 1 ends: 30 free. The call ranks first (20 s SLA, waiting
     // longest) but needs 100, so the waiting chat is offered.
     s.at(2_000);
     assert_eq!(pairs(&s.wrap_up("w", 1)), vec![(4, "w".into())]);
     assert_eq!(s.agent("w").load, 100);
-    let Phase::Offered { offer, .. } = s.conv(4).phase else { panic!("conversation 4 should be offered") };
-    s.step(Input::Accept { agent: AgentId::new("w"), offer });
+    let Phase::Offered { offer, .. } = s.conv(4).phase else {
+        panic!("conversation 4 should be offered")
+    };
+    s.step(Input::Accept {
+        agent: AgentId::new("w"),
+        offer,
+    });
     for n in [2, 3, 5] {
-        assert!(offers(&s.wrap_up("w", n)).is_empty(), "the call still does not fit");
+        assert!(
+            offers(&s.wrap_up("w", n)).is_empty(),
+            "the call still does not fit"
+        );
     }
     assert_eq!(s.agent("w").load, 30);
     // The last chat ends: the call takes the whole capacity.
@@ -352,17 +472,31 @@ fn a_rejected_offer_moves_on_and_is_not_offered_back_until_the_decline_expires()
 
     s.at(1_000);
     let out = s.reject(&o);
-    assert!(out.contains(&Output::Rejected { offer: o.offer, conversation: c(1), agent: AgentId::new("a"), reason: "busy".into() }));
+    assert!(out.contains(&Output::Rejected {
+        offer: o.offer,
+        conversation: c(1),
+        agent: AgentId::new("a"),
+        reason: "busy".into()
+    }));
     let to_b = one_offer(&out);
     assert_eq!(to_b.agent, "b");
     // The chosen agent first, then those passed over in the order considered.
-    assert_eq!(to_b.explanation.candidates, vec![cand("b", 500, None), cand("a", 0, Some(PassedOver::DeclinedEarlier))]);
+    assert_eq!(
+        to_b.explanation.candidates,
+        vec![
+            cand("b", 500, None),
+            cand("a", 0, Some(PassedOver::DeclinedEarlier))
+        ]
+    );
 
     s.at(2_000);
     let out = s.reject(&to_b);
     assert!(offers(&out).is_empty(), "both declined: nobody gets it");
     assert_eq!(s.conv(1).phase, Phase::Waiting);
-    assert_eq!((s.agent("a").state, s.agent("b").state), (AgentState::Available, AgentState::Available));
+    assert_eq!(
+        (s.agent("a").state, s.agent("b").state),
+        (AgentState::Available, AgentState::Available)
+    );
     assert_eq!((s.agent("a").load, s.agent("b").load), (30, 0));
 
     // a declined at 1 000: not offered it again before 31 000, then it is.
@@ -374,7 +508,13 @@ fn a_rejected_offer_moves_on_and_is_not_offered_back_until_the_decline_expires()
 
 #[test]
 fn the_explanation_always_names_the_chosen_agent_first_even_after_many_passed_over() {
-    let mut s = Sim::new(config(), vec![queue("setup", Strategy::RoundRobin, &[]), queue("main", Strategy::LongestIdle, &[])]);
+    let mut s = Sim::new(
+        config(),
+        vec![
+            queue("setup", Strategy::RoundRobin, &[]),
+            queue("main", Strategy::LongestIdle, &[]),
+        ],
+    );
     let busy = ["n1", "n2", "n3", "n4", "n5", "n6"];
     for a in busy {
         s.login(a, &[], 100);
@@ -389,7 +529,11 @@ fn the_explanation_always_names_the_chosen_agent_first_even_after_many_passed_ov
     let o = one_offer(&s.enqueue(7, "main", Channel::Voice));
     assert_eq!(o.agent, "free");
     let mut want = vec![cand("free", 1, None)];
-    want.extend(busy[..4].iter().map(|a| cand(a, 0, Some(PassedOver::NoCapacity))));
+    want.extend(
+        busy[..4]
+            .iter()
+            .map(|a| cand(a, 0, Some(PassedOver::NoCapacity))),
+    );
     assert_eq!(o.explanation.candidates, want);
 }
 
@@ -404,17 +548,35 @@ fn an_unanswered_offer_times_out_moves_on_and_sets_the_agent_away() {
 
     assert!(s.at(10 + OFFER_TIMEOUT - 1).is_empty());
     let out = s.at(10 + OFFER_TIMEOUT);
-    assert!(out.contains(&Output::OfferRevoked { offer: o.offer, conversation: c(1), agent: AgentId::new("a"), reason: RevokeReason::TimedOut }));
-    assert!(out.contains(&Output::AgentStateChanged { agent: AgentId::new("a"), state: AgentState::Away, load: 0 }));
+    assert!(out.contains(&Output::OfferRevoked {
+        offer: o.offer,
+        conversation: c(1),
+        agent: AgentId::new("a"),
+        reason: RevokeReason::TimedOut
+    }));
+    assert!(out.contains(&Output::AgentStateChanged {
+        agent: AgentId::new("a"),
+        state: AgentState::Away,
+        load: 0
+    }));
     let next = one_offer(&out);
     assert_eq!((next.conv, next.agent.as_str()), (c(1), "b"));
-    assert_eq!((s.agent("a").state, s.agent("a").load), (AgentState::Away, 0));
+    assert_eq!(
+        (s.agent("a").state, s.agent("a").load),
+        (AgentState::Away, 0)
+    );
 
     // While away, a gets nothing; once back, it takes what waits.
     s.accept(&next);
     assert!(offers(&s.enqueue(2, "q", Channel::Voice)).is_empty());
-    let back = one_offer(&s.step(Input::SetAway { agent: AgentId::new("a"), away: false }));
-    assert_eq!((back.conv, back.agent.as_str(), back.explanation.rule), (c(2), "a", Rule::AgentFreed));
+    let back = one_offer(&s.step(Input::SetAway {
+        agent: AgentId::new("a"),
+        away: false,
+    }));
+    assert_eq!(
+        (back.conv, back.agent.as_str(), back.explanation.rule),
+        (c(2), "a", Rule::AgentFreed)
+    );
 }
 
 // ---------------------------------------------------------------- continuity
@@ -433,32 +595,64 @@ fn continuity_offers_to_the_last_agent_first_only_if_present_with_room_and_in_th
 
     // Last contact just outside the window: the queue's strategy decides
     // ("first" and "last" idle since 0, "first" ranks first by index).
-    let o = one_offer(&s.step(Input::Enqueue(returning(&s, 1, Channel::Chat, t0 - CONTINUITY - 1))));
-    assert_eq!((o.agent.as_str(), o.explanation.rule), ("first", Rule::LongestIdle));
+    let o = one_offer(&s.step(Input::Enqueue(returning(
+        &s,
+        1,
+        Channel::Chat,
+        t0 - CONTINUITY - 1,
+    ))));
+    assert_eq!(
+        (o.agent.as_str(), o.explanation.rule),
+        ("first", Rule::LongestIdle)
+    );
 
     // Within the window, on another channel: the last agent first.
     let o = one_offer(&s.step(Input::Enqueue(returning(&s, 2, Channel::Chat, t0 - 10_000))));
-    assert_eq!((o.agent.as_str(), o.explanation.rule), ("last", Rule::Continuity));
+    assert_eq!(
+        (o.agent.as_str(), o.explanation.rule),
+        ("last", Rule::Continuity)
+    );
     assert_eq!(o.explanation.candidates, vec![cand("last", 0, None)]);
 
     // No room for a call on top of that chat: whoever has room takes it.
     s.at(t0 + 1);
     s.login("third", &[], 100);
     let o = one_offer(&s.step(Input::Enqueue(returning(&s, 3, Channel::Voice, t0))));
-    assert_eq!((o.agent.as_str(), o.explanation.rule), ("third", Rule::LongestIdle));
+    assert_eq!(
+        (o.agent.as_str(), o.explanation.rule),
+        ("third", Rule::LongestIdle)
+    );
     assert_eq!(
         o.explanation.candidates,
-        vec![cand("third", t0 + 1, None), cand("first", 0, Some(PassedOver::NoCapacity)), cand("last", 0, Some(PassedOver::NoCapacity))]
+        vec![
+            cand("third", t0 + 1, None),
+            cand("first", 0, Some(PassedOver::NoCapacity)),
+            cand("last", 0, Some(PassedOver::NoCapacity))
+        ]
     );
 
     // Away or logged out: not present, the strategy decides.
-    s.step(Input::SetAway { agent: AgentId::new("last"), away: true });
+    s.step(Input::SetAway {
+        agent: AgentId::new("last"),
+        away: true,
+    });
     let o = one_offer(&s.step(Input::Enqueue(returning(&s, 4, Channel::Chat, t0))));
-    assert_eq!((o.agent.as_str(), o.explanation.rule), ("first", Rule::LongestIdle));
+    assert_eq!(
+        (o.agent.as_str(), o.explanation.rule),
+        ("first", Rule::LongestIdle)
+    );
     // Logging out re-queues the chat "last" was offered; "first" takes it.
-    assert_eq!(pairs(&s.step(Input::Logout { agent: AgentId::new("last") })), vec![(2, "first".into())]);
+    assert_eq!(
+        pairs(&s.step(Input::Logout {
+            agent: AgentId::new("last")
+        })),
+        vec![(2, "first".into())]
+    );
     let o = one_offer(&s.step(Input::Enqueue(returning(&s, 5, Channel::Sms, t0))));
-    assert_eq!((o.agent.as_str(), o.explanation.rule), ("first", Rule::LongestIdle));
+    assert_eq!(
+        (o.agent.as_str(), o.explanation.rule),
+        ("first", Rule::LongestIdle)
+    );
     assert_eq!(s.agent("first").conversations, vec![c(1), c(4), c(2), c(5)]);
     assert_eq!(s.agent("first").load, 100);
 }
@@ -468,7 +662,11 @@ fn continuity_offers_to_the_last_agent_first_only_if_present_with_room_and_in_th
 #[test]
 fn bullseye_widens_to_a_less_proficient_agent_after_the_step_time() {
     let mut tech = queue("tech", Strategy::MostProficient, &[("fiber", 4)]);
-    tech.bullseye = vec![BullseyeStep { after_ms: 30_000, relax_proficiency: 1, drop_skills: vec![] }];
+    tech.bullseye = vec![BullseyeStep {
+        after_ms: 30_000,
+        relax_proficiency: 1,
+        drop_skills: vec![],
+    }];
     let mut s = Sim::new(config(), vec![tech]);
     s.login("expert", &[("fiber", 5)], 100);
     s.login("junior", &[("fiber", 3)], 100);
@@ -482,20 +680,39 @@ fn bullseye_widens_to_a_less_proficient_agent_after_the_step_time() {
     assert!(offers(&s.at(1_000 + 30_000 - 1)).is_empty());
     let o = one_offer(&s.at(1_000 + 30_000));
     assert_eq!((o.conv, o.agent.as_str()), (c(2), "junior"));
-    assert_eq!((o.explanation.rule, o.explanation.bullseye_step), (Rule::MostProficient, 1));
+    assert_eq!(
+        (o.explanation.rule, o.explanation.bullseye_step),
+        (Rule::MostProficient, 1)
+    );
     // Novice (fiber 2) is below even the widened minimum of 3.
-    assert!(o.explanation.candidates.iter().all(|c| c.agent.as_str() != "novice"));
+    assert!(
+        o.explanation
+            .candidates
+            .iter()
+            .all(|c| c.agent.as_str() != "novice")
+    );
     assert_eq!(s.router.queue_views(s.now)[0].waiting, 0);
 
     // A callback that keeps its place starts at the step its wait reached.
     s.accept(&o);
     s.at(100_000);
-    let kept = Enqueue { enqueued_at: 40_000, ..s.arrival(3, "tech", Channel::Voice) };
+    let kept = Enqueue {
+        enqueued_at: 40_000,
+        ..s.arrival(3, "tech", Channel::Voice)
+    };
     let out = s.step(Input::Enqueue(kept));
-    assert!(offers(&out).is_empty(), "only novice is free and fiber 3 is required at step 1");
-    s.step(Input::Logout { agent: AgentId::new("novice") });
+    assert!(
+        offers(&out).is_empty(),
+        "only novice is free and fiber 3 is required at step 1"
+    );
+    s.step(Input::Logout {
+        agent: AgentId::new("novice"),
+    });
     let o = one_offer(&s.login("junior2", &[("fiber", 3)], 100));
-    assert_eq!((o.conv, o.agent.as_str(), o.explanation.rule), (c(3), "junior2", Rule::AgentFreed));
+    assert_eq!(
+        (o.conv, o.agent.as_str(), o.explanation.rule),
+        (c(3), "junior2", Rule::AgentFreed)
+    );
     assert_eq!(o.explanation.bullseye_step, 1);
 }
 
@@ -505,7 +722,10 @@ fn bullseye_widens_to_a_less_proficient_agent_after_the_step_time() {
 fn transfer_to_a_queue_waits_there_for_a_qualified_agent() {
     let mut s = Sim::new(
         config(),
-        vec![queue("support", Strategy::LongestIdle, &[("support", 1)]), queue("sales", Strategy::LongestIdle, &[("sales", 3)])],
+        vec![
+            queue("support", Strategy::LongestIdle, &[("support", 1)]),
+            queue("sales", Strategy::LongestIdle, &[("sales", 3)]),
+        ],
     );
     s.login("sup", &[("support", 3)], 100);
     s.login("seller", &[("sales", 4)], 100);
@@ -514,16 +734,38 @@ fn transfer_to_a_queue_waits_there_for_a_qualified_agent() {
     assert_eq!(s.serve(2, "support", Channel::Voice).agent, "sup");
 
     s.at(5_000);
-    let out = s.step(Input::Transfer { agent: AgentId::new("sup"), conversation: c(2), to: TransferTarget::Queue(QueueId::new("sales")) });
-    assert!(out.contains(&Output::Transferred { conversation: c(2), from: AgentId::new("sup"), to: TransferTarget::Queue(QueueId::new("sales")) }));
-    assert!(offers(&out).is_empty(), "sup lacks the sales skill, the seller is busy");
+    let out = s.step(Input::Transfer {
+        agent: AgentId::new("sup"),
+        conversation: c(2),
+        to: TransferTarget::Queue(QueueId::new("sales")),
+    });
+    assert!(out.contains(&Output::Transferred {
+        conversation: c(2),
+        from: AgentId::new("sup"),
+        to: TransferTarget::Queue(QueueId::new("sales"))
+    }));
+    assert!(
+        offers(&out).is_empty(),
+        "sup lacks the sales skill, the seller is busy"
+    );
     let v = s.conv(2);
-    assert_eq!((v.queue.as_str(), v.phase, v.agent, v.waited_ms), ("sales", Phase::Waiting, None, 5_000));
+    assert_eq!(
+        (v.queue.as_str(), v.phase, v.agent, v.waited_ms),
+        ("sales", Phase::Waiting, None, 5_000)
+    );
     assert_eq!(s.agent("sup").load, 0);
 
     s.at(8_000);
     let o = one_offer(&s.wrap_up("seller", 1));
-    assert_eq!((o.conv, o.agent.as_str(), o.queue.as_str(), o.explanation.rule), (c(2), "seller", "sales", Rule::AgentFreed));
+    assert_eq!(
+        (
+            o.conv,
+            o.agent.as_str(),
+            o.queue.as_str(),
+            o.explanation.rule
+        ),
+        (c(2), "seller", "sales", Rule::AgentFreed)
+    );
     let k = s.router.kpi_report();
     let support = k.queues.iter().find(|(q, _)| q == "support").unwrap().1;
     assert_eq!((support.transfers, k.total.transfers), (1, 1));
@@ -540,9 +782,20 @@ fn transfer_to_an_agent_waits_for_that_agent_and_nobody_else() {
 
     s.at(1_000);
     let to_b = TransferTarget::Agent(AgentId::new("b"));
-    let out = s.step(Input::Transfer { agent: AgentId::new("a"), conversation: c(1), to: to_b.clone() });
-    assert!(out.contains(&Output::Transferred { conversation: c(1), from: AgentId::new("a"), to: to_b }));
-    assert!(offers(&out).is_empty(), "b is on a call; idle and a must not get it");
+    let out = s.step(Input::Transfer {
+        agent: AgentId::new("a"),
+        conversation: c(1),
+        to: to_b.clone(),
+    });
+    assert!(out.contains(&Output::Transferred {
+        conversation: c(1),
+        from: AgentId::new("a"),
+        to: to_b
+    }));
+    assert!(
+        offers(&out).is_empty(),
+        "b is on a call; idle and a must not get it"
+    );
     assert_eq!(s.conv(1).phase, Phase::Waiting);
     assert_eq!(s.router.waiting(), 1);
     assert!(s.agent("idle").conversations.is_empty());
@@ -550,14 +803,20 @@ fn transfer_to_an_agent_waits_for_that_agent_and_nobody_else() {
     // b is free: the transfer is offered to b, by name.
     s.at(2_000);
     let o = one_offer(&s.wrap_up("b", 2));
-    assert_eq!((o.conv, o.agent.as_str(), o.explanation.rule), (c(1), "b", Rule::DirectTransfer));
+    assert_eq!(
+        (o.conv, o.agent.as_str(), o.explanation.rule),
+        (c(1), "b", Rule::DirectTransfer)
+    );
     // b declines: it still waits for b, and comes back when the decline expires.
     s.at(3_000);
     assert!(offers(&s.reject(&o)).is_empty());
     assert_eq!(s.conv(1).phase, Phase::Waiting);
     assert!(offers(&s.at(3_000 + DECLINE_TTL - 1)).is_empty());
     let o = one_offer(&s.at(3_000 + DECLINE_TTL));
-    assert_eq!((o.conv, o.agent.as_str(), o.explanation.rule), (c(1), "b", Rule::DirectTransfer));
+    assert_eq!(
+        (o.conv, o.agent.as_str(), o.explanation.rule),
+        (c(1), "b", Rule::DirectTransfer)
+    );
 }
 
 #[test]
@@ -566,14 +825,41 @@ fn transfer_to_a_free_agent_is_offered_at_once() {
     s.login("a", &[], 100);
     s.login("b", &[], 100);
     s.serve(1, "q", Channel::Chat);
-    let out = s.step(Input::Transfer { agent: AgentId::new("a"), conversation: c(1), to: TransferTarget::Agent(AgentId::new("b")) });
+    let out = s.step(Input::Transfer {
+        agent: AgentId::new("a"),
+        conversation: c(1),
+        to: TransferTarget::Agent(AgentId::new("b")),
+    });
     let o = one_offer(&out);
-    assert_eq!((o.agent.as_str(), o.explanation.rule), ("b", Rule::DirectTransfer));
+    assert_eq!(
+        (o.agent.as_str(), o.explanation.rule),
+        ("b", Rule::DirectTransfer)
+    );
     assert_eq!(o.explanation.candidates, vec![cand("b", 0, None)]);
     assert_eq!((s.agent("a").load, s.agent("b").load), (0, 30));
-    // Transfers to an agent who is not there are refused and change nothing.
-    let err = s.try_step(Input::Transfer { agent: AgentId::new("b"), conversation: c(1), to: TransferTarget::Agent(AgentId::new("ghost")) });
-    assert!(matches!(err, Err(CoreError::NotAssigned { .. })), "b holds an offer, not an assignment: {err:?}");
+    // Only an assigned conversation can be transferred: b holds an offer.
+    let to_a = |s: &mut Sim, to: &str| {
+        s.try_step(Input::Transfer {
+            agent: AgentId::new("b"),
+            conversation: c(1),
+            to: TransferTarget::Agent(AgentId::new(to)),
+        })
+    };
+    assert!(matches!(
+        to_a(&mut s, "a"),
+        Err(CoreError::NotAssigned { .. })
+    ));
+    s.accept(&o);
+    // To an agent who is not logged in: refused, and nothing changed.
+    let before = (s.router.agent_views(), s.conv(1));
+    let err = to_a(&mut s, "ghost");
+    assert_eq!(err, Err(CoreError::AgentNotLoggedIn(AgentId::new("ghost"))));
+    assert_eq!((s.router.agent_views(), s.conv(1)), before);
+    assert_eq!(
+        s.router.kpi_report().total.transfers,
+        1,
+        "only the a → b transfer counts"
+    );
 }
 
 // ------------------------------------------------------------------- wrap-up
@@ -588,17 +874,31 @@ fn after_contact_work_holds_the_capacity_until_its_timer() {
 
     s.at(10_000);
     let out = s.wrap_up("a", 1);
-    assert!(out.contains(&Output::AgentStateChanged { agent: AgentId::new("a"), state: AgentState::WrapUp, load: 100 }));
+    assert!(out.contains(&Output::AgentStateChanged {
+        agent: AgentId::new("a"),
+        state: AgentState::WrapUp,
+        load: 100
+    }));
     assert_eq!(s.conv(1).phase, Phase::WrapUp { until: 15_000 });
     assert_eq!(s.router.next_timer(), Some(15_000));
 
     s.at(12_000);
-    assert!(offers(&s.enqueue(2, "q", Channel::Sms)).is_empty(), "capacity held by after-contact work");
+    assert!(
+        offers(&s.enqueue(2, "q", Channel::Sms)).is_empty(),
+        "capacity held by after-contact work"
+    );
     assert!(offers(&s.at(14_999)).is_empty());
     let out = s.at(15_000);
     let o = one_offer(&out);
-    assert_eq!((o.conv, o.agent.as_str(), o.explanation.rule), (c(2), "a", Rule::AgentFreed));
-    assert_eq!(s.router.conversation_view(s.now, c(1)), None, "the wrapped-up conversation left routing");
+    assert_eq!(
+        (o.conv, o.agent.as_str(), o.explanation.rule),
+        (c(2), "a", Rule::AgentFreed)
+    );
+    assert_eq!(
+        s.router.conversation_view(s.now, c(1)),
+        None,
+        "the wrapped-up conversation left routing"
+    );
     assert_eq!(s.agent("a").load, 10);
 }
 
@@ -616,13 +916,21 @@ fn logout_requeues_assigned_and_offered_conversations_keeping_their_place() {
     let assigned = s.serve(1, "q", Channel::Chat);
     s.at(2_000);
     let offered = one_offer(&s.enqueue(2, "q", Channel::Chat));
-    assert_eq!((assigned.agent.as_str(), offered.agent.as_str()), ("a", "a"));
+    assert_eq!(
+        (assigned.agent.as_str(), offered.agent.as_str()),
+        ("a", "a")
+    );
     s.at(3_000);
     assert!(offers(&s.enqueue(3, "q", Channel::Voice)).is_empty());
 
     s.at(4_000);
-    let out = s.step(Input::Logout { agent: AgentId::new("a") });
-    assert!(out.contains(&Output::Requeued { conversation: c(1), from: AgentId::new("a") }));
+    let out = s.step(Input::Logout {
+        agent: AgentId::new("a"),
+    });
+    assert!(out.contains(&Output::Requeued {
+        conversation: c(1),
+        from: AgentId::new("a")
+    }));
     assert!(out.contains(&Output::OfferRevoked {
         offer: offered.offer,
         conversation: c(2),
@@ -631,13 +939,19 @@ fn logout_requeues_assigned_and_offered_conversations_keeping_their_place() {
     }));
     assert!(offers(&out).is_empty(), "b is on a call");
     let a = s.agent("a");
-    assert_eq!((a.state, a.load, a.conversations.len()), (AgentState::Offline, 0, 0));
+    assert_eq!(
+        (a.state, a.load, a.conversations.len()),
+        (AgentState::Offline, 0, 0)
+    );
     for n in [1, 2, 3] {
         assert_eq!(s.conv(n).phase, Phase::Waiting, "conversation {n}");
     }
     // They kept their place: the call (20 s SLA from 3 000) is first, then
     // the chats in arrival order.
-    assert_eq!((s.conv(3).position, s.conv(1).position, s.conv(2).position), (Some(1), Some(2), Some(3)));
+    assert_eq!(
+        (s.conv(3).position, s.conv(1).position, s.conv(2).position),
+        (Some(1), Some(2), Some(3))
+    );
     assert_eq!(s.conv(1).waited_ms, 3_000);
 
     s.at(5_000);
@@ -645,7 +959,10 @@ fn logout_requeues_assigned_and_offered_conversations_keeping_their_place() {
     assert_eq!((o.conv, o.agent.as_str()), (c(3), "b"));
     s.accept(&o);
     s.at(6_000);
-    assert_eq!(pairs(&s.wrap_up("b", 3)), vec![(1, "b".into()), (2, "b".into())]);
+    assert_eq!(
+        pairs(&s.wrap_up("b", 3)),
+        vec![(1, "b".into()), (2, "b".into())]
+    );
 }
 
 // ---------------------------------------------------------------------- KPIs
@@ -662,10 +979,18 @@ fn kpis_of_a_small_scripted_day() {
     s.enqueue(3, "kpi", Channel::Voice);
     s.at(5_000);
     let out = s.accept(&o1);
-    assert!(out.contains(&Output::Assigned { offer: o1.offer, conversation: c(1), agent: AgentId::new("a"), waited_ms: 5_000 }));
+    assert!(out.contains(&Output::Assigned {
+        offer: o1.offer,
+        conversation: c(1),
+        agent: AgentId::new("a"),
+        waited_ms: 5_000
+    }));
     // c3 abandons while waiting.
     s.at(10_000);
-    s.step(Input::Withdraw { conversation: c(3), abandoned: true });
+    s.step(Input::Withdraw {
+        conversation: c(3),
+        abandoned: true,
+    });
     // c2 answered after 65 s (late), handled 30 s.
     s.at(65_000);
     let o2 = one_offer(&s.wrap_up("a", 1));
@@ -684,23 +1009,58 @@ fn kpis_of_a_small_scripted_day() {
     s.at(200_000);
     s.enqueue(5, "kpi", Channel::Voice);
     s.at(201_000);
-    s.step(Input::Withdraw { conversation: c(5), abandoned: false });
-    s.router.note_resolved(&QueueId::new("kpi"), Channel::Voice, Some(&AgentId::new("a")));
+    s.step(Input::Withdraw {
+        conversation: c(5),
+        abandoned: false,
+    });
+    s.router.note_resolved(
+        &QueueId::new("kpi"),
+        Channel::Voice,
+        Some(&AgentId::new("a")),
+    );
 
     let k = s.router.kpi_report();
     let t = k.total;
-    assert_eq!((t.offered, t.answered, t.answered_within_sla, t.abandoned), (5, 3, 2, 1));
-    assert_eq!((t.wait_ms_total, t.handled, t.handle_ms_total, t.resolved), (72_000, 3, 180_000, 1));
+    assert_eq!(
+        (t.offered, t.answered, t.answered_within_sla, t.abandoned),
+        (5, 3, 2, 1)
+    );
+    assert_eq!(
+        (t.wait_ms_total, t.handled, t.handle_ms_total, t.resolved),
+        (72_000, 3, 180_000, 1)
+    );
     // Service level: 2 within target over 3 answered + 1 abandoned.
     assert_eq!(t.service_level(), 0.5);
     assert_eq!(t.asa_ms(), 24_000.0);
     assert_eq!(t.aht_ms(), 60_000.0);
     // The same numbers per queue and channel; the agent has no abandons.
     assert_eq!(k.queues, vec![("kpi".to_string(), t)]);
-    assert_eq!(k.channels.iter().find(|(ch, _)| *ch == Channel::Voice).unwrap().1, t);
-    assert!(k.channels.iter().filter(|(ch, _)| *ch != Channel::Voice).all(|(_, c)| c.offered == 0));
+    assert_eq!(
+        k.channels
+            .iter()
+            .find(|(ch, _)| *ch == Channel::Voice)
+            .unwrap()
+            .1,
+        t
+    );
+    assert!(
+        k.channels
+            .iter()
+            .filter(|(ch, _)| *ch != Channel::Voice)
+            .all(|(_, c)| c.offered == 0)
+    );
     let a = k.agents.iter().find(|(id, _)| id == "a").unwrap().1;
-    assert_eq!((a.offered, a.answered, a.answered_within_sla, a.abandoned, a.handled, a.resolved), (0, 3, 2, 0, 3, 1));
+    assert_eq!(
+        (
+            a.offered,
+            a.answered,
+            a.answered_within_sla,
+            a.abandoned,
+            a.handled,
+            a.resolved
+        ),
+        (0, 3, 2, 0, 3, 1)
+    );
     assert_eq!(a.aht_ms(), 60_000.0);
 }
 
@@ -712,14 +1072,21 @@ fn the_explanation_records_rule_score_and_priority_breakdown_with_the_sentiment_
     q.priority_boost_ms = 5_000;
     let mut s = Sim::new(config(), vec![q]);
     let angry = Enqueue {
-        priority: PriorityInputs { tier: Some("gold".into()), sentiment: Some(-0.5), ..Default::default() },
+        priority: PriorityInputs {
+            tier: Some("gold".into()),
+            sentiment: Some(-0.5),
+            ..Default::default()
+        },
         ..s.arrival(1, "care", Channel::Chat)
     };
     s.step(Input::Enqueue(angry));
     s.at(7_000);
     let o = one_offer(&s.login("a", &[], 100));
     let e = &o.explanation;
-    assert_eq!((e.queue.as_str(), e.rule, e.bullseye_step), ("care", Rule::AgentFreed, 0));
+    assert_eq!(
+        (e.queue.as_str(), e.rule, e.bullseye_step),
+        ("care", Rule::AgentFreed, 0)
+    );
     assert_eq!(
         e.priority,
         PriorityBreakdown {
@@ -746,7 +1113,10 @@ fn an_upset_customer_overtakes_an_earlier_calm_one() {
     s.enqueue(1, "care", Channel::Chat);
     s.at(1_000);
     let upset = Enqueue {
-        priority: PriorityInputs { sentiment: Some(-1.0), ..Default::default() },
+        priority: PriorityInputs {
+            sentiment: Some(-1.0),
+            ..Default::default()
+        },
         ..s.arrival(2, "care", Channel::Chat)
     };
     s.step(Input::Enqueue(upset));
@@ -762,7 +1132,10 @@ fn an_upset_customer_overtakes_an_earlier_calm_one() {
 fn a_freed_agent_takes_the_most_urgent_conversation_across_all_its_queues() {
     let mut s = Sim::new(
         config(),
-        vec![queue("chatq", Strategy::LongestIdle, &[("chat", 1)]), queue("voiceq", Strategy::LongestIdle, &[("voice", 1)])],
+        vec![
+            queue("chatq", Strategy::LongestIdle, &[("chat", 1)]),
+            queue("voiceq", Strategy::LongestIdle, &[("voice", 1)]),
+        ],
     );
     s.login("both", &[("chat", 1), ("voice", 1)], 100);
     s.serve(1, "chatq", Channel::Voice);
@@ -775,10 +1148,16 @@ fn a_freed_agent_takes_the_most_urgent_conversation_across_all_its_queues() {
     s.enqueue(4, "chatq", Channel::Chat);
     s.at(25_000);
     let o = one_offer(&s.wrap_up("both", 1));
-    assert_eq!((o.conv, o.queue.as_str(), o.explanation.rule), (c(3), "voiceq", Rule::AgentFreed));
+    assert_eq!(
+        (o.conv, o.queue.as_str(), o.explanation.rule),
+        (c(3), "voiceq", Rule::AgentFreed)
+    );
     assert_eq!(o.explanation.score_ms, -5_000);
     s.accept(&o);
-    assert_eq!(pairs(&s.wrap_up("both", 3)), vec![(2, "both".into()), (4, "both".into())]);
+    assert_eq!(
+        pairs(&s.wrap_up("both", 3)),
+        vec![(2, "both".into()), (4, "both".into())]
+    );
 }
 
 // ------------------------------------------------- bullseye after requeueing
@@ -786,7 +1165,11 @@ fn a_freed_agent_takes_the_most_urgent_conversation_across_all_its_queues() {
 /// A queue needing fiber 4 that widens to fiber 3 after 10 s.
 fn tiered() -> QueueConfig {
     let mut q = queue("tiered", Strategy::LongestIdle, &[("fiber", 4)]);
-    q.bullseye = vec![BullseyeStep { after_ms: 10_000, relax_proficiency: 1, drop_skills: vec![] }];
+    q.bullseye = vec![BullseyeStep {
+        after_ms: 10_000,
+        relax_proficiency: 1,
+        drop_skills: vec![],
+    }];
     q
 }
 
@@ -795,14 +1178,27 @@ fn a_bullseye_timer_left_from_the_previous_queue_does_not_widen_after_a_transfer
     // Regression: the step-1 timer scheduled in "tiered" fired after the
     // transfer into "flat" (which has no steps) and set step 1 there; placing
     // the conversation then indexed past the queue's step sets and panicked.
-    let mut s = Sim::new(config(), vec![tiered(), queue("flat", Strategy::LongestIdle, &[("flat", 1)])]);
+    let mut s = Sim::new(
+        config(),
+        vec![
+            tiered(),
+            queue("flat", Strategy::LongestIdle, &[("flat", 1)]),
+        ],
+    );
     s.login("expert", &[("fiber", 4)], 100);
     s.serve(1, "tiered", Channel::Voice);
     s.at(2_000);
-    let out = s.step(Input::Transfer { agent: AgentId::new("expert"), conversation: c(1), to: TransferTarget::Queue(QueueId::new("flat")) });
+    let out = s.step(Input::Transfer {
+        agent: AgentId::new("expert"),
+        conversation: c(1),
+        to: TransferTarget::Queue(QueueId::new("flat")),
+    });
     assert!(offers(&out).is_empty());
     assert!(offers(&s.at(10_000)).is_empty());
-    assert_eq!((s.conv(1).queue.as_str(), s.conv(1).phase), ("flat", Phase::Waiting));
+    assert_eq!(
+        (s.conv(1).queue.as_str(), s.conv(1).phase),
+        ("flat", Phase::Waiting)
+    );
     let o = one_offer(&s.login("flatter", &[("flat", 1)], 100));
     assert_eq!((o.conv, o.explanation.bullseye_step), (c(1), 0));
 }
@@ -818,10 +1214,18 @@ fn a_conversation_requeued_by_logout_is_at_the_bullseye_step_its_wait_reached() 
     assert_eq!(s.serve(1, "tiered", Channel::Voice).agent, "expert");
     assert!(s.at(10_000).is_empty());
     s.at(20_000);
-    let out = s.step(Input::Logout { agent: AgentId::new("expert") });
-    assert!(out.contains(&Output::Requeued { conversation: c(1), from: AgentId::new("expert") }));
+    let out = s.step(Input::Logout {
+        agent: AgentId::new("expert"),
+    });
+    assert!(out.contains(&Output::Requeued {
+        conversation: c(1),
+        from: AgentId::new("expert")
+    }));
     let o = one_offer(&out);
-    assert_eq!((o.conv, o.agent.as_str(), o.explanation.bullseye_step), (c(1), "junior", 1));
+    assert_eq!(
+        (o.conv, o.agent.as_str(), o.explanation.bullseye_step),
+        (c(1), "junior", 1)
+    );
 }
 
 #[test]
@@ -833,17 +1237,29 @@ fn a_conversation_transferred_to_an_agent_who_logs_out_resumes_widening() {
     s.serve(2, "tiered", Channel::Voice);
     // Transferred by name to expert2, who is on a call: it waits for expert2.
     s.at(1_000);
-    s.step(Input::Transfer { agent: AgentId::new("expert"), conversation: c(1), to: TransferTarget::Agent(AgentId::new("expert2")) });
-    s.step(Input::SetAway { agent: AgentId::new("expert"), away: true });
+    s.step(Input::Transfer {
+        agent: AgentId::new("expert"),
+        conversation: c(1),
+        to: TransferTarget::Agent(AgentId::new("expert2")),
+    });
+    s.step(Input::SetAway {
+        agent: AgentId::new("expert"),
+        away: true,
+    });
     s.at(5_000);
     s.login("junior", &[("fiber", 3)], 100);
-    s.step(Input::Logout { agent: AgentId::new("expert2") });
+    s.step(Input::Logout {
+        agent: AgentId::new("expert2"),
+    });
     // Back in the queue at 5 s: step 0, junior not eligible yet; at 10 s it is.
     let c1 = s.conv(1);
     assert_eq!((c1.phase, c1.position), (Phase::Waiting, Some(1)));
     assert!(s.agent("junior").conversations.is_empty());
     let o = one_offer(&s.at(10_000));
-    assert_eq!((o.conv, o.agent.as_str(), o.explanation.bullseye_step), (c(1), "junior", 1));
+    assert_eq!(
+        (o.conv, o.agent.as_str(), o.explanation.bullseye_step),
+        (c(1), "junior", 1)
+    );
 }
 
 #[test]
@@ -856,9 +1272,16 @@ fn redefining_a_queue_with_fewer_steps_while_a_conversation_is_offered_is_safe()
     s.enqueue(1, "tiered", Channel::Voice);
     let o = one_offer(&s.at(10_000));
     assert_eq!(o.explanation.bullseye_step, 1);
-    s.step(Input::UpsertQueue(queue("tiered", Strategy::LongestIdle, &[("fiber", 3)])));
+    s.step(Input::UpsertQueue(queue(
+        "tiered",
+        Strategy::LongestIdle,
+        &[("fiber", 3)],
+    )));
     s.at(11_000);
-    assert!(offers(&s.reject(&o)).is_empty(), "junior declined and is the only agent");
+    assert!(
+        offers(&s.reject(&o)).is_empty(),
+        "junior declined and is the only agent"
+    );
     assert_eq!(s.conv(1).phase, Phase::Waiting);
     s.login("other", &[("fiber", 3)], 100);
     assert_eq!(s.agent("other").conversations, vec![c(1)]);
