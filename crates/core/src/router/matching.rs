@@ -22,7 +22,7 @@ use crate::priority::{PriorityInputs, Rank};
 use crate::queue::{QueueConfig, Strategy};
 use crate::time::TimeMs;
 
-use super::state::{AgentIx, AgentSlot, Entry, Phase, QueueIx, QueueState, Timer};
+use super::state::{AgentIx, AgentSlot, Entry, Phase, QueueIx, QueueState, Timer, WaitSlot};
 use super::{Enqueue, Output, RevokeReason, Router};
 
 impl Router {
@@ -130,9 +130,8 @@ impl Router {
         for conv in holding {
             let Some(e) = self.entries.get_mut(&conv) else { continue };
             match e.phase {
-                Phase::Offered { offer, expires_at } => {
+                Phase::Offered { offer, .. } => {
                     self.offers.remove(&offer);
-                    self.timers.remove(&(expires_at, Timer::OfferExpiry(offer)));
                     out.push(Output::OfferRevoked { offer, conversation: conv, agent: agent.clone(), reason: RevokeReason::AgentLoggedOut });
                 }
                 Phase::Assigned { .. } => out.push(Output::Requeued { conversation: conv, from: agent.clone() }),
@@ -239,9 +238,8 @@ impl Router {
         let e = self.entries.remove(&conv).ok_or(CoreError::UnknownConversation(conv))?;
         match e.phase {
             Phase::Waiting => self.remove_waiting(&e),
-            Phase::Offered { offer, expires_at } => {
+            Phase::Offered { offer, .. } => {
                 self.offers.remove(&offer);
-                self.timers.remove(&(expires_at, Timer::OfferExpiry(offer)));
                 if let Some(ax) = e.agent {
                     let agent = self.agents[ax as usize].id.clone();
                     out.push(Output::OfferRevoked { offer, conversation: conv, agent, reason: RevokeReason::Withdrawn });
@@ -264,9 +262,6 @@ impl Router {
         let ax = self.agent(agent)?;
         let conv = self.open_offer(ax, offer)?;
         let Some(e) = self.entries.get_mut(&conv) else { return Err(CoreError::UnknownOffer(offer)) };
-        if let Phase::Offered { expires_at, .. } = e.phase {
-            self.timers.remove(&(expires_at, Timer::OfferExpiry(offer)));
-        }
         self.offers.remove(&offer);
         let bullseye = bullseye_timer(&self.queues[e.queue as usize].cfg, conv, e);
         e.phase = Phase::Assigned { since: now };
@@ -306,9 +301,6 @@ impl Router {
         self.offers.remove(&offer);
         let ttl = self.cfg.decline_ttl_ms;
         let Some(e) = self.entries.get_mut(&conv) else { return };
-        if let Phase::Offered { expires_at, .. } = e.phase {
-            self.timers.remove(&(expires_at, Timer::OfferExpiry(offer)));
-        }
         e.phase = Phase::Waiting;
         e.agent = None;
         let channel = e.channel;
@@ -317,9 +309,9 @@ impl Router {
             self.timers.insert((now + ttl, Timer::DeclineExpiry(conv, ax)));
         }
         self.release(now, ax, conv, channel);
-        if timed_out {
-            self.reindex(ax, |a| a.away = true);
-        }
+        // Back in the indexes before `place`, so that the explanation lists
+        // the agent who let the offer go (and why it was passed over).
+        self.reindex(ax, |a| a.away |= timed_out);
         self.report(ax, out);
         self.place(now, conv, out);
         self.fill_agent(now, ax, out);
@@ -352,6 +344,7 @@ impl Router {
         e.agent = None;
         out.push(Output::Transferred { conversation: conv, from: agent.clone(), to });
         self.release(now, ax, conv, channel);
+        self.sync_index(ax);
         self.report(ax, out);
         self.schedule_bullseye(conv);
         self.place(now, conv, out);
@@ -415,7 +408,7 @@ impl Router {
         // key only breaks ties and is not shown).
         let q = &self.queues[e.queue as usize];
         let mut chosen = None;
-        let mut cands = vec![];
+        let mut cands = Vec::with_capacity(MAX_CANDIDATES);
         for &(key, _, ax) in &q.idle {
             let a = &self.agents[ax as usize];
             let note = if chosen.is_some() {
@@ -453,13 +446,22 @@ impl Router {
     /// waiting conversation across its queues and its personal ones.
     pub(super) fn fill_agent(&mut self, now: TimeMs, ax: AgentIx, out: &mut Vec<Output>) {
         while self.agents[ax as usize].routable() {
-            let Some(conv) = self.best_for(ax) else { return };
-            let Some(e) = self.entries.get(&conv) else { return };
-            let e = e.clone();
-            self.remove_waiting(&e);
+            let Some(conv) = self.best_for(ax) else { break };
+            let Some(slot) = self.entries.get(&conv).map(Entry::slot) else { break };
+            self.remove_waiting_at(slot);
             let cands = vec![Candidate { agent: self.agents[ax as usize].id.clone(), key: 0, passed_over: None }];
-            let rule = if e.target.is_some() { Rule::DirectTransfer } else { Rule::AgentFreed };
+            let rule = if slot.target.is_some() { Rule::DirectTransfer } else { Rule::AgentFreed };
             self.offer(now, conv, ax, rule, cands, out);
+        }
+        self.sync_index(ax);
+    }
+
+    /// Puts the agent in its queues' idle indexes if it is routable and not
+    /// there yet (or takes it out if it is there but no longer routable).
+    fn sync_index(&mut self, ax: AgentIx) {
+        let a = &self.agents[ax as usize];
+        if a.indexed != a.routable() {
+            self.reindex(ax, |_| {});
         }
     }
 
@@ -521,33 +523,40 @@ impl Router {
         });
         debug_assert!(self.agents[ax as usize].load <= self.agents[ax as usize].profile.capacity);
         self.offers.insert(offer, conv);
-        self.timers.insert((expires_at, Timer::OfferExpiry(offer)));
+        self.offer_expiries.push_back((expires_at, offer));
         let agent = self.agents[ax as usize].id.clone();
         out.push(Output::Offered { offer, conversation: conv, agent, channel, queue, expires_at, explanation });
         self.report(ax, out);
     }
 
-    /// Frees the capacity `conv` took from the agent.
+    /// Frees the capacity `conv` took from the agent. The agent leaves the
+    /// idle indexes; the caller must end with [`Router::fill_agent`], which
+    /// gives it work first and indexes it again only if room is left (one
+    /// index update per decision instead of three).
     pub(super) fn release(&mut self, now: TimeMs, ax: AgentIx, conv: ConversationId, channel: Channel) {
-        self.reindex(ax, |a| {
-            let before = a.holding.len();
-            a.holding.retain(|c| *c != conv);
-            if a.holding.len() < before {
-                a.load = a.load.saturating_sub(channel.cost());
-            }
-            if a.load == 0 {
-                a.idle_since = now;
-            }
-        });
+        self.unindex(ax);
+        let a = &mut self.agents[ax as usize];
+        let before = a.holding.len();
+        a.holding.retain(|c| *c != conv);
+        if a.holding.len() < before {
+            a.load = a.load.saturating_sub(channel.cost());
+        }
+        if a.load == 0 {
+            a.idle_since = now;
+        }
     }
 
     pub(super) fn remove_waiting(&mut self, e: &Entry) {
-        match e.target {
+        self.remove_waiting_at(e.slot());
+    }
+
+    pub(super) fn remove_waiting_at(&mut self, w: WaitSlot) {
+        match w.target {
             Some(tx) => {
-                self.agents[tx as usize].personal.remove(&e.rank);
+                self.agents[tx as usize].personal.remove(&w.rank);
             }
             None => {
-                self.queues[e.queue as usize].waiting[e.step as usize][e.channel.index()].remove(&e.rank);
+                self.queues[w.queue as usize].waiting[w.step as usize][w.channel.index()].remove(&w.rank);
             }
         }
     }

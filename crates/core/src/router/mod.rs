@@ -128,6 +128,8 @@ pub struct Router {
     entries: FxHashMap<ConversationId, Entry>,
     offers: FxHashMap<OfferId, ConversationId>,
     timers: std::collections::BTreeSet<(TimeMs, Timer)>,
+    /// Offer expiries in the order offers were made (see `timers`).
+    offer_expiries: std::collections::VecDeque<(TimeMs, OfferId)>,
     next_offer: u64,
     next_seq: u64,
     kpis: Kpis,
@@ -144,6 +146,7 @@ impl Router {
             entries: FxHashMap::default(),
             offers: FxHashMap::default(),
             timers: Default::default(),
+            offer_expiries: Default::default(),
             next_offer: 1,
             next_seq: 1,
             kpis: Kpis::default(),
@@ -200,7 +203,9 @@ impl Router {
 
     /// The earliest pending timer, so a driver knows when to call `tick`.
     pub fn next_timer(&self) -> Option<TimeMs> {
-        self.timers.first().map(|(t, _)| *t)
+        let set = self.timers.first().map(|(t, _)| *t);
+        let fifo = self.offer_expiries.front().map(|(t, _)| *t);
+        set.into_iter().chain(fifo).min()
     }
 
     fn agent(&self, id: &AgentId) -> Result<AgentIx> {

@@ -79,7 +79,21 @@ pub(super) struct Entry {
     pub agent: Option<AgentIx>,
 }
 
+/// Where a waiting conversation sits: enough to take it out of its set.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WaitSlot {
+    pub target: Option<AgentIx>,
+    pub queue: QueueIx,
+    pub step: u8,
+    pub channel: Channel,
+    pub rank: Rank,
+}
+
 impl Entry {
+    pub fn slot(&self) -> WaitSlot {
+        WaitSlot { target: self.target, queue: self.queue, step: self.step, channel: self.channel, rank: self.rank }
+    }
+
     pub fn declined_by(&self, ax: AgentIx) -> bool {
         self.declined.iter().any(|(a, _)| *a == ax)
     }

@@ -3,6 +3,13 @@
 //! order, so a replay with the same inputs makes the same decisions.
 //! A timer whose subject has moved on (an offer accepted, a conversation
 //! gone) is stale and does nothing.
+//!
+//! Offer expiries, the most frequent timers, are not in the sorted set: every
+//! offer expires `offer_timeout_ms` after it is made, so they are due in the
+//! order they were made and a FIFO holds them; an accepted or rejected
+//! offer's expiry stays there, stale, until it is due. `tick` merges the FIFO
+//! with the set in (time, kind) order. Were the caller's clock to step back,
+//! an expiry queued behind a later one fires late by at most that step.
 
 use crate::ids::ConversationId;
 use crate::time::TimeMs;
@@ -14,11 +21,18 @@ use super::{Output, Router};
 impl Router {
     /// Fires the timers due at or before `now`.
     pub fn tick(&mut self, now: TimeMs, out: &mut Vec<Output>) {
-        while let Some(&(at, timer)) = self.timers.first() {
+        loop {
+            let set = self.timers.first().copied();
+            let fifo = self.offer_expiries.front().map(|&(at, offer)| (at, Timer::OfferExpiry(offer)));
+            let Some((at, timer)) = set.into_iter().chain(fifo).min() else { break };
             if at > now {
                 break;
             }
-            self.timers.pop_first();
+            if fifo == Some((at, timer)) {
+                self.offer_expiries.pop_front();
+            } else {
+                self.timers.pop_first();
+            }
             match timer {
                 Timer::OfferExpiry(offer) => self.expire_offer(at, offer, out),
                 Timer::AcwEnd(conv) => self.end_acw(at, conv, out),
@@ -69,8 +83,8 @@ impl Router {
             return;
         }
         if waiting {
-            let e = e.clone();
-            self.remove_waiting(&e);
+            let slot = e.slot();
+            self.remove_waiting_at(slot);
         }
         if let Some(e) = self.entries.get_mut(&conv) {
             e.step = step;
