@@ -105,15 +105,11 @@ impl Actor for RouterActor {
 }
 
 fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
-    if req.replace {
-        // Not routed any more is fine: it may have just been wrapped up.
-        let _ = st.router.step(now, Input::Withdraw { conversation: req.conversation, abandoned: false }, &mut st.out);
-    }
     let Some(queue) = st.router.queue_for_topic(&req.topic) else {
         tracing::error!(conversation = %req.conversation, "no queue is defined: conversation cannot be routed");
         return;
     };
-    let input = Input::Enqueue(Enqueue {
+    let enqueue = Enqueue {
         conversation: req.conversation,
         queue,
         channel: req.channel,
@@ -121,7 +117,8 @@ fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
         priority: req.priority,
         last_agent: req.last_agent,
         not_before: req.not_before,
-    });
+    };
+    let input = if req.replace { Input::Reroute(enqueue) } else { Input::Enqueue(enqueue) };
     if let Err(e) = st.router.step(now, input, &mut st.out) {
         tracing::warn!(conversation = %req.conversation, error = %e, "enqueue refused");
     }

@@ -420,7 +420,11 @@ impl Harness {
                 again,
             } => {
                 let held = self.router.conversation_views(self.now, None);
+                // A third of the re-used ids are routed again (a channel
+                // switch, a callback): always accepted, whatever the phase.
+                let reroute = again.is_some_and(|p| p % 3 == 2) && !held.is_empty();
                 let (conversation, ok) = match again {
+                    Some(pick) if reroute => (held[pick % held.len()].conversation, true),
                     Some(pick) if !held.is_empty() => {
                         // Half the time a customer back during wrap-up (short
                         // and rare at random), else any id the router holds.
@@ -460,7 +464,12 @@ impl Harness {
                         .map(|(a, ago)| (AgentId::new(AGENTS[a]), self.now - ago)),
                     not_before: not_before.map(|d| self.now + d),
                 };
-                self.call(Input::Enqueue(e), ok);
+                if reroute {
+                    self.saw("rerouted");
+                    self.call(Input::Reroute(e), ok);
+                } else {
+                    self.call(Input::Enqueue(e), ok);
+                }
             }
             Op::Accept { pick, wrong_agent } => {
                 let Some((&offer, (_, agent))) = nth(&self.open, *pick) else {
@@ -607,7 +616,7 @@ impl Harness {
                 }
             }
             Input::SetAway { agent, away } => self.agent_model_mut(&agent).away = away,
-            Input::Enqueue(e) => {
+            Input::Enqueue(e) | Input::Reroute(e) => {
                 // A returning customer's conversation starts afresh: no
                 // declines, no target, a new place in line.
                 if self.convs.contains_key(&e.conversation) {
@@ -1056,6 +1065,7 @@ fn the_generator_reaches_every_kind_of_decision() {
         "transferred to queue",
         "requeued",
         "re-enqueued during wrap-up",
+        "rerouted",
         "refused",
         "eligible work waits while its agents are busy",
         "freed agent passed over eligible, lower-ranked work",

@@ -1286,3 +1286,56 @@ fn redefining_a_queue_with_fewer_steps_while_a_conversation_is_offered_is_safe()
     s.login("other", &[("fiber", 3)], 100);
     assert_eq!(s.agent("other").conversations, vec![c(1)]);
 }
+
+// ------------------------------------------------------------------ reroute
+
+#[test]
+fn a_channel_switch_keeps_the_place_and_counts_one_contact() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    // Two customers wait on chat; nobody is logged in.
+    s.enqueue(1, "q", Channel::Chat);
+    s.at(1_000);
+    s.enqueue(2, "q", Channel::Chat);
+    // The first calls in: routed again on voice, from its original time.
+    s.at(2_000);
+    let mut voice = s.arrival(1, "q", Channel::Voice);
+    voice.enqueued_at = 0;
+    let out = s.step(Input::Reroute(voice));
+    assert!(out.contains(&Output::Queued {
+        conversation: c(1),
+        queue: QueueId::new("q"),
+        channel: Channel::Voice
+    }));
+    assert_eq!(s.conv(1).channel, Channel::Voice);
+    assert_eq!(
+        s.conv(1).waited_ms,
+        2_000,
+        "the wait counts from the first contact"
+    );
+    assert_eq!(
+        s.conv(1).position,
+        Some(1),
+        "voice's tighter SLA keeps it first"
+    );
+    let k = s.router.kpi_report();
+    assert_eq!(k.total.offered, 2, "two contacts, not three");
+    let by = |ch: Channel| {
+        k.channels
+            .iter()
+            .find(|(c, _)| *c == ch)
+            .map(|(_, c)| c.offered)
+    };
+    assert_eq!(
+        (by(Channel::Chat), by(Channel::Voice)),
+        (Some(1), Some(1)),
+        "counted where it is routed now"
+    );
+    // Rerouting a conversation the router does not hold starts a new round.
+    let out = s.step(Input::Reroute(s.arrival(3, "q", Channel::Email)));
+    assert_eq!(out.len(), 1);
+    assert_eq!(s.router.kpi_report().total.offered, 3);
+    assert!(
+        s.try_step(Input::Reroute(s.arrival(4, "nope", Channel::Email)))
+            .is_err()
+    );
+}

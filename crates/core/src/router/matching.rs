@@ -176,7 +176,34 @@ impl Router {
         Ok(())
     }
 
+    /// Routes a conversation again (it changed channel, or a callback
+    /// replaces its waiting): whatever the router held for it is withdrawn,
+    /// and it is queued anew keeping its place. Not a new contact for the
+    /// KPIs.
+    pub(super) fn reroute(&mut self, now: TimeMs, e: Enqueue, out: &mut Vec<Output>) -> Result<()> {
+        if !self.queue_ix.contains_key(&e.queue) {
+            return Err(CoreError::UnknownQueue(e.queue));
+        }
+        let previous = self.entries.get(&e.conversation).map(|p| (p.queue, p.channel));
+        if previous.is_some() {
+            self.withdraw(now, e.conversation, false, out)?;
+        }
+        let conversation = e.conversation;
+        self.enqueue_as(now, e, previous.is_none(), out)?;
+        // One contact, counted where it is routed now.
+        if let (Some((qx, channel)), Some(e)) = (previous, self.entries.get(&conversation)) {
+            let (new_q, new_ch) = (e.queue, e.channel);
+            self.kpis.each(qx, channel, None, |c| c.offered = c.offered.saturating_sub(1));
+            self.kpis.offered(new_q, new_ch);
+        }
+        Ok(())
+    }
+
     pub(super) fn enqueue(&mut self, now: TimeMs, e: Enqueue, out: &mut Vec<Output>) -> Result<()> {
+        self.enqueue_as(now, e, true, out)
+    }
+
+    fn enqueue_as(&mut self, now: TimeMs, e: Enqueue, new_contact: bool, out: &mut Vec<Output>) -> Result<()> {
         let mut freed = None;
         if let Some(existing) = self.entries.get(&e.conversation) {
             // The customer came back while their agent was still wrapping
@@ -219,7 +246,9 @@ impl Router {
                 agent: None,
             },
         );
-        self.kpis.offered(qx, e.channel);
+        if new_contact {
+            self.kpis.offered(qx, e.channel);
+        }
         out.push(Output::Queued { conversation: e.conversation, queue: e.queue, channel: e.channel });
         self.schedule_bullseye(e.conversation);
         match scheduled {

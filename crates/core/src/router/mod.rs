@@ -61,6 +61,9 @@ pub enum Input {
     SetAway { agent: AgentId, away: bool },
     /// A conversation needs an agent.
     Enqueue(Enqueue),
+    /// A conversation the router may already hold is routed again, keeping
+    /// its place: it changed channel, or a callback replaces its waiting.
+    Reroute(Enqueue),
     /// The conversation no longer needs routing: the customer abandoned, or
     /// it was resolved without an agent.
     Withdraw { conversation: ConversationId, abandoned: bool },
@@ -167,6 +170,7 @@ impl Router {
             Input::Logout { agent } => self.logout(now, &agent, out),
             Input::SetAway { agent, away } => self.set_away(now, &agent, away, out),
             Input::Enqueue(e) => self.enqueue(now, e, out),
+            Input::Reroute(e) => self.reroute(now, e, out),
             Input::Withdraw { conversation, abandoned } => self.withdraw(now, conversation, abandoned, out),
             Input::Accept { agent, offer } => self.accept(now, &agent, offer, out),
             Input::Reject { agent, offer, reason } => self.reject(now, &agent, offer, reason, out),
