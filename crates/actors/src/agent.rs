@@ -9,14 +9,13 @@
 use std::sync::Arc;
 
 use centralino_core::history::TransferTarget;
-use centralino_core::{AgentId, AgentProfile, ConversationId, Input, OfferId};
+use centralino_core::{AgentId, AgentProfile, ConversationId, CoreError, Input, OfferId};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
-use crate::customer::CustomerMsg;
-use crate::error::{ActorError, Result, call_result};
+use crate::error::{ActorError, Result};
 use crate::hub::{DesktopEvent, Hub};
-use crate::router::RouterMsg;
+use crate::wire::{CustomerRequest, RouterRequest};
 
 /// Something an agent asks for from its desktop.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,49 +76,29 @@ impl Actor for AgentActor {
 
 async fn command(st: &AgentSession, cmd: AgentCommand) -> Result<()> {
     let agent = st.id.clone();
-    match cmd {
-        AgentCommand::SetAway(away) => router_step(&st.hub, Input::SetAway { agent, away }).await,
-        AgentCommand::Accept(offer) => router_step(&st.hub, Input::Accept { agent, offer }).await,
-        AgentCommand::Reject(offer, reason) => router_step(&st.hub, Input::Reject { agent, offer, reason }).await,
-        AgentCommand::Reply { conversation, text } => {
-            let c = customer_of(&st.hub, conversation).await?;
-            let r = c.call(|reply| CustomerMsg::Reply { conversation, agent, text, reply }, None).await;
-            call_result("customer", r)?.map(|_| ())
-        }
-        AgentCommand::Transfer { conversation, to, note } => {
-            let c = customer_of(&st.hub, conversation).await?;
-            let r = c.call(|reply| CustomerMsg::Transfer { conversation, agent, to, note, reply }, None).await;
-            call_result("customer", r)?
-        }
-        AgentCommand::WrapUp { conversation, disposition } => {
-            let c = customer_of(&st.hub, conversation).await?;
-            let r = c.call(|reply| CustomerMsg::WrapUp { conversation, agent, disposition, reply }, None).await;
-            call_result("customer", r)?
-        }
-        AgentCommand::Resolve { conversation } => {
-            let c = customer_of(&st.hub, conversation).await?;
-            let r = c.call(|reply| CustomerMsg::Resolve { conversation, agent, reply }, None).await;
-            call_result("customer", r)?
-        }
+    let (customer, req) = match cmd {
+        AgentCommand::SetAway(away) => return router_step(&st.hub, Input::SetAway { agent, away }).await,
+        AgentCommand::Accept(offer) => return router_step(&st.hub, Input::Accept { agent, offer }).await,
+        AgentCommand::Reject(offer, reason) => return router_step(&st.hub, Input::Reject { agent, offer, reason }).await,
+        AgentCommand::Reply { conversation, text } => (conversation, CustomerRequest::Reply { conversation, agent, text }),
+        AgentCommand::Transfer { conversation, to, note } => (conversation, CustomerRequest::Transfer { conversation, agent, to, note }),
+        AgentCommand::WrapUp { conversation, disposition } => (conversation, CustomerRequest::WrapUp { conversation, agent, disposition }),
+        AgentCommand::Resolve { conversation } => (conversation, CustomerRequest::Resolve { conversation, agent }),
+    };
+    // Made-up ids spawn no actor anywhere.
+    if !st.hub.customer_exists(customer.customer).await? {
+        return Err(CoreError::UnknownConversation(customer).into());
     }
-}
-
-/// The actor of the conversation's customer; made-up ids spawn nothing.
-async fn customer_of(hub: &Arc<Hub>, conversation: ConversationId) -> Result<ActorRef<CustomerMsg>> {
-    if !hub.known_customer(conversation.customer) {
-        return Err(centralino_core::CoreError::UnknownConversation(conversation).into());
-    }
-    hub.customer(conversation.customer).await
+    st.hub.ask_customer(customer.customer, req).await.map(|_| ())
 }
 
 async fn router_step(hub: &Hub, input: Input) -> Result<()> {
-    let r = hub.router()?.call(|reply| RouterMsg::Step(input, Some(reply)), None).await;
-    Ok(call_result("router", r)??)
+    hub.ask_router(RouterRequest::Step(input)).await.map(|_| ())
 }
 
-/// Logs an agent in: starts its session actor (replacing an older session
-/// of the same agent) and tells the router. Events for the desktop arrive
-/// on the returned receiver.
+/// Logs an agent in: starts its session actor here (replacing an older
+/// session of the same agent), tells the cluster where its desktop is, and
+/// tells the router. Events for the desktop arrive on the returned receiver.
 pub async fn login(hub: &Arc<Hub>, profile: AgentProfile, away: bool, buffer: usize) -> Result<(ActorRef<AgentMsg>, mpsc::Receiver<DesktopEvent>)> {
     profile.validate()?;
     let (tx, rx) = mpsc::channel(buffer.max(1));
@@ -130,7 +109,14 @@ pub async fn login(hub: &Arc<Hub>, profile: AgentProfile, away: bool, buffer: us
     if let Some(old) = hub.register_agent(profile.id.clone(), actor.clone()) {
         old.stop(Some("replaced by a new session".into()));
     }
-    if let Err(e) = router_step(hub, Input::Login { profile, away }).await {
+    let id = profile.id.clone();
+    let registered = hub.cluster().agent_session(&id, true).await;
+    let logged_in = match registered {
+        Ok(()) => router_step(hub, Input::Login { profile, away }).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = logged_in {
+        hub.unregister_agent(&id, &actor);
         actor.stop(None);
         return Err(e);
     }
@@ -139,10 +125,11 @@ pub async fn login(hub: &Arc<Hub>, profile: AgentProfile, away: bool, buffer: us
 
 /// Logs the agent out if `session` is still its current session.
 pub async fn logout(hub: &Arc<Hub>, agent: &AgentId, session: &ActorRef<AgentMsg>) {
-    let current = hub.agent(agent).is_some_and(|a| a.get_id() == session.get_id());
     session.stop(Some("logged out".into()));
-    if current {
-        hub.unregister_agent(agent, session);
+    if hub.unregister_agent(agent, session) {
+        if let Err(e) = hub.cluster().agent_session(agent, false).await {
+            tracing::debug!(%agent, error = %e, "agent session not withdrawn from the cluster");
+        }
         if let Err(e) = router_step(hub, Input::Logout { agent: agent.clone() }).await {
             tracing::debug!(%agent, error = %e, "logout");
         }

@@ -15,25 +15,17 @@ use centralino_core::{AgentId, Channel, ConversationId, CoreError, CustomerId, I
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::clock::now_ms;
-use crate::error::{ActorError, Result, call_result};
+use crate::error::{ActorError, Result};
 use crate::hub::{Delivery, DesktopEvent, Hub, OfferDelivery};
 use crate::journal::{CustomerRecord, JournalBatch, rebuild};
-use crate::router::{RouteRequest, RouterMsg};
+use crate::router::RouteRequest;
+use crate::wire::{CustomerReply, CustomerRequest, RouterRequest};
 
 pub enum CustomerMsg {
-    /// A contact on any channel, with identities the gateway linked.
-    Contact(Contact, Vec<Identity>, RpcReplyPort<Result<ContactOutcome>>),
+    /// A request; answered if a port is given.
+    Request(CustomerRequest, Option<RpcReplyPort<Result<CustomerReply>>>),
     /// A routing decision about this customer's conversation.
     Routed(Output),
-    Reply { conversation: ConversationId, agent: AgentId, text: String, reply: RpcReplyPort<Result<u64>> },
-    WrapUp { conversation: ConversationId, agent: AgentId, disposition: String, reply: RpcReplyPort<Result<()>> },
-    Resolve { conversation: ConversationId, agent: AgentId, reply: RpcReplyPort<Result<()>> },
-    Transfer { conversation: ConversationId, agent: AgentId, to: TransferTarget, note: String, reply: RpcReplyPort<Result<()>> },
-    /// The waiting customer wants to be called back on `channel` at `to`,
-    /// keeping their place; no earlier than `not_before` if set.
-    Callback { channel: Channel, to: Identity, not_before: Option<TimeMs>, reply: RpcReplyPort<Result<(ConversationId, u64)>> },
-    /// A copy of the customer, for views.
-    Get(RpcReplyPort<Customer>),
 }
 
 pub struct CustomerActor;
@@ -41,6 +33,8 @@ pub struct CustomerActor;
 pub struct CustomerState {
     customer: Customer,
     hub: Arc<Hub>,
+    /// This node's fencing token for the customer.
+    token: u64,
     /// Last sequence number of the open conversation that is durable.
     durable_seq: u64,
 }
@@ -48,63 +42,65 @@ pub struct CustomerState {
 impl Actor for CustomerActor {
     type Msg = CustomerMsg;
     type State = CustomerState;
-    type Arguments = (CustomerId, Arc<Hub>);
+    type Arguments = (CustomerId, Arc<Hub>, u64);
 
-    async fn pre_start(&self, _myself: ActorRef<CustomerMsg>, (id, hub): Self::Arguments) -> Result<CustomerState, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<CustomerMsg>, (id, hub, token): Self::Arguments) -> Result<CustomerState, ActorProcessingErr> {
         let customer = match hub.journal().recover(id).await? {
             Some(r) => rebuild(r),
             None => Customer::new(id, Vec::new()),
         };
         let durable_seq = customer.open.as_ref().map_or(0, |c| c.history.last_seq());
-        Ok(CustomerState { customer, hub, durable_seq })
+        Ok(CustomerState { customer, hub, token, durable_seq })
     }
 
     async fn handle(&self, myself: ActorRef<CustomerMsg>, msg: CustomerMsg, st: &mut CustomerState) -> Result<(), ActorProcessingErr> {
         let now = now_ms();
-        let outcome = match msg {
-            CustomerMsg::Contact(contact, linked, reply) => contact_in(now, st, contact, linked, reply).await,
+        let failed = match msg {
             CustomerMsg::Routed(o) => routed(now, st, o).await,
-            CustomerMsg::Reply { conversation, agent, text, reply } => {
-                let r = agent_reply(now, st, conversation, &agent, text).await;
+            CustomerMsg::Request(req, reply) => {
+                let r = request(now, st, req).await;
                 let failed = journal_failed(&r);
-                let _ = reply.send(r);
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
                 failed
-            }
-            CustomerMsg::WrapUp { conversation, agent, disposition, reply } => {
-                let r = wrap_up(now, st, conversation, &agent, disposition).await;
-                let failed = journal_failed(&r);
-                let _ = reply.send(r);
-                failed
-            }
-            CustomerMsg::Resolve { conversation, agent, reply } => {
-                let r = resolve(now, st, conversation, &agent).await;
-                let failed = journal_failed(&r);
-                let _ = reply.send(r);
-                failed
-            }
-            CustomerMsg::Transfer { conversation, agent, to, note, reply } => {
-                let r = transfer(now, st, conversation, &agent, to, note).await;
-                let failed = journal_failed(&r);
-                let _ = reply.send(r);
-                failed
-            }
-            CustomerMsg::Callback { channel, to, not_before, reply } => {
-                let r = callback(now, st, channel, to, not_before).await;
-                let failed = journal_failed(&r);
-                let _ = reply.send(r);
-                failed
-            }
-            CustomerMsg::Get(reply) => {
-                let _ = reply.send(st.customer.clone());
-                false
             }
         };
-        if outcome {
+        if failed {
             tracing::warn!(customer = %st.customer.id, "journal commit failed: stopping so the next message recovers from the journal");
             myself.stop(Some("journal commit failed".into()));
         }
         Ok(())
     }
+
+    async fn post_stop(&self, _myself: ActorRef<CustomerMsg>, st: &mut CustomerState) -> Result<(), ActorProcessingErr> {
+        st.hub.cluster().release_customer(st.customer.id, st.token).await;
+        Ok(())
+    }
+}
+
+async fn request(now: TimeMs, st: &mut CustomerState, req: CustomerRequest) -> Result<CustomerReply> {
+    Ok(match req {
+        CustomerRequest::Contact { contact, linked } => CustomerReply::Contact(contact_in(now, st, contact, linked).await?),
+        CustomerRequest::Reply { conversation, agent, text } => CustomerReply::Seq(agent_reply(now, st, conversation, &agent, text).await?),
+        CustomerRequest::WrapUp { conversation, agent, disposition } => {
+            wrap_up(now, st, conversation, &agent, disposition).await?;
+            CustomerReply::Done
+        }
+        CustomerRequest::Resolve { conversation, agent } => {
+            resolve(now, st, conversation, &agent).await?;
+            CustomerReply::Done
+        }
+        CustomerRequest::Transfer { conversation, agent, to, note } => {
+            transfer(now, st, conversation, &agent, to, note).await?;
+            CustomerReply::Done
+        }
+        CustomerRequest::Callback { channel, to, not_before } => {
+            let (c, seq) = callback(now, st, channel, to, not_before).await?;
+            CustomerReply::Callback(c, seq)
+        }
+        CustomerRequest::Get => CustomerReply::Customer(Box::new(st.customer.clone())),
+    })
 }
 
 fn journal_failed<T>(r: &Result<T>) -> bool {
@@ -122,7 +118,7 @@ async fn persist(st: &mut CustomerState, closed: Option<&centralino_core::custom
         conversation: conv.map(|c| c.id),
         events,
         closed: closed.is_some(),
-        token: st.hub.token(),
+        token: st.token,
     };
     let started = std::time::Instant::now();
     st.hub.journal().commit(batch).await?;
@@ -131,7 +127,7 @@ async fn persist(st: &mut CustomerState, closed: Option<&centralino_core::custom
     Ok(())
 }
 
-async fn contact_in(now: TimeMs, st: &mut CustomerState, contact: Contact, linked: Vec<Identity>, reply: RpcReplyPort<Result<ContactOutcome>>) -> bool {
+async fn contact_in(now: TimeMs, st: &mut CustomerState, contact: Contact, linked: Vec<Identity>) -> Result<ContactOutcome> {
     let topic = contact.topic.clone();
     let outcome = st.customer.contact(now, contact);
     for identity in linked {
@@ -140,12 +136,8 @@ async fn contact_in(now: TimeMs, st: &mut CustomerState, contact: Contact, linke
         }
         let _ = st.customer.record(now, outcome.conversation, EventKind::IdentityLinked { identity });
     }
-    if let Err(e) = persist(st, None).await {
-        let _ = reply.send(Err(e));
-        return true;
-    }
-    let _ = reply.send(Ok(outcome.clone()));
-    let Some(conv) = st.customer.open.as_ref() else { return false };
+    persist(st, None).await?;
+    let Some(conv) = st.customer.open.as_ref() else { return Ok(outcome) };
     let request = |replace| RouteRequest {
         conversation: conv.id,
         topic: if topic.is_empty() { conv.topic.clone() } else { topic.clone() },
@@ -156,33 +148,21 @@ async fn contact_in(now: TimeMs, st: &mut CustomerState, contact: Contact, linke
         not_before: None,
         replace,
     };
-    match outcome.need {
-        RoutingNeed::Enqueue => to_router(&st.hub, RouterMsg::Route(request(false))),
-        RoutingNeed::Reroute { .. } => to_router(&st.hub, RouterMsg::Route(request(true))),
+    match &outcome.need {
+        RoutingNeed::Enqueue => st.hub.tell_router(RouterRequest::Route(request(false))).await,
+        RoutingNeed::Reroute { .. } => st.hub.tell_router(RouterRequest::Route(request(true))).await,
         RoutingNeed::Forward(agent) => {
             if let Some(event) = conv.history.events().last().cloned() {
-                st.hub.to_desktop(&agent, DesktopEvent::CustomerMessage { conversation: conv.id, event });
+                st.hub.to_desktop(agent, DesktopEvent::CustomerMessage { conversation: conv.id, event }).await;
             }
         }
         RoutingNeed::None => {}
     }
-    false
-}
-
-fn to_router(hub: &Hub, msg: RouterMsg) {
-    match hub.router() {
-        Ok(r) => {
-            if r.cast(msg).is_err() {
-                tracing::error!("router mailbox closed: routing request dropped");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "routing request dropped"),
-    }
+    Ok(outcome)
 }
 
 async fn ask_router(hub: &Hub, input: Input) -> Result<()> {
-    let r = hub.router()?.call(|reply| RouterMsg::Step(input, Some(reply)), None).await;
-    Ok(call_result("router", r)??)
+    hub.ask_router(RouterRequest::Step(input)).await.map(|_| ())
 }
 
 /// Records a routing decision in the history; offers go on to the agent.
@@ -229,7 +209,7 @@ async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> bool {
             explanation,
             expires_at,
         };
-        st.hub.to_desktop(&agent, DesktopEvent::Offer(Box::new(delivery)));
+        st.hub.to_desktop(&agent, DesktopEvent::Offer(Box::new(delivery))).await;
     }
     false
 }
@@ -237,7 +217,7 @@ async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> bool {
 async fn agent_reply(now: TimeMs, st: &mut CustomerState, conversation: ConversationId, agent: &AgentId, text: String) -> Result<u64> {
     let (seq, channel, to) = st.customer.agent_reply(now, conversation, agent, text.clone())?;
     persist(st, None).await?;
-    st.hub.deliver(Delivery { conversation, channel, to, agent: agent.clone(), text, seq });
+    st.hub.deliver(Delivery { conversation, channel, to, agent: agent.clone(), text, seq }).await;
     Ok(seq)
 }
 
@@ -272,7 +252,7 @@ async fn resolve(now: TimeMs, st: &mut CustomerState, conversation: Conversation
     let closed = st.customer.resolve(now, conversation, agent.as_str())?;
     persist(st, Some(&closed)).await?;
     if let Some(queue) = queue {
-        to_router(&st.hub, RouterMsg::Resolved { queue, channel, agent: Some(agent.clone()) });
+        st.hub.tell_router(RouterRequest::Resolved { queue, channel, agent: Some(agent.clone()) }).await;
     }
     Ok(())
 }
@@ -288,9 +268,8 @@ async fn callback(now: TimeMs, st: &mut CustomerState, channel: Channel, to: Ide
     let seq = st.customer.record(now, id, EventKind::CallbackRequested { channel, to, not_before: not_before.unwrap_or(0) })?;
     persist(st, None).await?;
     let Some(conv) = st.customer.open.as_ref() else { return Ok((id, seq)) };
-    to_router(
-        &st.hub,
-        RouterMsg::Route(RouteRequest {
+    st.hub
+        .tell_router(RouterRequest::Route(RouteRequest {
             conversation: id,
             topic: conv.topic.clone(),
             channel,
@@ -299,7 +278,7 @@ async fn callback(now: TimeMs, st: &mut CustomerState, channel: Channel, to: Ide
             last_agent: st.customer.last_agent.clone(),
             not_before,
             replace: true,
-        }),
-    );
+        }))
+        .await;
     Ok((id, seq))
 }

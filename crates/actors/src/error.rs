@@ -7,7 +7,7 @@ use crate::journal::JournalError;
 
 pub type Result<T, E = ActorError> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ActorError {
     /// The request was decided and refused by the domain.
     #[error(transparent)]

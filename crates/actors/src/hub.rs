@@ -1,30 +1,35 @@
-//! The hub: how actors and services on a node find each other.
+//! The hub: how actors and services on a node reach each other, wherever
+//! they live.
 //!
-//! It maps customer ids to customer actors (spawning one, recovered from the
-//! journal, on first use), agent ids to agent session actors, and channels
-//! to the gateway streams that deliver replies. It is the seam where the
-//! cluster layer will make lookups location-transparent.
+//! Customers, the router, agent desktops and gateway streams are addressed
+//! by id, never by actor reference: the hub asks the [`Cluster`] port where
+//! the target lives, and either talks to the local actor (spawning and
+//! claiming a customer on first use, recovered from the journal) or hands a
+//! serde-encoded [`Envelope`] to the cluster layer for the node that hosts
+//! it. The same code runs a standalone node and a cluster.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use centralino_core::directory::{Directory, Resolution};
+use centralino_core::customer::Attributes;
+use centralino_core::directory::Resolution;
 use centralino_core::explain::Explanation;
 use centralino_core::history::HistoryEvent;
-use centralino_core::customer::Attributes;
-use centralino_core::{AgentId, AgentState, Channel, ConversationId, CustomerId, Identity, OfferId, QueueId, TimeMs};
+use centralino_core::{AgentId, AgentState, Channel, ConversationId, CustomerId, Identity, OfferId, Output, QueueId, TimeMs};
 use ractor::{Actor, ActorCell, ActorRef, ActorStatus};
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 
 use crate::agent::AgentMsg;
+use crate::cluster::{Claim, Cluster, Home};
 use crate::customer::{CustomerActor, CustomerMsg};
-use crate::error::{ActorError, Result};
+use crate::error::{ActorError, Result, call_result};
 use crate::journal::Journal;
 use crate::router::RouterMsg;
+use crate::wire::{CustomerReply, CustomerRequest, Envelope, EnvelopeReply, RouterReply, RouterRequest};
 
 /// A reply on its way to a customer, through a channel gateway.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Delivery {
     pub conversation: ConversationId,
     pub channel: Channel,
@@ -35,7 +40,7 @@ pub struct Delivery {
 }
 
 /// What an agent desktop is sent.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum DesktopEvent {
     Offer(Box<OfferDelivery>),
     OfferRevoked { offer: OfferId, reason: String },
@@ -44,7 +49,7 @@ pub enum DesktopEvent {
 }
 
 /// An offer with everything the agent needs to take it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OfferDelivery {
     pub offer: OfferId,
     pub conversation: ConversationId,
@@ -66,91 +71,176 @@ struct GatewaySub {
     tx: mpsc::Sender<Delivery>,
 }
 
-/// Per-node registry of actors and gateway streams. See the module docs.
+impl GatewaySub {
+    fn serves(&self, c: Channel) -> bool {
+        self.channels.is_empty() || self.channels.contains(&c)
+    }
+}
+
+/// Per-node registry and router of messages. See the module docs.
 pub struct Hub {
+    cluster: Arc<dyn Cluster>,
     journal: Arc<dyn Journal>,
-    directory: Mutex<Directory>,
     customers: tokio::sync::Mutex<FxHashMap<CustomerId, ActorRef<CustomerMsg>>>,
     agents: Mutex<FxHashMap<AgentId, ActorRef<AgentMsg>>>,
     gateways: Mutex<(Vec<GatewaySub>, VecDeque<Delivery>)>,
-    router: OnceLock<ActorRef<RouterMsg>>,
+    router: Mutex<Option<ActorRef<RouterMsg>>>,
     supervisor: OnceLock<ActorCell>,
-    /// Fencing token this node writes with (the in-memory coordination
-    /// has exactly one owner).
-    token: u64,
 }
 
 impl Hub {
-    pub fn new(journal: Arc<dyn Journal>, token: u64) -> Arc<Self> {
+    pub fn new(journal: Arc<dyn Journal>, cluster: Arc<dyn Cluster>) -> Arc<Self> {
         Arc::new(Hub {
+            cluster,
             journal,
-            directory: Mutex::new(Directory::default()),
             customers: Default::default(),
             agents: Default::default(),
             gateways: Default::default(),
-            router: OnceLock::new(),
+            router: Mutex::new(None),
             supervisor: OnceLock::new(),
-            token,
         })
     }
 
-    pub(crate) fn set_router(&self, router: ActorRef<RouterMsg>) {
-        let _ = self.router.set(router);
-    }
-
-    pub(crate) fn set_supervisor(&self, supervisor: ActorCell) {
-        let _ = self.supervisor.set(supervisor);
+    pub fn cluster(&self) -> &Arc<dyn Cluster> {
+        &self.cluster
     }
 
     pub fn journal(&self) -> &Arc<dyn Journal> {
         &self.journal
     }
 
-    pub fn token(&self) -> u64 {
-        self.token
+    pub(crate) fn set_router(&self, router: Option<ActorRef<RouterMsg>>) {
+        *lock(&self.router) = router;
+    }
+
+    pub(crate) fn set_supervisor(&self, supervisor: ActorCell) {
+        let _ = self.supervisor.set(supervisor);
     }
 
     pub(crate) fn supervisor_cell(&self) -> Result<ActorCell> {
         self.supervisor.get().cloned().ok_or_else(|| ActorError::unavailable("supervisor"))
     }
 
-    pub fn router(&self) -> Result<&ActorRef<RouterMsg>> {
-        self.router.get().ok_or_else(|| ActorError::unavailable("router"))
+    /// Whether the router runs on this node.
+    pub fn hosts_router(&self) -> bool {
+        self.local_router().is_some()
     }
 
-    /// Resolves a contact's identity (linking the others) to a customer.
-    pub fn resolve(&self, identity: &Identity, also: &[Identity]) -> Resolution {
-        lock(&self.directory).resolve(identity, also)
+    fn local_router(&self) -> Option<ActorRef<RouterMsg>> {
+        lock(&self.router).clone().filter(|r| alive(r.get_status()))
     }
 
-    /// Whether the customer exists (so that made-up ids spawn no actor).
-    pub fn known_customer(&self, id: CustomerId) -> bool {
-        lock(&self.directory).issued(id)
+    // ----------------------------------------------------------- identity
+
+    pub async fn resolve(&self, identity: &Identity, also: &[Identity]) -> Result<Resolution> {
+        self.cluster.resolve(identity, also).await
     }
 
-    pub fn lookup(&self, identity: &Identity) -> Option<CustomerId> {
-        lock(&self.directory).lookup(identity)
+    pub async fn lookup(&self, identity: &Identity) -> Result<Option<CustomerId>> {
+        self.cluster.lookup(identity).await
     }
 
-    /// The customer's actor, spawned (and recovered) if it is not running.
-    pub async fn customer(self: &Arc<Self>, id: CustomerId) -> Result<ActorRef<CustomerMsg>> {
+    pub async fn customer_exists(&self, id: CustomerId) -> Result<bool> {
+        self.cluster.customer_exists(id).await
+    }
+
+    // ---------------------------------------------------------- customers
+
+    /// Asks the customer's actor, wherever it lives.
+    pub async fn ask_customer(self: &Arc<Self>, id: CustomerId, req: CustomerRequest) -> Result<CustomerReply> {
+        match self.cluster.customer_home(id).await? {
+            Home::Here => self.ask_local_customer(id, req).await,
+            Home::There(node) => self.ask_remote_customer(&node, id, req).await,
+        }
+    }
+
+    /// Tells the customer's actor a routing decision, wherever it lives.
+    pub async fn tell_customer(self: &Arc<Self>, id: CustomerId, o: Output) -> Result<()> {
+        match self.cluster.customer_home(id).await? {
+            Home::Here => self.tell_local_customer(id, o).await,
+            Home::There(node) => self.send(&node, Envelope::TellCustomer(id, o)).await.map(|_| ()),
+        }
+    }
+
+    async fn ask_local_customer(self: &Arc<Self>, id: CustomerId, req: CustomerRequest) -> Result<CustomerReply> {
+        match self.local_customer(id).await? {
+            Ok(actor) => call_result("customer", actor.call(|reply| CustomerMsg::Request(req, Some(reply)), None).await)?,
+            Err(owner) => self.ask_remote_customer(&owner, id, req).await,
+        }
+    }
+
+    async fn tell_local_customer(self: &Arc<Self>, id: CustomerId, o: Output) -> Result<()> {
+        match self.local_customer(id).await? {
+            Ok(actor) => actor.cast(CustomerMsg::Routed(o)).map_err(|_| ActorError::unavailable(format!("customer {id}"))),
+            Err(owner) => self.send(&owner, Envelope::TellCustomer(id, o)).await.map(|_| ()),
+        }
+    }
+
+    async fn ask_remote_customer(&self, node: &str, id: CustomerId, req: CustomerRequest) -> Result<CustomerReply> {
+        match self.send(node, Envelope::AskCustomer(id, req)).await? {
+            EnvelopeReply::Customer(r) => r,
+            other => Err(ActorError::unavailable(format!("customer {id}: unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The customer's actor on this node, spawned (after claiming the
+    /// customer, and recovered from the journal) if it is not running; or
+    /// the node that owns it.
+    async fn local_customer(self: &Arc<Self>, id: CustomerId) -> Result<Result<ActorRef<CustomerMsg>, String>> {
         let mut customers = self.customers.lock().await;
         if let Some(a) = customers.get(&id).filter(|a| alive(a.get_status())) {
-            return Ok(a.clone());
+            return Ok(Ok(a.clone()));
         }
+        let token = match self.cluster.claim_customer(id).await? {
+            Claim::Owned { token } => token,
+            Claim::Elsewhere(node) => return Ok(Err(node)),
+        };
         let supervisor = self.supervisor_cell()?;
-        let (actor, _) = Actor::spawn_linked(None, CustomerActor, (id, self.clone()), supervisor)
+        let (actor, _) = Actor::spawn_linked(None, CustomerActor, (id, self.clone(), token), supervisor)
             .await
             .map_err(|e| ActorError::unavailable(format!("customer {id} ({e})")))?;
         customers.insert(id, actor.clone());
         crate::metrics::customer_actors(customers.len());
-        Ok(actor)
+        Ok(Ok(actor))
     }
 
     /// Number of customer actors on this node.
     pub async fn customer_count(&self) -> usize {
         self.customers.lock().await.len()
     }
+
+    // -------------------------------------------------------------- router
+
+    /// Asks the router, wherever it lives.
+    pub async fn ask_router(&self, req: RouterRequest) -> Result<RouterReply> {
+        if let Some(r) = self.local_router() {
+            return call_result("router", r.call(|reply| RouterMsg::Ask(req, Some(reply)), None).await)?;
+        }
+        match self.cluster.router_home().await? {
+            Home::Here => Err(ActorError::unavailable("router (not started on this node yet)")),
+            Home::There(node) => match self.send(&node, Envelope::AskRouter(req)).await? {
+                EnvelopeReply::Router(r) => r,
+                other => Err(ActorError::unavailable(format!("router: unexpected answer {other:?}"))),
+            },
+        }
+    }
+
+    /// Tells the router, wherever it lives; logs what cannot be delivered.
+    pub async fn tell_router(&self, req: RouterRequest) {
+        let r = match self.local_router() {
+            Some(r) => r.cast(RouterMsg::Ask(req, None)).map_err(|_| ActorError::unavailable("router mailbox")),
+            None => match self.cluster.router_home().await {
+                Ok(Home::There(node)) => self.send(&node, Envelope::TellRouter(req)).await.map(|_| ()),
+                Ok(Home::Here) => Err(ActorError::unavailable("router (not started on this node yet)")),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, "message to the router not delivered");
+        }
+    }
+
+    // ------------------------------------------------------------- agents
 
     pub fn agent(&self, id: &AgentId) -> Option<ActorRef<AgentMsg>> {
         lock(&self.agents).get(id).filter(|a| alive(a.get_status())).cloned()
@@ -161,24 +251,42 @@ impl Hub {
         lock(&self.agents).insert(id, actor)
     }
 
-    /// Forgets the session if it is still the registered one.
-    pub(crate) fn unregister_agent(&self, id: &AgentId, actor: &ActorRef<AgentMsg>) {
+    /// Forgets the session if it is still the registered one; returns
+    /// whether it was.
+    pub(crate) fn unregister_agent(&self, id: &AgentId, actor: &ActorRef<AgentMsg>) -> bool {
         let mut agents = lock(&self.agents);
-        if agents.get(id).is_some_and(|a| a.get_id() == actor.get_id()) {
+        let current = agents.get(id).is_some_and(|a| a.get_id() == actor.get_id());
+        if current {
             agents.remove(id);
         }
+        current
     }
 
-    /// Sends an event to the agent's desktop, if it is connected.
-    pub fn to_desktop(&self, agent: &AgentId, event: DesktopEvent) {
+    /// Sends an event to the agent's desktop, wherever it is connected.
+    pub async fn to_desktop(&self, agent: &AgentId, event: DesktopEvent) {
         if let Some(a) = self.agent(agent) {
             let _ = a.cast(AgentMsg::Desktop(event));
+            return;
+        }
+        match self.cluster.agent_home(agent).await {
+            Ok(Some(Home::There(node))) => {
+                if let Err(e) = self.send(&node, Envelope::Desktop(agent.clone(), event)).await {
+                    tracing::warn!(%agent, %node, error = %e, "desktop event not delivered");
+                }
+            }
+            Ok(_) => tracing::debug!(%agent, "desktop not connected; event dropped"),
+            Err(e) => tracing::warn!(%agent, error = %e, "desktop event not delivered"),
         }
     }
 
+    // ----------------------------------------------------------- gateways
+
     /// A gateway subscribes to replies on `channels` (all when empty).
-    /// Replies that waited for a gateway of these channels come first.
-    pub fn subscribe(&self, channels: Vec<Channel>, buffer: usize) -> mpsc::Receiver<Delivery> {
+    /// Replies that waited here for a gateway of these channels come first.
+    pub async fn subscribe(&self, channels: Vec<Channel>, buffer: usize) -> mpsc::Receiver<Delivery> {
+        if let Err(e) = self.cluster.gateway_session(&channels, true).await {
+            tracing::warn!(error = %e, "gateway subscription not announced to the cluster");
+        }
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let mut g = lock(&self.gateways);
         let (subs, pending) = &mut *g;
@@ -196,32 +304,86 @@ impl Hub {
         rx
     }
 
-    /// Hands a reply to a gateway serving its channel, or keeps it until
-    /// one subscribes.
-    pub fn deliver(&self, d: Delivery) {
+    /// Hands a reply to a gateway serving its channel: here if one is
+    /// connected here, else on another node; kept here until one appears.
+    pub async fn deliver(&self, d: Delivery) {
+        let Some(d) = self.deliver_here(d) else { return };
+        if let Ok(nodes) = self.cluster.gateway_nodes(d.channel).await {
+            for node in nodes {
+                if self.send(&node, Envelope::Deliver(d.clone())).await.is_ok() {
+                    return;
+                }
+            }
+        }
+        self.keep_pending(d);
+    }
+
+    /// Delivers to a local gateway; gives the delivery back if none took it.
+    fn deliver_here(&self, d: Delivery) -> Option<Delivery> {
         let mut g = lock(&self.gateways);
-        let (subs, pending) = &mut *g;
+        let (subs, _) = &mut *g;
         subs.retain(|s| !s.tx.is_closed());
         let mut d = d;
         let channel = d.channel;
         for s in subs.iter().filter(|s| s.serves(channel)) {
             match s.tx.try_send(d) {
-                Ok(()) => return,
+                Ok(()) => return None,
                 Err(e) => d = e.into_inner(),
             }
         }
-        if pending.len() >= MAX_PENDING_DELIVERIES {
-            if let Some(dropped) = pending.pop_front() {
-                tracing::error!(conversation = %dropped.conversation, "no gateway for too long: reply dropped from the delivery buffer (it stays in the history)");
-            }
+        Some(d)
+    }
+
+    fn keep_pending(&self, d: Delivery) {
+        let mut g = lock(&self.gateways);
+        let pending = &mut g.1;
+        if pending.len() >= MAX_PENDING_DELIVERIES
+            && let Some(dropped) = pending.pop_front()
+        {
+            tracing::error!(conversation = %dropped.conversation, "no gateway for too long: reply dropped from the delivery buffer (it stays in the history)");
         }
         pending.push_back(d);
     }
-}
 
-impl GatewaySub {
-    fn serves(&self, c: Channel) -> bool {
-        self.channels.is_empty() || self.channels.contains(&c)
+    // ------------------------------------------------------------- network
+
+    async fn send(&self, node: &str, envelope: Envelope) -> Result<EnvelopeReply> {
+        self.cluster.send(node, envelope).await
+    }
+
+    /// Serves an envelope another node sent here.
+    pub async fn handle(self: &Arc<Self>, envelope: Envelope) -> EnvelopeReply {
+        match envelope {
+            Envelope::AskCustomer(id, req) => EnvelopeReply::Customer(self.ask_local_customer(id, req).await),
+            Envelope::TellCustomer(id, o) => {
+                if let Err(e) = self.tell_local_customer(id, o).await {
+                    tracing::warn!(customer = %id, error = %e, "routing decision not delivered");
+                }
+                EnvelopeReply::Done
+            }
+            Envelope::AskRouter(req) => match self.local_router() {
+                Some(r) => EnvelopeReply::Router(call_result("router", r.call(|reply| RouterMsg::Ask(req, Some(reply)), None).await).and_then(|r| r)),
+                None => EnvelopeReply::Router(Err(ActorError::unavailable("router (not on this node)"))),
+            },
+            Envelope::TellRouter(req) => {
+                if let Some(r) = self.local_router() {
+                    let _ = r.cast(RouterMsg::Ask(req, None));
+                }
+                EnvelopeReply::Done
+            }
+            Envelope::Desktop(agent, event) => {
+                if let Some(a) = self.agent(&agent) {
+                    let _ = a.cast(AgentMsg::Desktop(event));
+                }
+                EnvelopeReply::Done
+            }
+            Envelope::Deliver(d) => {
+                if let Some(d) = self.deliver_here(d) {
+                    self.keep_pending(d);
+                }
+                EnvelopeReply::Done
+            }
+        }
     }
 }
 

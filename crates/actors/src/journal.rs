@@ -59,7 +59,7 @@ pub struct Recovered {
     pub events: Vec<HistoryEvent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum JournalError {
     /// The writer is no longer the owner; it must stop acting as one.
     #[error("journal write for {customer} fenced out: token {token} is stale")]

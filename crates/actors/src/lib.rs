@@ -28,14 +28,19 @@
 
 pub mod agent;
 pub mod clock;
+pub mod cluster;
 pub mod customer;
 pub mod error;
 pub mod hub;
 pub mod journal;
 pub mod metrics;
 pub mod router;
+pub mod standalone;
 pub mod supervisor;
+pub mod wire;
 
 pub use error::{ActorError, Result};
+pub use cluster::{Claim, Cluster, Home};
 pub use hub::{Delivery, DesktopEvent, Hub};
+pub use standalone::Standalone;
 pub use journal::{Journal, JournalError};

@@ -1,29 +1,30 @@
 //! The router actor: owns the core [`Router`] and carries out its decisions.
 //!
-//! Every pairing decision of the node goes through this one mailbox, which
-//! is what makes capacity reservation race-free (invariant 1) and the
-//! priority order deterministic (invariant 6). It ticks every
-//! [`TICK`] to fire the router's timers. It only ever *casts* to other
-//! actors (see the crate docs).
+//! Every pairing decision of the cluster goes through this one mailbox,
+//! which is what makes capacity reservation race-free (invariant 1) and the
+//! priority order deterministic (invariant 6). It ticks every [`TICK`] to
+//! fire the router's timers. It only ever *tells* other actors (see the
+//! crate docs), in decision order.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use centralino_core::kpi::KpiReport;
 use centralino_core::priority::PriorityInputs;
-use centralino_core::router::{AgentView, ConversationView, Enqueue, QueueView, RevokeReason};
-use centralino_core::{AgentId, Channel, ConversationId, CoreError, Input, Output, QueueId, Router, RouterConfig, TimeMs};
+use centralino_core::router::{Enqueue, RevokeReason};
+use centralino_core::{AgentId, Channel, ConversationId, Input, Output, Router, RouterConfig, TimeMs};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::customer::CustomerMsg;
+use crate::error::Result;
 use crate::hub::{DesktopEvent, Hub};
+use crate::wire::{RouterReply, RouterRequest};
 
 /// How often the router fires its due timers.
 pub const TICK: Duration = Duration::from_millis(20);
 
 /// A conversation to route, by topic.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RouteRequest {
     pub conversation: ConversationId,
     pub topic: String,
@@ -32,21 +33,15 @@ pub struct RouteRequest {
     pub priority: PriorityInputs,
     pub last_agent: Option<(AgentId, TimeMs)>,
     pub not_before: Option<TimeMs>,
-    /// Withdraw it first (it changed channel, or a callback replaces it).
+    /// Route it again keeping its place (it changed channel, or a callback
+    /// replaces its waiting).
     pub replace: bool,
 }
 
 pub enum RouterMsg {
-    /// Apply one input; reply with the outcome if asked.
-    Step(Input, Option<RpcReplyPort<Result<(), CoreError>>>),
-    Route(RouteRequest),
-    Resolved { queue: QueueId, channel: Channel, agent: Option<AgentId> },
+    /// A request; answered if a port is given.
+    Ask(RouterRequest, Option<RpcReplyPort<Result<RouterReply>>>),
     Tick,
-    Agents(RpcReplyPort<Vec<AgentView>>),
-    Queues(RpcReplyPort<Vec<QueueView>>),
-    Conversations(Option<QueueId>, RpcReplyPort<Vec<ConversationView>>),
-    Conversation(ConversationId, RpcReplyPort<Option<ConversationView>>),
-    Kpis(RpcReplyPort<KpiReport>),
 }
 
 pub struct RouterActor;
@@ -68,7 +63,7 @@ impl Actor for RouterActor {
         for q in queues {
             router.step(now_ms(), Input::UpsertQueue(q), &mut out)?;
         }
-        hub.set_router(myself.clone());
+        hub.set_router(Some(myself.clone()));
         myself.send_interval(TICK, || RouterMsg::Tick);
         Ok(RouterState { router, hub, out })
     }
@@ -76,8 +71,8 @@ impl Actor for RouterActor {
     async fn handle(&self, _myself: ActorRef<RouterMsg>, msg: RouterMsg, st: &mut RouterState) -> Result<(), ActorProcessingErr> {
         let now = now_ms();
         match msg {
-            RouterMsg::Step(input, reply) => {
-                let r = st.router.step(now, input, &mut st.out);
+            RouterMsg::Ask(req, reply) => {
+                let r = answer(now, st, req);
                 // Decisions reach the customers' mailboxes before the caller
                 // hears back, so its next command finds them recorded (an
                 // agent replying right after its accept finds the
@@ -85,23 +80,44 @@ impl Actor for RouterActor {
                 dispatch(st).await;
                 match (reply, r) {
                     (Some(reply), r) => drop(reply.send(r)),
-                    (None, Err(e)) => tracing::debug!(error = %e, "routing input refused"),
-                    (None, Ok(())) => {}
+                    (None, Err(e)) => tracing::debug!(error = %e, "routing request refused"),
+                    (None, Ok(_)) => {}
                 }
-                return Ok(());
             }
-            RouterMsg::Route(req) => route(now, st, req),
-            RouterMsg::Resolved { queue, channel, agent } => st.router.note_resolved(&queue, channel, agent.as_ref()),
-            RouterMsg::Tick => st.router.tick(now, &mut st.out),
-            RouterMsg::Agents(r) => drop(r.send(st.router.agent_views())),
-            RouterMsg::Queues(r) => drop(r.send(st.router.queue_views(now))),
-            RouterMsg::Conversations(q, r) => drop(r.send(st.router.conversation_views(now, q.as_ref()))),
-            RouterMsg::Conversation(c, r) => drop(r.send(st.router.conversation_view(now, c))),
-            RouterMsg::Kpis(r) => drop(r.send(st.router.kpi_report())),
+            RouterMsg::Tick => {
+                st.router.tick(now, &mut st.out);
+                dispatch(st).await;
+            }
         }
-        dispatch(st).await;
         Ok(())
     }
+
+    async fn post_stop(&self, _myself: ActorRef<RouterMsg>, st: &mut RouterState) -> Result<(), ActorProcessingErr> {
+        st.hub.set_router(None);
+        Ok(())
+    }
+}
+
+fn answer(now: TimeMs, st: &mut RouterState, req: RouterRequest) -> Result<RouterReply> {
+    Ok(match req {
+        RouterRequest::Step(input) => {
+            st.router.step(now, input, &mut st.out)?;
+            RouterReply::Done
+        }
+        RouterRequest::Route(r) => {
+            route(now, st, r);
+            RouterReply::Done
+        }
+        RouterRequest::Resolved { queue, channel, agent } => {
+            st.router.note_resolved(&queue, channel, agent.as_ref());
+            RouterReply::Done
+        }
+        RouterRequest::Agents => RouterReply::Agents(st.router.agent_views()),
+        RouterRequest::Queues => RouterReply::Queues(st.router.queue_views(now)),
+        RouterRequest::Conversations(q) => RouterReply::Conversations(st.router.conversation_views(now, q.as_ref())),
+        RouterRequest::Conversation(c) => RouterReply::Conversation(st.router.conversation_view(now, c)),
+        RouterRequest::Kpis => RouterReply::Kpis(Box::new(st.router.kpi_report())),
+    })
 }
 
 fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
@@ -126,11 +142,11 @@ fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
 
 /// Carries out the decisions: history to the customers, news to desktops.
 async fn dispatch(st: &mut RouterState) {
-    for o in st.out.drain(..) {
+    for o in std::mem::take(&mut st.out) {
         crate::metrics::router_output(&o);
         let customer = match &o {
             Output::AgentStateChanged { agent, state, load } => {
-                st.hub.to_desktop(agent, DesktopEvent::StateChanged { state: *state, load: *load });
+                st.hub.to_desktop(agent, DesktopEvent::StateChanged { state: *state, load: *load }).await;
                 continue;
             }
             Output::OfferRevoked { offer, agent, reason, conversation } => {
@@ -139,7 +155,7 @@ async fn dispatch(st: &mut RouterState) {
                     RevokeReason::Withdrawn => "withdrawn",
                     RevokeReason::AgentLoggedOut => "agent logged out",
                 };
-                st.hub.to_desktop(agent, DesktopEvent::OfferRevoked { offer: *offer, reason: reason.into() });
+                st.hub.to_desktop(agent, DesktopEvent::OfferRevoked { offer: *offer, reason: reason.into() }).await;
                 conversation.customer
             }
             Output::Queued { conversation, .. }
@@ -150,11 +166,8 @@ async fn dispatch(st: &mut RouterState) {
             // The customer actor that asked for the transfer records it.
             Output::Transferred { .. } => continue,
         };
-        match st.hub.customer(customer).await {
-            Ok(c) => {
-                let _ = c.cast(CustomerMsg::Routed(o));
-            }
-            Err(e) => tracing::error!(%customer, error = %e, "routing decision not delivered to the customer"),
+        if let Err(e) = st.hub.tell_customer(customer, o).await {
+            tracing::error!(%customer, error = %e, "routing decision not delivered to the customer");
         }
     }
 }

@@ -18,17 +18,21 @@ use crate::router::{RouterActor, RouterMsg};
 pub struct Supervisor;
 
 pub struct SupervisorState {
-    router: ActorRef<RouterMsg>,
+    router: Option<ActorRef<RouterMsg>>,
 }
 
 impl Actor for Supervisor {
     type Msg = ();
     type State = SupervisorState;
-    type Arguments = (RouterConfig, Vec<QueueConfig>, Arc<Hub>);
+    /// The router's configuration when this node hosts the router.
+    type Arguments = (Option<(RouterConfig, Vec<QueueConfig>)>, Arc<Hub>);
 
-    async fn pre_start(&self, myself: ActorRef<()>, (cfg, queues, hub): Self::Arguments) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<()>, (router, hub): Self::Arguments) -> Result<SupervisorState, ActorProcessingErr> {
         hub.set_supervisor(myself.get_cell());
-        let (router, _) = Actor::spawn_linked(None, RouterActor, (cfg, queues, hub), myself.get_cell()).await?;
+        let router = match router {
+            Some((cfg, queues)) => Some(Actor::spawn_linked(None, RouterActor, (cfg, queues, hub), myself.get_cell()).await?.0),
+            None => None,
+        };
         Ok(SupervisorState { router })
     }
 
@@ -36,14 +40,14 @@ impl Actor for Supervisor {
         match evt {
             SupervisionEvent::ActorFailed(who, err) => {
                 crate::metrics::actor_failed();
-                if who.get_id() == st.router.get_id() {
+                if st.router.as_ref().is_some_and(|r| r.get_id() == who.get_id()) {
                     tracing::error!(error = %err, "router failed: stopping the node's actors");
                     myself.stop(Some("router failed".into()));
                 } else {
                     tracing::error!(actor = %who.get_id(), error = %err, "actor failed; it restarts from the journal on its next message");
                 }
             }
-            SupervisionEvent::ActorTerminated(who, _, reason) if who.get_id() == st.router.get_id() => {
+            SupervisionEvent::ActorTerminated(who, _, reason) if st.router.as_ref().is_some_and(|r| r.get_id() == who.get_id()) => {
                 tracing::info!(?reason, "router stopped");
                 myself.stop(reason);
             }
@@ -53,7 +57,8 @@ impl Actor for Supervisor {
     }
 }
 
-/// Starts the node's actors; returns the supervisor to stop them with.
-pub async fn start(hub: Arc<Hub>, cfg: RouterConfig, queues: Vec<QueueConfig>) -> Result<(ActorRef<()>, ractor::concurrency::JoinHandle<()>)> {
-    Actor::spawn(None, Supervisor, (cfg, queues, hub)).await.map_err(|e| ActorError::unavailable(format!("supervisor ({e})")))
+/// Starts the node's actors (with the router if `router` is given);
+/// returns the supervisor to stop them with.
+pub async fn start(hub: Arc<Hub>, router: Option<(RouterConfig, Vec<QueueConfig>)>) -> Result<(ActorRef<()>, ractor::concurrency::JoinHandle<()>)> {
+    Actor::spawn(None, Supervisor, (router, hub)).await.map_err(|e| ActorError::unavailable(format!("supervisor ({e})")))
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use centralino_actors::Hub;
+use centralino_actors::{Hub, Standalone};
 use centralino_actors::supervisor;
 use centralino_core::RouterConfig;
 use centralino_core::queue::QueueConfig;
@@ -40,8 +40,8 @@ impl Node {
         let lease = coord.join(&opts.node, opts.lease_ttl).await?;
         let keep_alive = tokio::spawn(keep_alive(coord.clone(), lease, opts.lease_ttl / 3));
         let journal = Arc::new(CoordinatedJournal::new(coord.clone()));
-        let hub = Hub::new(journal, 0);
-        let (supervisor, supervisor_done) = supervisor::start(hub.clone(), opts.router, opts.queues)
+        let hub = Hub::new(journal, Arc::new(Standalone::new(opts.node.id.clone())));
+        let (supervisor, supervisor_done) = supervisor::start(hub.clone(), Some((opts.router, opts.queues)))
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
         tracing::info!(node = %opts.node.id, advertise = %opts.node.advertise, lease, "node started");

@@ -82,7 +82,7 @@ impl Conversation {
 }
 
 /// A contact as it reaches the customer, already validated.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Contact {
     pub channel: Channel,
     pub identity: Identity,
@@ -93,7 +93,7 @@ pub struct Contact {
 }
 
 /// What routing must do after a contact.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RoutingNeed {
     /// Start routing: a new conversation, or a wrapped-up one the customer
     /// came back to.
@@ -107,7 +107,7 @@ pub enum RoutingNeed {
     None,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContactOutcome {
     pub conversation: ConversationId,
     pub seq: u64,

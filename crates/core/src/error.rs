@@ -5,11 +5,11 @@ use crate::ids::{AgentId, ConversationId, OfferId, QueueId};
 
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CoreError {
     /// The caller sent a value that can never be valid.
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid { field: String, message: String },
     #[error("agent {0} is not logged in")]
     AgentNotLoggedIn(AgentId),
     #[error("queue {0} does not exist; define it with Admin.UpsertQueue")]
@@ -29,12 +29,12 @@ pub enum CoreError {
 }
 
 impl CoreError {
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        CoreError::Invalid { field, message: message.into() }
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        CoreError::Invalid { field: field.to_owned(), message: message.into() }
     }
 
     /// The request field at fault, when the caller's input was invalid.
-    pub fn field(&self) -> Option<&'static str> {
+    pub fn field(&self) -> Option<&str> {
         match self {
             CoreError::Invalid { field, .. } => Some(field),
             _ => None,

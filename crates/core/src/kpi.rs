@@ -7,7 +7,7 @@
 use crate::channel::Channel;
 
 /// Counters for one key (a queue, a channel, an agent or the total).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Conversations that entered routing.
     pub offered: u64,
@@ -90,7 +90,7 @@ impl Kpis {
 }
 
 /// The KPIs with their keys, for reports.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KpiReport {
     pub queues: Vec<(String, Counters)>,
     pub channels: Vec<(Channel, Counters)>,

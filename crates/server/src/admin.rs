@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use centralino_actors::Hub;
-use centralino_actors::router::RouterMsg;
+use centralino_actors::wire::{RouterReply, RouterRequest};
 use centralino_core::kpi::Counters;
 use centralino_core::router::Phase;
 use centralino_core::{Input, QueueId};
@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::error::status;
-use crate::ask_plain;
+use crate::unexpected;
 
 pub struct AdminService {
     hub: Arc<Hub>,
@@ -23,8 +23,8 @@ impl AdminService {
         AdminService { hub }
     }
 
-    fn router(&self) -> Result<&ractor::ActorRef<RouterMsg>, Status> {
-        self.hub.router().map_err(status)
+    async fn router(&self, req: RouterRequest) -> Result<RouterReply, Status> {
+        self.hub.ask_router(req).await.map_err(status)
     }
 }
 
@@ -34,13 +34,12 @@ impl pb::admin_server::Admin for AdminService {
     async fn upsert_queue(&self, req: Request<pb::Queue>) -> Result<Response<pb::Queue>, Status> {
         let cfg = convert::queue(req.get_ref())?;
         let reply = convert::queue_to_pb(&cfg);
-        let r = self.router()?.call(|r| RouterMsg::Step(Input::UpsertQueue(cfg), Some(r)), None).await;
-        ask_plain(r, "router")?.map_err(|e| status(e.into()))?;
+        self.router(RouterRequest::Step(Input::UpsertQueue(cfg))).await?;
         Ok(Response::new(reply))
     }
 
     async fn list_queues(&self, _req: Request<pb::ListQueuesRequest>) -> Result<Response<pb::ListQueuesResponse>, Status> {
-        let views = ask_plain(self.router()?.call(RouterMsg::Queues, None).await, "router")?;
+        let RouterReply::Queues(views) = self.router(RouterRequest::Queues).await? else { return Err(unexpected("router")) };
         let queues = views
             .into_iter()
             .map(|v| pb::QueueView {
@@ -55,7 +54,7 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn list_agents(&self, _req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let views = ask_plain(self.router()?.call(RouterMsg::Agents, None).await, "router")?;
+        let RouterReply::Agents(views) = self.router(RouterRequest::Agents).await? else { return Err(unexpected("router")) };
         let agents = views
             .into_iter()
             .map(|a| pb::AgentView {
@@ -75,7 +74,7 @@ impl pb::admin_server::Admin for AdminService {
     async fn list_conversations(&self, req: Request<pb::ListConversationsRequest>) -> Result<Response<pb::ListConversationsResponse>, Status> {
         let q = req.into_inner().queue_id;
         let q = (!q.is_empty()).then(|| QueueId::new(&q));
-        let views = ask_plain(self.router()?.call(|r| RouterMsg::Conversations(q, r), None).await, "router")?;
+        let RouterReply::Conversations(views) = self.router(RouterRequest::Conversations(q)).await? else { return Err(unexpected("router")) };
         let conversations = views
             .into_iter()
             .map(|v| pb::ConversationSummary {
@@ -98,8 +97,8 @@ impl pb::admin_server::Admin for AdminService {
     }
 
     async fn get_kpis(&self, _req: Request<pb::GetKpisRequest>) -> Result<Response<pb::KpiReport>, Status> {
-        let report = ask_plain(self.router()?.call(RouterMsg::Kpis, None).await, "router")?;
-        let queues_waiting = ask_plain(self.router()?.call(RouterMsg::Queues, None).await, "router")?;
+        let RouterReply::Kpis(report) = self.router(RouterRequest::Kpis).await? else { return Err(unexpected("router")) };
+        let RouterReply::Queues(queues_waiting) = self.router(RouterRequest::Queues).await? else { return Err(unexpected("router")) };
         let waiting_of = |q: &str| queues_waiting.iter().find(|v| v.config.id.as_str() == q).map_or(0, |v| v.waiting as u32);
         Ok(Response::new(pb::KpiReport {
             queues: report.queues.iter().map(|(k, c)| kpi(k, c, waiting_of(k))).collect(),

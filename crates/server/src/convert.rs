@@ -271,7 +271,7 @@ pub fn queue(q: &pb::Queue) -> Result<QueueConfig, Status> {
         bullseye,
         priority_boost_ms: q.priority_boost_ms as u64,
     };
-    cfg.validate().map_err(|e| invalid(e.field().unwrap_or("queue"), e))?;
+    cfg.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(cfg)
 }
 

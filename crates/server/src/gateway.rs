@@ -4,8 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use centralino_actors::Hub;
-use centralino_actors::customer::CustomerMsg;
-use centralino_actors::router::RouterMsg;
+use centralino_actors::wire::{CustomerReply, CustomerRequest, RouterReply, RouterRequest};
 use centralino_core::customer::Contact;
 use centralino_core::router::Phase;
 use centralino_core::CustomerId;
@@ -17,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert::{self, invalid};
 use crate::error::status;
-use crate::{ask, ask_plain, metrics};
+use crate::{metrics, unexpected};
 
 /// Replies buffered per gateway stream before delivery waits.
 pub const DELIVERY_BUFFER: usize = 4096;
@@ -36,11 +35,15 @@ impl GatewayService {
         match who {
             Some(Who::Identity(i)) => {
                 let identity = convert::identity("identity", Some(i))?;
-                self.hub.lookup(&identity).ok_or_else(|| Status::not_found("identity: no customer has this identity"))
+                self.hub.lookup(&identity).await.map_err(status)?.ok_or_else(|| Status::not_found("identity: no customer has this identity"))
             }
             Some(Who::CustomerId(c)) => {
                 let id = convert::customer_id("customer_id", c)?;
-                if self.hub.known_customer(id) { Ok(id) } else { Err(Status::not_found(format!("customer_id: no customer {id}"))) }
+                if self.hub.customer_exists(id).await.map_err(status)? {
+                    Ok(id)
+                } else {
+                    Err(Status::not_found(format!("customer_id: no customer {id}")))
+                }
             }
             None => Err(invalid("who", "set identity or customer_id")),
         }
@@ -68,12 +71,14 @@ impl pb::gateway_server::Gateway for GatewayService {
             sentiment: convert::sentiment("sentiment", r.sentiment)?,
             attributes: convert::attributes("attributes", r.attributes.as_ref())?,
         };
-        let resolution = self.hub.resolve(&identity, &links);
+        let resolution = self.hub.resolve(&identity, &links).await.map_err(status)?;
         if !resolution.conflicts.is_empty() {
             tracing::debug!(customer = %resolution.customer, conflicts = resolution.conflicts.len(), "linked identities belong to other customers; not merged");
         }
-        let customer = self.hub.customer(resolution.customer).await.map_err(status)?;
-        let outcome = ask(customer.call(|reply| CustomerMsg::Contact(contact, resolution.linked, reply), None).await, "customer")?;
+        let request = CustomerRequest::Contact { contact, linked: resolution.linked };
+        let CustomerReply::Contact(outcome) = self.hub.ask_customer(resolution.customer, request).await.map_err(status)? else {
+            return Err(unexpected("customer"));
+        };
         metrics::contact(channel);
         Ok(Response::new(pb::SubmitContactResponse {
             customer_id: resolution.customer.to_string(),
@@ -89,7 +94,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let r = req.into_inner();
         let channels = r.channels.iter().map(|c| convert::channel("channels", *c)).collect::<Result<Vec<_>, _>>()?;
         tracing::info!(gateway = %r.gateway_id, ?channels, "gateway subscribed to deliveries");
-        let rx = self.hub.subscribe(channels, DELIVERY_BUFFER);
+        let rx = self.hub.subscribe(channels, DELIVERY_BUFFER).await;
         let stream = ReceiverStream::new(rx).map(|d| {
             Ok(pb::Delivery {
                 conversation_id: d.conversation.to_string(),
@@ -116,17 +121,21 @@ impl pb::gateway_server::Gateway for GatewayService {
             return Err(invalid("not_before_unix_ms", "must not be negative"));
         }
         let not_before = (r.not_before_unix_ms > 0).then_some(r.not_before_unix_ms as u64);
-        let id = self.hub.lookup(&identity).ok_or_else(|| Status::not_found("identity: no customer has this identity"))?;
-        let actor = self.hub.customer(id).await.map_err(status)?;
-        let (conversation, seq) = ask(actor.call(|reply| CustomerMsg::Callback { channel, to, not_before, reply }, None).await, "customer")?;
+        let id = self.hub.lookup(&identity).await.map_err(status)?.ok_or_else(|| Status::not_found("identity: no customer has this identity"))?;
+        let CustomerReply::Callback(conversation, seq) =
+            self.hub.ask_customer(id, CustomerRequest::Callback { channel, to, not_before }).await.map_err(status)?
+        else {
+            return Err(unexpected("customer"));
+        };
         Ok(Response::new(pb::RequestCallbackResponse { conversation_id: conversation.to_string(), seq }))
     }
 
     async fn get_conversation(&self, req: Request<pb::GetConversationRequest>) -> Result<Response<pb::ConversationView>, Status> {
         let r = req.into_inner();
         let id = self.customer_of(&r.who).await?;
-        let actor = self.hub.customer(id).await.map_err(status)?;
-        let customer = ask_plain(actor.call(CustomerMsg::Get, None).await, "customer")?;
+        let CustomerReply::Customer(customer) = self.hub.ask_customer(id, CustomerRequest::Get).await.map_err(status)? else {
+            return Err(unexpected("customer"));
+        };
         let mut view = pb::ConversationView {
             customer_id: id.to_string(),
             attributes: Some(convert::attributes_to_pb(&customer.attributes)),
@@ -142,8 +151,9 @@ impl pb::gateway_server::Gateway for GatewayService {
         view.queue_id = conv.queue.as_ref().map(|q| q.to_string()).unwrap_or_default();
         view.agent_id = conv.agent.as_ref().map(|a| a.to_string()).unwrap_or_default();
         view.history = conv.history.events().iter().map(convert::event_to_pb).collect();
-        let router = self.hub.router().map_err(status)?;
-        let routed = ask_plain(router.call(|r| RouterMsg::Conversation(conv.id, r), None).await, "router")?;
+        let RouterReply::Conversation(routed) = self.hub.ask_router(RouterRequest::Conversation(conv.id)).await.map_err(status)? else {
+            return Err(unexpected("router"));
+        };
         if let Some(v) = routed.filter(|v| v.phase == Phase::Waiting) {
             view.position = v.position.unwrap_or(0);
         }

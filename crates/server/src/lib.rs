@@ -87,6 +87,11 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         .await
 }
 
+/// An actor answered with the wrong kind of reply: a bug between versions.
+pub(crate) fn unexpected(what: &str) -> Status {
+    Status::internal(format!("{what} answered with an unexpected reply"))
+}
+
 /// The outcome of a call to an actor that answers with a `Result`.
 pub(crate) fn ask<T, E>(r: Result<CallResult<Result<T, ActorError>>, E>, what: &str) -> Result<T, Status> {
     ask_plain(r, what)?.map_err(error::status)

@@ -50,7 +50,7 @@ use crate::time::TimeMs;
 use state::{AgentIx, AgentSlot, Entry, QueueIx, QueueState, Timer};
 
 /// What the router is told.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Input {
     /// Define or redefine a queue.
     UpsertQueue(QueueConfig),
@@ -75,7 +75,7 @@ pub enum Input {
 }
 
 /// A conversation entering routing.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Enqueue {
     pub conversation: ConversationId,
     pub queue: QueueId,
@@ -91,7 +91,7 @@ pub struct Enqueue {
 }
 
 /// Why an offer was withdrawn from an agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RevokeReason {
     TimedOut,
     Withdrawn,
@@ -99,7 +99,7 @@ pub enum RevokeReason {
 }
 
 /// What the router decided.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Output {
     Queued { conversation: ConversationId, queue: QueueId, channel: Channel },
     Offered {

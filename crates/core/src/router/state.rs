@@ -46,7 +46,7 @@ impl Default for RouterConfig {
 }
 
 /// Where a conversation the router holds stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     /// Waiting for its scheduled time (a callback).
     Scheduled,

@@ -9,7 +9,7 @@ use crate::time::TimeMs;
 use super::Router;
 use super::state::Phase;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AgentView {
     pub id: AgentId,
     pub name: String,
@@ -21,7 +21,7 @@ pub struct AgentView {
     pub queues: Vec<QueueId>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueueView {
     pub config: QueueConfig,
     pub waiting: usize,
@@ -30,7 +30,7 @@ pub struct QueueView {
     pub agents_available: usize,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConversationView {
     pub conversation: ConversationId,
     pub queue: QueueId,

@@ -1,0 +1,90 @@
+//! Requests between actors, in a form that can cross nodes.
+//!
+//! Every request a customer or the router serves is a serde-encodable value
+//! (no reply ports inside), so the hub can hand it to a local actor or, when
+//! the actor lives on another node, to the cluster layer, which carries it
+//! over the internal gRPC service and hands it to that node's hub.
+
+use centralino_core::customer::{Contact, ContactOutcome, Customer};
+use centralino_core::history::TransferTarget;
+use centralino_core::kpi::KpiReport;
+use centralino_core::router::{AgentView, ConversationView, QueueView};
+use centralino_core::{AgentId, Channel, ConversationId, CustomerId, Identity, Input, Output, QueueId, TimeMs};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ActorError;
+use crate::hub::{Delivery, DesktopEvent};
+use crate::router::RouteRequest;
+
+/// What a customer actor is asked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CustomerRequest {
+    /// A contact on any channel, with identities the gateway linked.
+    Contact { contact: Contact, linked: Vec<Identity> },
+    Reply { conversation: ConversationId, agent: AgentId, text: String },
+    WrapUp { conversation: ConversationId, agent: AgentId, disposition: String },
+    Resolve { conversation: ConversationId, agent: AgentId },
+    Transfer { conversation: ConversationId, agent: AgentId, to: TransferTarget, note: String },
+    /// The waiting customer wants to be called back on `channel` at `to`,
+    /// keeping their place; no earlier than `not_before` if set.
+    Callback { channel: Channel, to: Identity, not_before: Option<TimeMs> },
+    /// A copy of the customer, for views.
+    Get,
+}
+
+/// A customer actor's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CustomerReply {
+    Contact(ContactOutcome),
+    /// The sequence number of the event the request appended.
+    Seq(u64),
+    Done,
+    Callback(ConversationId, u64),
+    Customer(Box<Customer>),
+}
+
+/// What the router is asked or told.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RouterRequest {
+    /// Apply one input (answered with `Done` or the refusal).
+    Step(Input),
+    /// Route a conversation by topic (told, not asked).
+    Route(RouteRequest),
+    /// Count a resolution in the KPIs (told).
+    Resolved { queue: QueueId, channel: Channel, agent: Option<AgentId> },
+    Agents,
+    Queues,
+    Conversations(Option<QueueId>),
+    Conversation(ConversationId),
+    Kpis,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RouterReply {
+    Done,
+    Agents(Vec<AgentView>),
+    Queues(Vec<QueueView>),
+    Conversations(Vec<ConversationView>),
+    Conversation(Option<ConversationView>),
+    Kpis(Box<KpiReport>),
+}
+
+/// One message from a node to another.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Envelope {
+    AskCustomer(CustomerId, CustomerRequest),
+    /// A routing decision for the customer's history.
+    TellCustomer(CustomerId, Output),
+    AskRouter(RouterRequest),
+    TellRouter(RouterRequest),
+    Desktop(AgentId, DesktopEvent),
+    Deliver(Delivery),
+}
+
+/// The answer to an [`Envelope`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EnvelopeReply {
+    Customer(Result<CustomerReply, ActorError>),
+    Router(Result<RouterReply, ActorError>),
+    Done,
+}
