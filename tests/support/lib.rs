@@ -12,6 +12,8 @@
 //! results); a [`Desktop`] keeps the events it was not asked for in a
 //! backlog, so waiting for one kind of event never loses another.
 
+pub mod etcd;
+
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::future::Future;
@@ -19,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use centralino_cluster::{MemoryCoordination, Node, NodeInfo, NodeOptions};
+use centralino_cluster::{MemoryCoordination, Mode, Node, NodeInfo, NodeOptions};
 use centralino_core::RouterConfig;
 use centralino_core::queue::QueueConfig;
 use centralino_proto::v1 as pb;
@@ -77,7 +79,7 @@ impl TestNode {
             queues,
             lease_ttl: Duration::from_secs(10),
         };
-        let node = Node::start(opts, Arc::new(MemoryCoordination::new()))
+        let node = Node::start(opts, Arc::new(MemoryCoordination::new()), Mode::Standalone)
             .await
             .expect("node starts");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -33,6 +33,14 @@ pub struct NodeSection {
     pub advertise: Option<String>,
     /// Prometheus metrics endpoint; none when absent.
     pub metrics_listen: Option<SocketAddr>,
+    /// etcd endpoints; empty runs the node standalone (in-memory coordination).
+    pub etcd: Vec<String>,
+    /// Cluster name: the nodes of one cluster share it, and their keys live
+    /// under `/centralino/<cluster>/` in etcd.
+    pub cluster: String,
+    /// Membership lease time-to-live, ms. The lease is renewed every third
+    /// of it; a node that dies is noticed by the others after at most this
+    /// long.
     pub lease_ttl_ms: u64,
 }
 
@@ -122,6 +130,8 @@ impl Default for NodeSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             advertise: None,
             metrics_listen: None,
+            etcd: Vec::new(),
+            cluster: "default".into(),
             lease_ttl_ms: 6_000,
         }
     }
@@ -153,6 +163,9 @@ pub struct Overrides {
     pub node_id: Option<String>,
     pub advertise: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
+    pub etcd: Option<Vec<String>>,
+    pub cluster: Option<String>,
+    pub lease_ttl_ms: Option<u64>,
 }
 
 impl Config {
@@ -177,6 +190,15 @@ impl Config {
         if o.metrics_listen.is_some() {
             cfg.node.metrics_listen = o.metrics_listen;
         }
+        if let Some(etcd) = o.etcd {
+            cfg.node.etcd = etcd;
+        }
+        if let Some(cluster) = o.cluster {
+            cfg.node.cluster = cluster;
+        }
+        if let Some(ttl) = o.lease_ttl_ms {
+            cfg.node.lease_ttl_ms = ttl;
+        }
         if cfg.node.id.is_empty() {
             cfg.node.id = format!("node-{}", cfg.node.listen.port());
         }
@@ -192,6 +214,9 @@ impl Config {
             q.validate().with_context(|| format!("queues: queue {:?}", q.id.as_str()))?;
         }
         self.router()?;
+        if self.node.cluster.is_empty() || !self.node.cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            bail!("node.cluster: use letters, digits, '-' and '_', got {:?}", self.node.cluster);
+        }
         if self.node.lease_ttl_ms < 1_000 {
             bail!("node.lease_ttl_ms: must be at least 1000, got {}", self.node.lease_ttl_ms);
         }

@@ -46,6 +46,16 @@ struct NodeArgs {
     /// Serve Prometheus metrics on this address.
     #[arg(long, env = "CENTRALINO_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Join a cluster through these etcd endpoints (comma-separated);
+    /// without it the node runs standalone.
+    #[arg(long, env = "CENTRALINO_ETCD", value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
+    /// Cluster name (nodes of one cluster share it).
+    #[arg(long, env = "CENTRALINO_CLUSTER")]
+    cluster: Option<String>,
+    /// Membership lease TTL, ms.
+    #[arg(long, env = "CENTRALINO_LEASE_TTL_MS")]
+    lease_ttl_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -76,6 +86,9 @@ impl NodeArgs {
             node_id: self.node_id.clone(),
             advertise: self.advertise.clone(),
             metrics_listen: self.metrics_listen,
+            etcd: self.etcd.clone(),
+            cluster: self.cluster.clone(),
+            lease_ttl_ms: self.lease_ttl_ms,
         };
         let mut cfg = config::Config::load(self.config.as_deref(), overrides)?;
         if dev && self.config.is_none() {

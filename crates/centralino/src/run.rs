@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use centralino_cluster::{MemoryCoordination, Node, NodeInfo, NodeOptions};
+use centralino_cluster::{EtcdCoordination, MemoryCoordination, Mode, Node, NodeInfo, NodeOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -38,7 +38,16 @@ pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> 
         queues: cfg.queues()?,
         lease_ttl: Duration::from_millis(cfg.node.lease_ttl_ms),
     };
-    let node = Node::start(opts, Arc::new(MemoryCoordination::new())).await.context("starting the node")?;
+    let node = if cfg.node.etcd.is_empty() {
+        Node::start(opts, Arc::new(MemoryCoordination::new()), Mode::Standalone).await
+    } else {
+        let prefix = format!("/centralino/{}/", cfg.node.cluster);
+        let etcd = EtcdCoordination::connect(&cfg.node.etcd, &prefix)
+            .await
+            .with_context(|| format!("connecting to etcd at {}", cfg.node.etcd.join(",")))?;
+        Node::start(opts, Arc::new(etcd), Mode::Clustered).await
+    }
+    .context("starting the node")?;
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let server = tokio::spawn(centralino_server::serve(listener, node.hub.clone(), async move {
@@ -51,8 +60,11 @@ pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> 
         None => None,
     };
 
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    let lease_lost = tokio::select! {
+        () = shutdown_signal() => false,
+        () = node.lease_lost() => true,
+    };
+    tracing::info!(lease_lost, "shutting down");
     if let Some(s) = simulation {
         s.stop().await;
     }
@@ -64,6 +76,9 @@ pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> 
         Err(_) => tracing::warn!("streams still open after {GRACE:?}; closing them"),
     }
     node.shutdown().await;
+    if lease_lost {
+        anyhow::bail!("the node lost its cluster lease and stopped; restart it to rejoin");
+    }
     Ok(())
 }
 

@@ -17,78 +17,328 @@ pub async fn run_all(c: &dyn Coordination) {
     membership(c).await;
     ownership(c).await;
     journal_fencing(c).await;
+    journal_without_owner(c).await;
+    journal_close(c).await;
 }
 
 fn node(id: &str) -> NodeInfo {
-    NodeInfo { id: id.into(), advertise: format!("127.0.0.1:{}", 7000 + id.len()) }
+    NodeInfo {
+        id: id.into(),
+        advertise: format!("127.0.0.1:{}", 7000 + id.len()),
+    }
 }
 
 /// Joining makes a node a member and tells watchers; leaving undoes both.
 pub async fn membership(c: &dyn Coordination) {
     let mut watch = c.watch_members().await.expect("watch members");
-    let lease = c.join(&node("contract-a"), Duration::from_secs(10)).await.expect("join");
-    c.keep_alive(lease).await.expect("keep-alive of a live lease");
-    assert!(c.members().await.expect("members").contains(&node("contract-a")), "a joined node is a member");
-    assert_eq!(next(&mut watch).await, MemberEvent::Joined(node("contract-a")), "watchers see the join");
+    let lease = c
+        .join(&node("contract-a"), Duration::from_secs(10))
+        .await
+        .expect("join");
+    c.keep_alive(lease)
+        .await
+        .expect("keep-alive of a live lease");
+    assert!(
+        c.members()
+            .await
+            .expect("members")
+            .contains(&node("contract-a")),
+        "a joined node is a member"
+    );
+    assert_eq!(
+        next(&mut watch).await,
+        MemberEvent::Joined(node("contract-a")),
+        "watchers see the join"
+    );
     c.leave(lease).await.expect("leave");
-    assert!(!c.members().await.expect("members").contains(&node("contract-a")), "a node that left is no member");
-    assert_eq!(next(&mut watch).await, MemberEvent::Left("contract-a".into()), "watchers see the leave");
-    assert!(c.keep_alive(lease).await.is_err(), "a revoked lease cannot be kept alive");
+    assert!(
+        !c.members()
+            .await
+            .expect("members")
+            .contains(&node("contract-a")),
+        "a node that left is no member"
+    );
+    assert_eq!(
+        next(&mut watch).await,
+        MemberEvent::Left("contract-a".into()),
+        "watchers see the leave"
+    );
+    match c.keep_alive(lease).await {
+        Err(ClusterError::LeaseExpired(l)) => assert_eq!(l, lease),
+        other => panic!("a revoked lease cannot be kept alive, got {other:?}"),
+    }
 }
 
 /// Exactly one owner; the token changes hands only through release.
 pub async fn ownership(c: &dyn Coordination) {
-    let la = c.join(&node("contract-b"), Duration::from_secs(10)).await.expect("join b");
-    let lb = c.join(&node("contract-c"), Duration::from_secs(10)).await.expect("join c");
+    let la = c
+        .join(&node("contract-b"), Duration::from_secs(10))
+        .await
+        .expect("join b");
+    let lb = c
+        .join(&node("contract-c"), Duration::from_secs(10))
+        .await
+        .expect("join c");
     let key = ActorKey::Customer(CustomerId(900_001));
     let t1 = c.claim(&key, "contract-b", la).await.expect("first claim");
-    assert_eq!(c.claim(&key, "contract-b", la).await.expect("re-claim by owner"), t1, "re-claim by the owner keeps its token");
+    assert_eq!(
+        c.claim(&key, "contract-b", la)
+            .await
+            .expect("re-claim by owner"),
+        t1,
+        "re-claim by the owner keeps its token"
+    );
     match c.claim(&key, "contract-c", lb).await {
         Err(ClusterError::OwnedElsewhere { owner, .. }) => assert_eq!(owner, "contract-b"),
         other => panic!("a second node must not own a claimed actor, got {other:?}"),
     }
-    assert_eq!(c.owner(&key).await.expect("owner"), Some(("contract-b".into(), t1)));
+    assert_eq!(
+        c.owner(&key).await.expect("owner"),
+        Some(("contract-b".into(), t1))
+    );
     c.release(&key, t1).await.expect("release by owner");
-    let t2 = c.claim(&key, "contract-c", lb).await.expect("claim after release");
+    let t2 = c
+        .claim(&key, "contract-c", lb)
+        .await
+        .expect("claim after release");
     assert!(t2 > t1, "a new claim gets a newer fencing token");
-    assert!(c.release(&key, t1).await.is_err(), "a stale token cannot release");
+    assert!(
+        c.release(&key, t1).await.is_err(),
+        "a stale token cannot release"
+    );
     c.leave(la).await.expect("leave b");
     c.leave(lb).await.expect("leave c");
-    assert_eq!(c.owner(&key).await.expect("owner"), None, "ownership goes with the owner's lease");
+    assert_eq!(
+        c.owner(&key).await.expect("owner"),
+        None,
+        "ownership goes with the owner's lease"
+    );
+    match c.claim(&key, "contract-b", la).await {
+        Err(ClusterError::LeaseExpired(l)) => assert_eq!(l, la),
+        other => panic!("a claim under a revoked lease must fail, got {other:?}"),
+    }
+    assert_eq!(
+        c.owner(&key).await.expect("owner"),
+        None,
+        "nothing claimed under a revoked lease"
+    );
 }
 
 /// Appends are kept in order and refused with a superseded token.
 pub async fn journal_fencing(c: &dyn Coordination) {
-    let la = c.join(&node("contract-d"), Duration::from_secs(10)).await.expect("join d");
-    let lb = c.join(&node("contract-e"), Duration::from_secs(10)).await.expect("join e");
+    let la = c
+        .join(&node("contract-d"), Duration::from_secs(10))
+        .await
+        .expect("join d");
+    let lb = c
+        .join(&node("contract-e"), Duration::from_secs(10))
+        .await
+        .expect("join e");
     let customer = CustomerId(900_002);
     let key = ActorKey::Customer(customer);
-    let conv = ConversationId { customer, number: 1 };
+    let conv = ConversationId {
+        customer,
+        number: 1,
+    };
     let t1 = c.claim(&key, "contract-d", la).await.expect("claim");
-    c.append(batch(customer, conv, t1, 1..=3)).await.expect("append by owner");
-    c.append(batch(customer, conv, t1, 4..=5)).await.expect("second append by owner");
-    let r = c.load(customer).await.expect("load").expect("journal exists");
-    assert_eq!(r.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5], "events come back in order");
+    c.append(batch(customer, conv, t1, 1..=3))
+        .await
+        .expect("append by owner");
+    c.append(batch(customer, conv, t1, 4..=5))
+        .await
+        .expect("second append by owner");
+    let r = c
+        .load(customer)
+        .await
+        .expect("load")
+        .expect("journal exists");
+    assert_eq!(
+        r.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5],
+        "events come back in order"
+    );
     c.release(&key, t1).await.expect("release");
     let t2 = c.claim(&key, "contract-e", lb).await.expect("new owner");
-    assert!(c.append(batch(customer, conv, t1, 6..=6)).await.is_err(), "the old owner's write is fenced out");
-    c.append(batch(customer, conv, t2, 6..=6)).await.expect("the new owner writes");
-    let r = c.load(customer).await.expect("load").expect("journal exists");
+    assert_fenced(
+        c.append(batch(customer, conv, t1, 6..=6)).await,
+        "the old owner's write is fenced out",
+    );
+    assert_fenced(
+        c.append(batch(customer, conv, 0, 6..=6)).await,
+        "token 0 does not write an owned journal",
+    );
+    c.append(batch(customer, conv, t2, 6..=6))
+        .await
+        .expect("the new owner writes");
+    let r = c
+        .load(customer)
+        .await
+        .expect("load")
+        .expect("journal exists");
     assert_eq!(r.events.len(), 6, "nothing from the fenced writer");
     c.leave(la).await.expect("leave d");
     c.leave(lb).await.expect("leave e");
+    assert_fenced(
+        c.append(batch(customer, conv, t2, 7..=7)).await,
+        "once its lease is revoked, the owner's token no longer writes",
+    );
+    let r = c
+        .load(customer)
+        .await
+        .expect("load")
+        .expect("journal exists");
+    assert_eq!(
+        r.events.len(),
+        6,
+        "nothing from the owner whose lease is gone"
+    );
 }
 
-fn batch(customer: CustomerId, conv: ConversationId, token: u64, seqs: std::ops::RangeInclusive<u64>) -> JournalBatch {
+/// Without any owner (a single node that claims nothing) token 0 writes,
+/// and only token 0.
+pub async fn journal_without_owner(c: &dyn Coordination) {
+    let customer = CustomerId(900_003);
+    let conv = ConversationId {
+        customer,
+        number: 1,
+    };
+    assert_eq!(
+        c.load(customer).await.expect("load"),
+        None,
+        "no journal before the first append"
+    );
+    c.append(batch(customer, conv, 0, 1..=2))
+        .await
+        .expect("token 0 writes an unowned journal");
+    assert_fenced(
+        c.append(batch(customer, conv, 12_345, 3..=3)).await,
+        "a token nobody holds does not write",
+    );
+    let r = c
+        .load(customer)
+        .await
+        .expect("load")
+        .expect("journal exists");
+    assert_eq!(
+        r.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}
+
+/// Closing a conversation takes its events out of the open journal; the
+/// record stays, and the next conversation starts empty.
+pub async fn journal_close(c: &dyn Coordination) {
+    let lease = c
+        .join(&node("contract-f"), Duration::from_secs(10))
+        .await
+        .expect("join f");
+    let customer = CustomerId(900_004);
+    let first = ConversationId {
+        customer,
+        number: 1,
+    };
+    let token = c
+        .claim(&ActorKey::Customer(customer), "contract-f", lease)
+        .await
+        .expect("claim");
+    c.append(batch(customer, first, token, 1..=3))
+        .await
+        .expect("append");
+    c.append(closing_batch(customer, first, token, 4..=5))
+        .await
+        .expect("close");
+    let r = c
+        .load(customer)
+        .await
+        .expect("load")
+        .expect("the record stays");
+    assert_eq!(r.record.open, None, "no open conversation after the close");
+    assert_eq!(
+        r.events,
+        vec![],
+        "a closed conversation leaves no open events"
+    );
+
+    let second = ConversationId {
+        customer,
+        number: 2,
+    };
+    c.append(batch(customer, second, token, 1..=2))
+        .await
+        .expect("append to the next conversation");
+    let r = c
+        .load(customer)
+        .await
+        .expect("load")
+        .expect("journal exists");
+    assert_eq!(r.record.open, Some(second));
+    assert_eq!(
+        r.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2],
+        "only the open conversation's events"
+    );
+    assert_fenced(
+        c.append(closing_batch(customer, second, token + 1, 3..=3))
+            .await,
+        "a close is fenced too",
+    );
+    c.leave(lease).await.expect("leave f");
+}
+
+fn assert_fenced(r: crate::error::Result<()>, what: &str) {
+    match r {
+        Err(ClusterError::Fenced { .. }) => {}
+        other => panic!("{what}: expected Fenced, got {other:?}"),
+    }
+}
+
+/// A batch of events `seqs` of the open conversation `conv`.
+pub fn batch(
+    customer: CustomerId,
+    conv: ConversationId,
+    token: u64,
+    seqs: std::ops::RangeInclusive<u64>,
+) -> JournalBatch {
     JournalBatch {
-        record: CustomerRecord { id: customer, attributes: Attributes::default(), identities: vec![], opened: 1, last_agent: None, open: Some(conv) },
+        record: CustomerRecord {
+            id: customer,
+            attributes: Attributes::default(),
+            identities: vec![],
+            opened: 1,
+            last_agent: None,
+            open: Some(conv),
+        },
         conversation: Some(conv),
-        events: seqs.map(|seq| HistoryEvent { seq, at: seq, kind: EventKind::Resolved { by: "contract".into() } }).collect(),
+        events: seqs
+            .map(|seq| HistoryEvent {
+                seq,
+                at: seq,
+                kind: EventKind::Resolved {
+                    by: "contract".into(),
+                },
+            })
+            .collect(),
         closed: false,
         token,
     }
 }
 
+/// A batch that closes `conv` with its last events `seqs`.
+pub fn closing_batch(
+    customer: CustomerId,
+    conv: ConversationId,
+    token: u64,
+    seqs: std::ops::RangeInclusive<u64>,
+) -> JournalBatch {
+    let mut b = batch(customer, conv, token, seqs);
+    b.record.open = None;
+    b.closed = true;
+    b
+}
+
 async fn next(rx: &mut tokio::sync::mpsc::Receiver<MemberEvent>) -> MemberEvent {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("membership event within 10 s").expect("watch open")
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("membership event within 10 s")
+        .expect("watch open")
 }

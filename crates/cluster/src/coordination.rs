@@ -9,10 +9,10 @@ use std::fmt;
 use std::time::Duration;
 
 use centralino_actors::journal::{JournalBatch, Recovered};
-use centralino_core::CustomerId;
+use centralino_core::{Channel, CustomerId, Identity};
 use tokio::sync::mpsc;
 
-use crate::error::Result;
+use crate::error::{ClusterError, Result};
 
 /// A node as the cluster knows it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,4 +73,32 @@ pub trait Coordination: Send + Sync + 'static {
     async fn append(&self, batch: JournalBatch) -> Result<()>;
     /// The customer's record and open conversation's events.
     async fn load(&self, customer: CustomerId) -> Result<Option<Recovered>>;
+
+    /// Links `identity` to `customer` unless it is linked already (then
+    /// nothing changes). Returns the customer it is linked to and whether
+    /// this call linked it. Linking to a customer registers the customer.
+    async fn link_identity(&self, _identity: &Identity, _customer: CustomerId) -> Result<(CustomerId, bool)> {
+        Err(unsupported("the identity directory"))
+    }
+    async fn lookup_identity(&self, _identity: &Identity) -> Result<Option<CustomerId>> {
+        Err(unsupported("the identity directory"))
+    }
+    /// Whether any identity was ever linked to the customer.
+    async fn customer_known(&self, _customer: CustomerId) -> Result<bool> {
+        Err(unsupported("the identity directory"))
+    }
+
+    /// The gateway streams open on `node` (each a list of channels, empty =
+    /// all), kept under the node's lease.
+    async fn set_gateways(&self, _node: &str, _lease: i64, _streams: &[Vec<Channel>]) -> Result<()> {
+        Err(unsupported("the gateway registry"))
+    }
+    /// Every node's gateway streams.
+    async fn gateways(&self) -> Result<Vec<(String, Vec<Vec<Channel>>)>> {
+        Err(unsupported("the gateway registry"))
+    }
+}
+
+fn unsupported(what: &str) -> ClusterError {
+    ClusterError::Unavailable(format!("{what} is not implemented by this coordination backend"))
 }

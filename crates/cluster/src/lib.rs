@@ -15,11 +15,14 @@
 pub mod contract;
 pub mod coordination;
 pub mod error;
+pub mod etcd;
 pub mod journal;
 pub mod memory;
 pub mod node;
+pub mod topology;
 
 pub use coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
 pub use error::{ClusterError, Result};
+pub use etcd::EtcdCoordination;
 pub use memory::MemoryCoordination;
-pub use node::{Node, NodeOptions};
+pub use node::{Mode, Node, NodeOptions};

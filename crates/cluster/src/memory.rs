@@ -3,8 +3,11 @@
 //! Used by `centralino dev`, by standalone nodes (`centralino node` without
 //! `--etcd`) and by unit tests. Revisions, leases, ownership records and
 //! fencing behave as they do in etcd, so the [`contract`](crate::contract)
-//! suite runs against both. Leases never expire on their own here: there is
-//! only one process to hold them.
+//! suite runs against both: a token is the revision its claim was made at,
+//! and an append is accepted only with the owner's token, or with token 0
+//! when nobody owns the customer (a missing etcd key compares as revision
+//! 0). Leases never expire on their own here: there is only one process to
+//! hold them.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -69,7 +72,8 @@ impl Inner {
     }
 
     fn notify(&mut self, e: MemberEvent) {
-        self.watchers.retain(|w| w.try_send(e.clone()).is_ok() || !w.is_closed());
+        self.watchers
+            .retain(|w| w.try_send(e.clone()).is_ok() || !w.is_closed());
     }
 }
 
@@ -86,12 +90,19 @@ impl Coordination for MemoryCoordination {
     }
 
     async fn keep_alive(&self, lease: i64) -> Result<()> {
-        if self.inner().leases.contains_key(&lease) { Ok(()) } else { Err(ClusterError::LeaseExpired(lease)) }
+        if self.inner().leases.contains_key(&lease) {
+            Ok(())
+        } else {
+            Err(ClusterError::LeaseExpired(lease))
+        }
     }
 
     async fn leave(&self, lease: i64) -> Result<()> {
         let mut g = self.inner();
-        let node = g.leases.remove(&lease).ok_or(ClusterError::LeaseExpired(lease))?;
+        let node = g
+            .leases
+            .remove(&lease)
+            .ok_or(ClusterError::LeaseExpired(lease))?;
         g.owners.retain(|_, o| o.lease != lease);
         g.bump();
         g.notify(MemberEvent::Left(node.id));
@@ -118,12 +129,22 @@ impl Coordination for MemoryCoordination {
         }
         if let Some(o) = g.owners.get(key) {
             if o.node != node {
-                return Err(ClusterError::OwnedElsewhere { key: key.to_string(), owner: o.node.clone() });
+                return Err(ClusterError::OwnedElsewhere {
+                    key: key.to_string(),
+                    owner: o.node.clone(),
+                });
             }
             return Ok(o.token);
         }
         let token = g.bump();
-        g.owners.insert(key.clone(), Owner { node: node.to_owned(), token, lease });
+        g.owners.insert(
+            key.clone(),
+            Owner {
+                node: node.to_owned(),
+                token,
+                lease,
+            },
+        );
         Ok(token)
     }
 
@@ -135,32 +156,51 @@ impl Coordination for MemoryCoordination {
                 g.bump();
                 Ok(())
             }
-            Some(_) => Err(ClusterError::Fenced { key: key.to_string(), token }),
+            Some(_) => Err(ClusterError::Fenced {
+                key: key.to_string(),
+                token,
+            }),
             None => Ok(()),
         }
     }
 
     async fn owner(&self, key: &ActorKey) -> Result<Option<(String, u64)>> {
-        Ok(self.inner().owners.get(key).map(|o| (o.node.clone(), o.token)))
+        Ok(self
+            .inner()
+            .owners
+            .get(key)
+            .map(|o| (o.node.clone(), o.token)))
     }
 
     async fn append(&self, batch: JournalBatch) -> Result<()> {
         let mut g = self.inner();
         let key = ActorKey::Customer(batch.record.id);
-        if let Some(o) = g.owners.get(&key) {
-            if o.token != batch.token {
-                return Err(ClusterError::Fenced { key: key.to_string(), token: batch.token });
-            }
+        // As in etcd, where a missing owner key compares as revision 0:
+        // without an owner only token 0 writes, with one only its token.
+        let owner_token = g.owners.get(&key).map_or(0, |o| o.token);
+        if owner_token != batch.token {
+            return Err(ClusterError::Fenced {
+                key: key.to_string(),
+                token: batch.token,
+            });
         }
         g.bump();
         let customer = batch.record.id;
-        let stored = g.journals.entry(customer).or_insert_with(|| Stored { record: batch.record.clone(), conversation: None, events: Vec::new() });
+        let stored = g.journals.entry(customer).or_insert_with(|| Stored {
+            record: batch.record.clone(),
+            conversation: None,
+            events: Vec::new(),
+        });
         if stored.conversation != batch.conversation {
             stored.conversation = batch.conversation;
             stored.events.clear();
         }
         if let (Some(first), Some(last)) = (batch.events.first(), stored.events.last()) {
-            debug_assert_eq!(first.seq, last.seq + 1, "journal batch for {customer} is not contiguous");
+            debug_assert_eq!(
+                first.seq,
+                last.seq + 1,
+                "journal batch for {customer} is not contiguous"
+            );
         }
         stored.events.extend(batch.events);
         stored.record = batch.record;
@@ -176,7 +216,10 @@ impl Coordination for MemoryCoordination {
 
     async fn load(&self, customer: CustomerId) -> Result<Option<Recovered>> {
         let g = self.inner();
-        Ok(g.journals.get(&customer).map(|s| Recovered { record: s.record.clone(), events: s.events.clone() }))
+        Ok(g.journals.get(&customer).map(|s| Recovered {
+            record: s.record.clone(),
+            events: s.events.clone(),
+        }))
     }
 }
 

@@ -3,16 +3,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use centralino_actors::{Hub, Standalone};
+use centralino_actors::{Cluster, Hub, Standalone};
 use centralino_actors::supervisor;
 use centralino_core::RouterConfig;
 use centralino_core::queue::QueueConfig;
 use ractor::ActorRef;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::coordination::{Coordination, NodeInfo};
 use crate::error::{ClusterError, Result};
 use crate::journal::CoordinatedJournal;
+use crate::topology::Topology;
 
 /// What a node is started with.
 #[derive(Clone, Debug)]
@@ -24,6 +26,16 @@ pub struct NodeOptions {
     pub lease_ttl: Duration,
 }
 
+/// How the node relates to others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// On its own: every actor here, the identity directory in memory.
+    Standalone,
+    /// A member of a cluster: placement, ownership and the directory go
+    /// through the coordination backend, messages through `Node.Send`.
+    Clustered,
+}
+
 /// A running node. Drop is not enough: call [`Node::shutdown`].
 pub struct Node {
     pub hub: Arc<Hub>,
@@ -33,19 +45,37 @@ pub struct Node {
     supervisor: ActorRef<()>,
     supervisor_done: ractor::concurrency::JoinHandle<()>,
     keep_alive: JoinHandle<()>,
+    lease_lost: watch::Receiver<bool>,
 }
 
 impl Node {
-    pub async fn start(opts: NodeOptions, coord: Arc<dyn Coordination>) -> Result<Node> {
+    pub async fn start(opts: NodeOptions, coord: Arc<dyn Coordination>, mode: Mode) -> Result<Node> {
         let lease = coord.join(&opts.node, opts.lease_ttl).await?;
-        let keep_alive = tokio::spawn(keep_alive(coord.clone(), lease, opts.lease_ttl / 3));
+        let (lost_tx, lease_lost) = watch::channel(false);
+        let keep_alive = tokio::spawn(keep_alive(coord.clone(), lease, opts.lease_ttl, lost_tx));
         let journal = Arc::new(CoordinatedJournal::new(coord.clone()));
-        let hub = Hub::new(journal, Arc::new(Standalone::new(opts.node.id.clone())));
-        let (supervisor, supervisor_done) = supervisor::start(hub.clone(), Some((opts.router, opts.queues)))
-            .await
-            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-        tracing::info!(node = %opts.node.id, advertise = %opts.node.advertise, lease, "node started");
-        Ok(Node { hub, info: opts.node, coord, lease, supervisor, supervisor_done, keep_alive })
+        let (cluster, hosts_router): (Arc<dyn Cluster>, bool) = match mode {
+            Mode::Standalone => (Arc::new(Standalone::new(opts.node.id.clone())), true),
+            Mode::Clustered => {
+                let topology = Topology::start(coord.clone(), opts.node.clone(), lease).await?;
+                let hosts = topology.claim_router().await?;
+                (topology, hosts)
+            }
+        };
+        let hub = Hub::new(journal, cluster);
+        let router = hosts_router.then_some((opts.router, opts.queues));
+        let (supervisor, supervisor_done) =
+            supervisor::start(hub.clone(), router).await.map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        tracing::info!(node = %opts.node.id, advertise = %opts.node.advertise, lease, router = hosts_router, ?mode, "node started");
+        Ok(Node { hub, info: opts.node, coord, lease, supervisor, supervisor_done, keep_alive, lease_lost })
+    }
+
+    /// Resolves if the node's lease is lost (it expired while the node could
+    /// not renew it): the node must then stop acting as the owner of its
+    /// actors, which it does by shutting down.
+    pub async fn lease_lost(&self) {
+        let mut rx = self.lease_lost.clone();
+        let _ = rx.wait_for(|lost| *lost).await;
     }
 
     pub fn coordination(&self) -> &Arc<dyn Coordination> {
@@ -74,12 +104,22 @@ impl Node {
     }
 }
 
-async fn keep_alive(coord: Arc<dyn Coordination>, lease: i64, every: Duration) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+/// Renews the lease every third of its TTL. Failures while the store is
+/// unreachable are retried; a lease the store no longer knows is lost for
+/// good, and says so.
+async fn keep_alive(coord: Arc<dyn Coordination>, lease: i64, ttl: Duration, lost: watch::Sender<bool>) {
+    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = coord.keep_alive(lease).await {
-            tracing::warn!(lease, error = %e, "lease keep-alive failed");
+        match coord.keep_alive(lease).await {
+            Ok(()) => {}
+            Err(ClusterError::LeaseExpired(_)) => {
+                tracing::error!(lease, "lease lost: this node no longer owns its actors");
+                let _ = lost.send(true);
+                return;
+            }
+            Err(e) => tracing::warn!(lease, error = %e, "lease keep-alive failed; retrying"),
         }
     }
 }

@@ -13,3 +13,9 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("centralino_v1_descriptor");
 }
+
+/// Node-to-node messages (not a public contract): package
+/// `centralino.internal.v1`.
+pub mod internal {
+    tonic::include_proto!("centralino.internal.v1");
+}

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod desktop;
 pub mod error;
 pub mod gateway;
+pub mod internal;
 pub mod metrics;
 
 use std::future::Future;
@@ -62,8 +63,12 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
     let desktop = pb::agent_desktop_server::AgentDesktopServer::new(desktop::DesktopService::new(hub.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let admin = pb::admin_server::AdminServer::new(admin::AdminService::new(hub))
+    let admin = pb::admin_server::AdminServer::new(admin::AdminService::new(hub.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    // Envelopes carry whole histories; the same bound as responses.
+    let internal = centralino_proto::internal::node_server::NodeServer::new(internal::NodeService::new(hub))
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
     let health_on_stop = health.clone();
@@ -83,6 +88,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         .add_service(gateway)
         .add_service(desktop)
         .add_service(admin)
+        .add_service(internal)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -1,0 +1,940 @@
+//! Coordination through etcd: membership, ownership and the journal of
+//! active conversations, for clusters of nodes.
+//!
+//! # Key layout
+//!
+//! Every key lives under the cluster's prefix (`/centralino/<cluster>/`),
+//! so several clusters can share one etcd and `etcdctl get --prefix` shows
+//! one cluster's whole state:
+//!
+//! ```text
+//! members/<node-id>                       JSON {"id", "advertise"}, on the node's lease
+//! owners/customer/cu-<n>                  owner node id, on the owner's lease
+//! owners/agent/<agent-id>                 owner node id, on the owner's lease
+//! owners/router/<name>                    owner node id, on the owner's lease
+//! journal/cu-<n>/record                   JSON CustomerRecord
+//! journal/cu-<n>/events/<k>/<seq>         JSON HistoryEvent of open conversation cu-<n>.<k>;
+//!                                         seq zero-padded to 20 digits, so key order is seq order
+//! archive/cu-<n>.<k>                      JSON array of the closed conversation's events
+//! ```
+//!
+//! Values are JSON (serde) so that an operator can read them with `etcdctl`.
+//! The archive keys are a stand-in: closed conversations are to move out of
+//! etcd into a history archive behind its own interface.
+//!
+//! # Fencing
+//!
+//! Architecture invariant: a lease alone never grants exclusivity; every
+//! journal write is checked against the writer's fencing token, in the same
+//! transaction that writes.
+//!
+//! The fencing token of an owned actor is the `mod_revision` of its owner
+//! key. [`claim`](Coordination::claim) writes the key in one transaction only
+//! if it does not exist (`create_revision == 0`), so the token is the
+//! revision of that transaction; re-claiming by the owner returns the same
+//! token. Every journal append is ONE transaction guarded by
+//! `mod_revision(owners/customer/cu-<n>) == token`. A missing key compares as
+//! `mod_revision` 0, so token 0 means "nobody owns it" (a single node that
+//! claims nothing) and a token of a revoked lease (whose owner keys etcd
+//! deleted) is refused: [`ClusterError::Fenced`]. A new claim is written at a
+//! newer revision, so a token is never reused.
+//!
+//! A batch that closes a conversation moves its events to
+//! `archive/cu-<n>.<k>` in the transaction that deletes them: it reads the
+//! events first, then commits only if none of them changed since
+//! (`mod_revision < read revision + 1` over the range) and the fence holds.
+//!
+//! # Limits
+//!
+//! etcd refuses requests over 1.5 MiB (`--max-request-bytes`) and
+//! transactions of more than 128 operations (`--max-txn-ops`). A batch over
+//! [`EtcdOptions::max_request_bytes`] or [`EtcdOptions::max_txn_ops`] is
+//! refused before it is sent, with [`ClusterError::Unavailable`] naming the
+//! limit: nothing is written, and etcd never sees an oversized request.
+//!
+//! # Timeouts
+//!
+//! Every etcd call, connecting included, is bounded by
+//! [`EtcdOptions::timeout`]: an unreachable etcd gives
+//! [`ClusterError::Unavailable`] saying which call did not answer, never a
+//! hang. The client also pings idle connections (HTTP/2 keep-alive), so a
+//! watch on a silently dead connection fails instead of waiting forever.
+//!
+//! # Watching members
+//!
+//! [`watch_members`](Coordination::watch_members) lists the members at
+//! revision R, then a task watches `members/` from R+1 and turns puts into
+//! [`MemberEvent::Joined`] and deletes into [`MemberEvent::Left`]. It keeps
+//! the last revision it has seen (events, and progress notifications), so:
+//! - when the watch stream breaks (etcd restarted, connection lost) it
+//!   watches again from that revision + 1, after a short backoff;
+//! - when that revision has been compacted away, it lists the members again
+//!   and emits the difference from what it knew (first the nodes that left,
+//!   then those that joined), then watches from the new revision + 1.
+//!
+//! The task stops when the receiver is dropped.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use centralino_actors::journal::{CustomerRecord, JournalBatch, Recovered};
+use centralino_core::history::HistoryEvent;
+use centralino_core::{ConversationId, CustomerId};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
+    KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
+use crate::error::{ClusterError, Result};
+
+/// How long any one etcd call may take by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest journal transaction sent by default: 1 MiB, leaving room under
+/// etcd's default request limit of 1.5 MiB for the request's framing.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// Most operations in one transaction by default: etcd's `--max-txn-ops`.
+pub const MAX_TXN_OPS: usize = 128;
+
+/// Largest response accepted (a load of a long open conversation).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Counted per operation on top of its key and value (protobuf framing).
+const OP_OVERHEAD_BYTES: usize = 16;
+
+/// How often idle connections are pinged to detect a dead etcd.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Backoff of the member watch while etcd cannot be reached.
+const WATCH_RETRY_MIN: Duration = Duration::from_millis(100);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Attempts to close a conversation whose events change under the close.
+const CLOSE_ATTEMPTS: usize = 3;
+
+/// How the etcd backend talks to etcd.
+#[derive(Clone, Debug)]
+pub struct EtcdOptions {
+    /// Longest wait for one etcd call, and for connecting; past it the call
+    /// fails with [`ClusterError::Unavailable`].
+    pub timeout: Duration,
+    /// Largest journal transaction, in bytes of keys and values.
+    pub max_request_bytes: usize,
+    /// Most operations in one journal transaction (etcd's `--max-txn-ops`).
+    pub max_txn_ops: usize,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            timeout: DEFAULT_TIMEOUT,
+            max_request_bytes: MAX_REQUEST_BYTES,
+            max_txn_ops: MAX_TXN_OPS,
+        }
+    }
+}
+
+/// [`Coordination`] over etcd. Cheap to clone: clones share one connection.
+#[derive(Clone)]
+pub struct EtcdCoordination {
+    client: Client,
+    kv: KvClient,
+    /// Ends with `/`.
+    prefix: String,
+    opts: EtcdOptions,
+    /// For error messages.
+    endpoints: String,
+}
+
+/// A member key's value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Member {
+    id: String,
+    advertise: String,
+}
+
+impl From<&NodeInfo> for Member {
+    fn from(n: &NodeInfo) -> Self {
+        Member {
+            id: n.id.clone(),
+            advertise: n.advertise.clone(),
+        }
+    }
+}
+
+impl From<Member> for NodeInfo {
+    fn from(m: Member) -> Self {
+        NodeInfo {
+            id: m.id,
+            advertise: m.advertise,
+        }
+    }
+}
+
+/// A member as listed: its info and the revision its key was created at,
+/// which tells one incarnation of a node id from the next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Listed {
+    info: NodeInfo,
+    created: i64,
+}
+
+type Members = BTreeMap<String, Listed>;
+
+impl EtcdCoordination {
+    /// Connects to etcd at `endpoints` (`http://host:port`) and keeps every
+    /// key under `prefix` (the cluster's, e.g. `/centralino/<cluster>/`; a
+    /// missing trailing `/` is added), with the default [`EtcdOptions`].
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self> {
+        Self::connect_with(endpoints, prefix, EtcdOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with options. Fails with
+    /// [`ClusterError::Unavailable`] unless etcd answers a first read within
+    /// the timeout.
+    pub async fn connect_with(
+        endpoints: &[String],
+        prefix: &str,
+        opts: EtcdOptions,
+    ) -> Result<Self> {
+        let shown = endpoints.join(",");
+        if endpoints.is_empty() {
+            return Err(ClusterError::Unavailable("no etcd endpoint given".into()));
+        }
+        let options = ConnectOptions::new()
+            .with_connect_timeout(opts.timeout)
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, opts.timeout)
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        let client =
+            match tokio::time::timeout(opts.timeout, Client::connect(endpoints, Some(options)))
+                .await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    return Err(ClusterError::Unavailable(format!(
+                        "connecting to etcd at {shown}: {e}"
+                    )));
+                }
+                Err(_) => return Err(timed_out(&shown, "connecting", opts.timeout)),
+            };
+        let mut prefix = prefix.to_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        let kv = client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let this = EtcdCoordination {
+            client,
+            kv,
+            prefix,
+            opts,
+            endpoints: shown,
+        };
+        let mut kv = this.kv.clone();
+        let probe = kv.get(
+            this.key("members/"),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        );
+        this.call("the first read (members)", None, probe).await?;
+        tracing::info!(endpoints = %this.endpoints, prefix = %this.prefix, "connected to etcd");
+        Ok(this)
+    }
+
+    /// The key prefix, ending with `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, rest: impl fmt::Display) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    fn member_key(&self, node: &str) -> String {
+        self.key(format_args!("members/{node}"))
+    }
+
+    fn owner_key(&self, key: &ActorKey) -> String {
+        self.key(format_args!("owners/{key}"))
+    }
+
+    fn record_key(&self, customer: CustomerId) -> String {
+        self.key(format_args!("journal/{customer}/record"))
+    }
+
+    fn events_prefix(&self, conv: ConversationId) -> String {
+        self.key(format_args!(
+            "journal/{}/events/{}/",
+            conv.customer, conv.number
+        ))
+    }
+
+    fn event_key(&self, conv: ConversationId, seq: u64) -> String {
+        format!("{}{seq:020}", self.events_prefix(conv))
+    }
+
+    fn archive_key(&self, conv: ConversationId) -> String {
+        self.key(format_args!("archive/{conv}"))
+    }
+
+    /// Runs one etcd call within the timeout. Errors become
+    /// [`ClusterError::Unavailable`] naming `what`, except "lease not found"
+    /// for calls about `lease`, which becomes [`ClusterError::LeaseExpired`].
+    async fn call<T>(
+        &self,
+        what: &str,
+        lease: Option<i64>,
+        fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.opts.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => match lease {
+                Some(lease) if e.to_string().contains("lease not found") => {
+                    Err(ClusterError::LeaseExpired(lease))
+                }
+                _ => Err(ClusterError::Unavailable(format!(
+                    "etcd at {}: {what}: {e}",
+                    self.endpoints
+                ))),
+            },
+            Err(_) => Err(timed_out(&self.endpoints, what, self.opts.timeout)),
+        }
+    }
+
+    /// The members and the revision they were read at.
+    async fn list_members(&self) -> Result<(Members, i64)> {
+        let mut kv = self.kv.clone();
+        let prefix = self.key("members/");
+        let resp = self
+            .call(
+                "listing members",
+                None,
+                kv.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut members = Members::new();
+        for kv in resp.kvs() {
+            // Keyed by the id in the key, as deletes (which carry only the
+            // key) are in the watch.
+            let Some(id) = member_id(kv, &prefix) else {
+                continue;
+            };
+            match decode::<Member>(kv) {
+                Ok(m) => {
+                    let listed = Listed {
+                        info: m.into(),
+                        created: kv.create_revision(),
+                    };
+                    members.insert(id, listed);
+                }
+                Err(e) => tracing::warn!(error = %e, "skipping a member key"),
+            }
+        }
+        Ok((members, revision))
+    }
+
+    fn check_limits(&self, customer: CustomerId, ops: &Ops) -> Result<()> {
+        if ops.bytes > self.opts.max_request_bytes {
+            return Err(ClusterError::Unavailable(format!(
+                "journal batch of {customer} is {} bytes, over the {}-byte limit of one etcd request",
+                ops.bytes, self.opts.max_request_bytes
+            )));
+        }
+        if ops.ops.len() > self.opts.max_txn_ops {
+            return Err(ClusterError::Unavailable(format!(
+                "journal batch of {customer} needs {} operations, over etcd's limit of {} per transaction",
+                ops.ops.len(),
+                self.opts.max_txn_ops
+            )));
+        }
+        Ok(())
+    }
+
+    /// The fenced write of a batch that does not close a conversation.
+    async fn append_open(&self, batch: JournalBatch) -> Result<()> {
+        let customer = batch.record.id;
+        let owner = ActorKey::Customer(customer);
+        let mut ops = Ops::default();
+        ops.put(self.record_key(customer), encode(&batch.record)?);
+        match batch.conversation {
+            Some(conv) => {
+                for e in &batch.events {
+                    ops.put(self.event_key(conv, e.seq), encode(e)?);
+                }
+            }
+            None if !batch.events.is_empty() => {
+                debug_assert!(
+                    false,
+                    "journal batch of {customer} has events but no conversation"
+                );
+                return Err(ClusterError::Unavailable(format!(
+                    "journal batch of {customer} has events but no conversation"
+                )));
+            }
+            None => {}
+        }
+        self.check_limits(customer, &ops)?;
+        let txn = Txn::new()
+            .when([fence(&self.owner_key(&owner), batch.token)])
+            .and_then(ops.ops);
+        let mut kv = self.kv.clone();
+        let resp = self.call("journal append", None, kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(ClusterError::Fenced {
+                key: owner.to_string(),
+                token: batch.token,
+            });
+        }
+        Ok(())
+    }
+
+    /// The fenced write of a batch that closes `conv`: the record, and the
+    /// conversation's events moved from `journal/` to `archive/`.
+    async fn append_closed(&self, batch: JournalBatch, conv: ConversationId) -> Result<()> {
+        let customer = batch.record.id;
+        let owner = ActorKey::Customer(customer);
+        let owner_key = self.owner_key(&owner);
+        let events_prefix = self.events_prefix(conv);
+        let record = encode(&batch.record)?;
+        let mut kv = self.kv.clone();
+        for _ in 0..CLOSE_ATTEMPTS {
+            let stored = self
+                .call(
+                    "reading the events to archive",
+                    None,
+                    kv.get(
+                        events_prefix.as_str(),
+                        Some(GetOptions::new().with_prefix()),
+                    ),
+                )
+                .await?;
+            let read_at = stored.header().map_or(0, |h| h.revision());
+            let mut history = stored
+                .kvs()
+                .iter()
+                .map(decode::<HistoryEvent>)
+                .collect::<Result<Vec<_>>>()?;
+            let last = history.last().map_or(0, |e| e.seq);
+            history.extend(batch.events.iter().filter(|e| e.seq > last).cloned());
+
+            let mut ops = Ops::default();
+            ops.put(self.record_key(customer), record.clone());
+            ops.delete_prefix(events_prefix.clone());
+            ops.put(self.archive_key(conv), encode(&history)?);
+            self.check_limits(customer, &ops)?;
+            let unchanged =
+                Compare::mod_revision(events_prefix.as_str(), CompareOp::Less, read_at + 1)
+                    .with_prefix();
+            let txn = Txn::new()
+                .when([fence(&owner_key, batch.token), unchanged])
+                .and_then(ops.ops)
+                .or_else([TxnOp::get(owner_key.as_str(), None)]);
+            let resp = self
+                .call("journal append (closing a conversation)", None, kv.txn(txn))
+                .await?;
+            if resp.succeeded() {
+                return Ok(());
+            }
+            let owner_revision = first_kv(resp.op_responses()).map_or(0, |kv| kv.mod_revision());
+            if owner_revision != batch.token as i64 {
+                return Err(ClusterError::Fenced {
+                    key: owner.to_string(),
+                    token: batch.token,
+                });
+            }
+            tracing::debug!(conversation = %conv, "events changed while closing; reading them again");
+        }
+        Err(ClusterError::Unavailable(format!(
+            "the events of {conv} kept changing during {CLOSE_ATTEMPTS} attempts to archive them"
+        )))
+    }
+}
+
+#[async_trait::async_trait]
+impl Coordination for EtcdCoordination {
+    async fn join(&self, node: &NodeInfo, ttl: Duration) -> Result<i64> {
+        let ttl_secs = (ttl.as_secs_f64().ceil() as i64).max(1);
+        let mut leases = self.client.lease_client();
+        let lease = self
+            .call("granting a lease", None, leases.grant(ttl_secs, None))
+            .await?
+            .id();
+        let value = encode(&Member::from(node))?;
+        let mut kv = self.kv.clone();
+        let put = kv.put(
+            self.member_key(&node.id),
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        if let Err(e) = self.call("registering the member", Some(lease), put).await {
+            // Best effort: the lease would expire on its own anyway.
+            let _ = self
+                .call(
+                    "revoking the lease of a failed join",
+                    Some(lease),
+                    leases.revoke(lease),
+                )
+                .await;
+            return Err(e);
+        }
+        Ok(lease)
+    }
+
+    /// Opens a keep-alive stream, sends ONE renewal and reads its answer
+    /// (etcd-client refuses a TTL of 0: the lease is gone). At one renewal
+    /// per third of the TTL, the stream's set-up costs nothing that matters,
+    /// and no stream outlives an etcd restart.
+    async fn keep_alive(&self, lease: i64) -> Result<()> {
+        let mut leases = self.client.lease_client();
+        self.call("renewing the lease", Some(lease), leases.keep_alive(lease))
+            .await?;
+        Ok(())
+    }
+
+    async fn leave(&self, lease: i64) -> Result<()> {
+        let mut leases = self.client.lease_client();
+        self.call("revoking the lease", Some(lease), leases.revoke(lease))
+            .await?;
+        Ok(())
+    }
+
+    async fn members(&self) -> Result<Vec<NodeInfo>> {
+        let (members, _) = self.list_members().await?;
+        let mut m: Vec<NodeInfo> = members.into_values().map(|l| l.info).collect();
+        m.sort();
+        Ok(m)
+    }
+
+    async fn watch_members(&self) -> Result<mpsc::Receiver<MemberEvent>> {
+        let (known, revision) = self.list_members().await?;
+        let (tx, rx) = mpsc::channel(1024);
+        let watch = MemberWatch {
+            etcd: self.clone(),
+            known,
+            next: revision + 1,
+            relist: false,
+            backoff: WATCH_RETRY_MIN,
+            tx,
+        };
+        tokio::spawn(watch.run());
+        Ok(rx)
+    }
+
+    async fn claim(&self, key: &ActorKey, node: &str, lease: i64) -> Result<u64> {
+        let owner_key = self.owner_key(key);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                owner_key.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(
+                owner_key.as_str(),
+                node,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(owner_key.as_str(), None)]);
+        let mut kv = self.kv.clone();
+        let resp = self
+            .call("claiming an actor", Some(lease), kv.txn(txn))
+            .await?;
+        if resp.succeeded() {
+            let revision = resp.header().map_or(0, |h| h.revision());
+            debug_assert!(revision > 0, "a write has a revision");
+            return Ok(revision as u64);
+        }
+        let Some(current) = first_kv(resp.op_responses()) else {
+            // The compare failed, so the key existed at the transaction's
+            // revision and its get saw it.
+            return Err(ClusterError::Unavailable(format!(
+                "claim of {key}: owner key vanished inside a transaction"
+            )));
+        };
+        let owner = String::from_utf8_lossy(current.value()).into_owned();
+        if owner != node {
+            return Err(ClusterError::OwnedElsewhere {
+                key: key.to_string(),
+                owner,
+            });
+        }
+        Ok(current.mod_revision() as u64)
+    }
+
+    async fn release(&self, key: &ActorKey, token: u64) -> Result<()> {
+        let owner_key = self.owner_key(key);
+        let txn = Txn::new()
+            .when([fence(&owner_key, token)])
+            .and_then([TxnOp::delete(owner_key.as_str(), None)])
+            .or_else([TxnOp::get(owner_key.as_str(), None)]);
+        let mut kv = self.kv.clone();
+        let resp = self.call("releasing an actor", None, kv.txn(txn)).await?;
+        if resp.succeeded() || first_kv(resp.op_responses()).is_none() {
+            // Released, or nobody owned it any more.
+            return Ok(());
+        }
+        Err(ClusterError::Fenced {
+            key: key.to_string(),
+            token,
+        })
+    }
+
+    async fn owner(&self, key: &ActorKey) -> Result<Option<(String, u64)>> {
+        let mut kv = self.kv.clone();
+        let resp = self
+            .call("reading an owner", None, kv.get(self.owner_key(key), None))
+            .await?;
+        Ok(resp.kvs().first().map(|kv| {
+            (
+                String::from_utf8_lossy(kv.value()).into_owned(),
+                kv.mod_revision() as u64,
+            )
+        }))
+    }
+
+    async fn append(&self, batch: JournalBatch) -> Result<()> {
+        match (batch.closed, batch.conversation) {
+            (true, Some(conv)) => self.append_closed(batch, conv).await,
+            _ => self.append_open(batch).await,
+        }
+    }
+
+    async fn load(&self, customer: CustomerId) -> Result<Option<Recovered>> {
+        // One range read: a consistent snapshot of the record and events.
+        let prefix = self.key(format_args!("journal/{customer}/"));
+        let mut kv = self.kv.clone();
+        let resp = self
+            .call(
+                "loading a journal",
+                None,
+                kv.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let record_key = self.record_key(customer);
+        let Some(record) = resp
+            .kvs()
+            .iter()
+            .find(|kv| kv.key() == record_key.as_bytes())
+        else {
+            return Ok(None);
+        };
+        let record: CustomerRecord = decode(record)?;
+        let mut events = Vec::new();
+        if let Some(open) = record.open {
+            // Keys come sorted, and zero-padded seqs sort numerically.
+            let events_prefix = self.events_prefix(open);
+            for kv in resp
+                .kvs()
+                .iter()
+                .filter(|kv| kv.key().starts_with(events_prefix.as_bytes()))
+            {
+                events.push(decode::<HistoryEvent>(kv)?);
+            }
+            debug_assert!(
+                events.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+                "journal of {customer} is not contiguous"
+            );
+        }
+        Ok(Some(Recovered { record, events }))
+    }
+}
+
+/// The node id of a key under `members/` (`prefix`).
+fn member_id(kv: &KeyValue, prefix: &str) -> Option<String> {
+    let id = kv.key().strip_prefix(prefix.as_bytes())?;
+    Some(String::from_utf8_lossy(id).into_owned())
+}
+
+/// The compare that fences a write: the owner key is still at `token`.
+fn fence(owner_key: &str, token: u64) -> Compare {
+    Compare::mod_revision(owner_key, CompareOp::Equal, token as i64)
+}
+
+/// The key-value of the first get in a transaction's responses.
+fn first_kv(responses: Vec<TxnOpResponse>) -> Option<KeyValue> {
+    responses.into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
+        _ => None,
+    })
+}
+
+fn timed_out(endpoints: &str, what: &str, timeout: Duration) -> ClusterError {
+    ClusterError::Unavailable(format!(
+        "etcd at {endpoints} did not answer within {timeout:?}: {what}"
+    ))
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|e| ClusterError::Unavailable(format!("encoding a journal value: {e}")))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(kv: &KeyValue) -> Result<T> {
+    serde_json::from_slice(kv.value()).map_err(|e| {
+        ClusterError::Unavailable(format!(
+            "cannot decode etcd key {}: {e}",
+            String::from_utf8_lossy(kv.key())
+        ))
+    })
+}
+
+/// The operations of one transaction and their size.
+#[derive(Default)]
+struct Ops {
+    ops: Vec<TxnOp>,
+    bytes: usize,
+}
+
+impl Ops {
+    fn put(&mut self, key: String, value: Vec<u8>) {
+        self.bytes += key.len() + value.len() + OP_OVERHEAD_BYTES;
+        self.ops.push(TxnOp::put(key, value, None));
+    }
+
+    fn delete_prefix(&mut self, prefix: String) {
+        self.bytes += 2 * prefix.len() + OP_OVERHEAD_BYTES;
+        self.ops.push(TxnOp::delete(
+            prefix,
+            Some(DeleteOptions::new().with_prefix()),
+        ));
+    }
+}
+
+/// The task behind [`Coordination::watch_members`].
+struct MemberWatch {
+    etcd: EtcdCoordination,
+    /// The members as of revision `next - 1`.
+    known: Members,
+    /// The first revision not yet seen.
+    next: i64,
+    /// `next` is compacted away: list the members again before watching.
+    relist: bool,
+    /// The wait before the next attempt after a failure; back to the
+    /// minimum once etcd answers.
+    backoff: Duration,
+    tx: mpsc::Sender<MemberEvent>,
+}
+
+/// Why following the watch stopped.
+enum Stopped {
+    /// The receiver is gone.
+    Receiver,
+    /// Revision `next` is compacted away (etcd's compaction revision).
+    Compacted(i64),
+    /// The stream failed or ended, or etcd did not answer.
+    Broken(String),
+}
+
+impl MemberWatch {
+    async fn run(mut self) {
+        loop {
+            let tx = self.tx.clone();
+            let stopped = tokio::select! {
+                _ = tx.closed() => return,
+                s = self.step() => s,
+            };
+            match stopped {
+                Stopped::Receiver => return,
+                Stopped::Compacted(compacted) => {
+                    tracing::info!(
+                        next = self.next,
+                        compacted,
+                        "member watch fell behind a compaction; listing members again"
+                    );
+                    self.relist = true;
+                }
+                Stopped::Broken(error) => {
+                    tracing::warn!(next = self.next, relist = self.relist, %error, retry_in = ?self.backoff, "member watch interrupted");
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(self.backoff) => {}
+                    }
+                    self.backoff = (self.backoff * 2).min(WATCH_RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Lists the members again if needed, then follows the watch from
+    /// `next` until it stops.
+    async fn step(&mut self) -> Stopped {
+        if self.relist {
+            let (members, revision) = match self.etcd.list_members().await {
+                Ok(listed) => listed,
+                Err(e) => return Stopped::Broken(e.to_string()),
+            };
+            let changes = diff(&self.known, &members);
+            self.known = members;
+            self.next = revision + 1;
+            self.relist = false;
+            for change in changes {
+                if self.tx.send(change).await.is_err() {
+                    return Stopped::Receiver;
+                }
+            }
+        }
+        self.follow().await
+    }
+
+    async fn follow(&mut self) -> Stopped {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(self.next)
+            .with_progress_notify();
+        let prefix = self.etcd.key("members/");
+        let mut watches = self.etcd.client.watch_client();
+        let mut stream = match self
+            .etcd
+            .call(
+                "watching members",
+                None,
+                watches.watch(prefix.as_str(), Some(options)),
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return Stopped::Broken(e.to_string()),
+        };
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(r)) => {
+                    self.backoff = WATCH_RETRY_MIN;
+                    r
+                }
+                Ok(None) => return Stopped::Broken("the watch stream ended".into()),
+                Err(e) => return Stopped::Broken(e.to_string()),
+            };
+            if resp.compact_revision() > 0 {
+                return Stopped::Compacted(resp.compact_revision());
+            }
+            if resp.canceled() {
+                return Stopped::Broken(format!(
+                    "the watch was canceled: {}",
+                    resp.cancel_reason()
+                ));
+            }
+            if resp.events().is_empty() {
+                if !resp.created() {
+                    // A progress notification: every change up to its
+                    // revision has been delivered.
+                    if let Some(h) = resp.header() {
+                        self.next = self.next.max(h.revision() + 1);
+                    }
+                }
+                continue;
+            }
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                self.next = self.next.max(kv.mod_revision() + 1);
+                let Some(change) = self.apply(event.event_type(), kv, &prefix) else {
+                    continue;
+                };
+                if self.tx.send(change).await.is_err() {
+                    return Stopped::Receiver;
+                }
+            }
+        }
+    }
+
+    /// Applies one watched change to `known`; the event to report, if any.
+    fn apply(&mut self, kind: EventType, kv: &KeyValue, prefix: &str) -> Option<MemberEvent> {
+        let id = member_id(kv, prefix)?;
+        match kind {
+            EventType::Put => match decode::<Member>(kv) {
+                Ok(m) => {
+                    let info = NodeInfo::from(m);
+                    self.known.insert(
+                        id,
+                        Listed {
+                            info: info.clone(),
+                            created: kv.create_revision(),
+                        },
+                    );
+                    Some(MemberEvent::Joined(info))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a member key");
+                    None
+                }
+            },
+            EventType::Delete => self.known.remove(&id).map(|_| MemberEvent::Left(id)),
+        }
+    }
+}
+
+/// What changed from `old` to `new`: first the nodes that left, then those
+/// that joined, each in id order. A node id whose key was created again is
+/// a new incarnation: it left and joined.
+fn diff(old: &Members, new: &Members) -> Vec<MemberEvent> {
+    let mut events = Vec::new();
+    for (id, was) in old {
+        match new.get(id) {
+            Some(now) if now.created == was.created => {}
+            _ => events.push(MemberEvent::Left(id.clone())),
+        }
+    }
+    for (id, now) in new {
+        match old.get(id) {
+            Some(was) if was == now => {}
+            _ => events.push(MemberEvent::Joined(now.info.clone())),
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(id: &str, advertise: &str, created: i64) -> (String, Listed) {
+        (
+            id.to_owned(),
+            Listed {
+                info: NodeInfo {
+                    id: id.into(),
+                    advertise: advertise.into(),
+                },
+                created,
+            },
+        )
+    }
+
+    #[test]
+    fn diff_reports_leaves_then_joins_and_new_incarnations() {
+        let old: Members = [
+            listed("a", "x:1", 5),
+            listed("b", "x:2", 6),
+            listed("c", "x:3", 7),
+        ]
+        .into();
+        let new: Members = [
+            listed("b", "x:2", 6),
+            listed("c", "x:9", 12),
+            listed("d", "x:4", 13),
+        ]
+        .into();
+        assert_eq!(
+            diff(&old, &new),
+            vec![
+                MemberEvent::Left("a".into()),
+                MemberEvent::Left("c".into()),
+                MemberEvent::Joined(NodeInfo {
+                    id: "c".into(),
+                    advertise: "x:9".into()
+                }),
+                MemberEvent::Joined(NodeInfo {
+                    id: "d".into(),
+                    advertise: "x:4".into()
+                }),
+            ]
+        );
+        assert!(diff(&new, &new).is_empty(), "no change, no event");
+    }
+}

@@ -1,0 +1,389 @@
+//! The cluster as the actors see it: the [`Cluster`] port implemented over
+//! a [`Coordination`] backend and the internal gRPC service.
+//!
+//! - **Placement.** A customer lives where its ownership record says; a
+//!   customer nobody owns goes to the live member that rendezvous hashing
+//!   picks for its id, so a node that joins takes its share of *new*
+//!   customers and nothing else moves.
+//! - **Ownership.** The node that starts a customer's actor claims it
+//!   first; the claim's revision is the fencing token its journal writes
+//!   carry. A lost race answers with the owner, and the request goes there.
+//! - **The router** is owned like any actor (`owners/router/main`): the
+//!   first node to claim it hosts it, and every pairing decision of the
+//!   cluster is made there, in one deterministic order.
+//! - **Agents and gateways** are where their streams are connected; agent
+//!   sessions are ownership records, gateway streams a per-node list.
+//! - **Messaging.** An envelope for another node goes over that node's
+//!   internal `Node.Send`, JSON-encoded.
+//!
+//! Lookups are cached: owners of remote customers until their node leaves
+//! or a send to it fails, agent homes and gateway lists for a second.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use centralino_actors::cluster::{Claim, Cluster, Home};
+use centralino_actors::error::{ActorError, Result};
+use centralino_actors::wire::{Envelope, EnvelopeReply};
+use centralino_core::directory::Resolution;
+use centralino_core::{AgentId, Channel, CustomerId, Identity};
+use centralino_proto::internal::Frame;
+use centralino_proto::internal::node_client::NodeClient;
+use tonic::transport::{Channel as Conn, Endpoint};
+
+use crate::coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
+use crate::error::ClusterError;
+
+/// The router's ownership key.
+pub const ROUTER: &str = "main";
+/// How long a node-to-node call may take.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest frame between nodes (envelopes carry whole histories).
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// How long agent homes and gateway lists are trusted.
+const CACHE_FOR: Duration = Duration::from_secs(1);
+
+pub struct Topology {
+    me: NodeInfo,
+    lease: i64,
+    coord: Arc<dyn Coordination>,
+    members: Mutex<BTreeMap<String, NodeInfo>>,
+    /// Customers this node owns, with their tokens.
+    mine: Mutex<HashMap<CustomerId, u64>>,
+    /// Owners of customers elsewhere.
+    owners: Mutex<HashMap<CustomerId, String>>,
+    agents: Mutex<HashMap<AgentId, (Option<String>, Instant)>>,
+    agent_tokens: Mutex<HashMap<AgentId, u64>>,
+    gateways_here: Mutex<Vec<Vec<Channel>>>,
+    gateways: Mutex<Option<(Vec<(String, Vec<Vec<Channel>>)>, Instant)>>,
+    router: Mutex<Option<String>>,
+    peers: Mutex<HashMap<String, NodeClient<Conn>>>,
+}
+
+impl Topology {
+    /// Starts following membership for the node that joined under `lease`.
+    pub async fn start(coord: Arc<dyn Coordination>, me: NodeInfo, lease: i64) -> crate::Result<Arc<Topology>> {
+        let mut events = coord.watch_members().await?;
+        let members = coord.members().await?;
+        let t = Arc::new(Topology {
+            me,
+            lease,
+            coord,
+            members: Mutex::new(members.into_iter().map(|m| (m.id.clone(), m)).collect()),
+            mine: Default::default(),
+            owners: Default::default(),
+            agents: Default::default(),
+            agent_tokens: Default::default(),
+            gateways_here: Default::default(),
+            gateways: Default::default(),
+            router: Default::default(),
+            peers: Default::default(),
+        });
+        let weak = Arc::downgrade(&t);
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                let Some(t) = weak.upgrade() else { return };
+                t.member_event(e);
+            }
+        });
+        Ok(t)
+    }
+
+    pub fn node(&self) -> &NodeInfo {
+        &self.me
+    }
+
+    pub fn members(&self) -> Vec<NodeInfo> {
+        lock(&self.members).values().cloned().collect()
+    }
+
+    fn member_event(&self, e: MemberEvent) {
+        match e {
+            MemberEvent::Joined(n) => {
+                tracing::info!(node = %n.id, advertise = %n.advertise, "member joined");
+                lock(&self.members).insert(n.id.clone(), n);
+            }
+            MemberEvent::Left(id) => {
+                tracing::info!(node = %id, "member left");
+                lock(&self.members).remove(&id);
+                self.forget_node(&id);
+            }
+        }
+    }
+
+    /// Drops every cached fact that points at `node`.
+    fn forget_node(&self, node: &str) {
+        lock(&self.owners).retain(|_, n| n != node);
+        lock(&self.agents).retain(|_, (n, _)| n.as_deref() != Some(node));
+        lock(&self.peers).remove(node);
+        *lock(&self.gateways) = None;
+        let mut router = lock(&self.router);
+        if router.as_deref() == Some(node) {
+            *router = None;
+        }
+    }
+
+    /// Claims the router for this node; true if this node hosts it.
+    pub async fn claim_router(&self) -> crate::Result<bool> {
+        match self.coord.claim(&ActorKey::Router(ROUTER.into()), &self.me.id, self.lease).await {
+            Ok(_) => {
+                *lock(&self.router) = Some(self.me.id.clone());
+                Ok(true)
+            }
+            Err(ClusterError::OwnedElsewhere { owner, .. }) => {
+                *lock(&self.router) = Some(owner);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The live member rendezvous hashing picks for `key`.
+    fn rendezvous(&self, key: u64) -> Option<String> {
+        lock(&self.members).keys().max_by_key(|node| mix(key ^ fnv(node.as_bytes()))).cloned()
+    }
+
+    fn home(&self, node: String) -> Home {
+        if node == self.me.id { Home::Here } else { Home::There(node) }
+    }
+
+    async fn peer(&self, node: &str) -> Result<NodeClient<Conn>> {
+        if let Some(c) = lock(&self.peers).get(node) {
+            return Ok(c.clone());
+        }
+        let advertise = lock(&self.members).get(node).map(|m| m.advertise.clone());
+        let advertise = advertise.ok_or_else(|| ActorError::unavailable(format!("node {node} (not a live member)")))?;
+        let endpoint = Endpoint::from_shared(format!("http://{advertise}"))
+            .map_err(|e| ActorError::unavailable(format!("node {node} at {advertise:?} ({e})")))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(SEND_TIMEOUT)
+            .tcp_nodelay(true);
+        let client = NodeClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_FRAME)
+            .max_encoding_message_size(MAX_FRAME);
+        lock(&self.peers).insert(node.to_owned(), client.clone());
+        Ok(client)
+    }
+}
+
+
+fn unavailable(e: ClusterError) -> ActorError {
+    ActorError::unavailable(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl Cluster for Topology {
+    fn node_id(&self) -> &str {
+        &self.me.id
+    }
+
+    async fn resolve(&self, identity: &Identity, also: &[Identity]) -> Result<Resolution> {
+        let mut known = None;
+        for i in std::iter::once(identity).chain(also) {
+            if let Some(c) = self.coord.lookup_identity(i).await.map_err(unavailable)? {
+                known = Some(c);
+                break;
+            }
+        }
+        let mut customer = known.unwrap_or_else(|| CustomerId(rand::random::<u64>() >> 12 | 1));
+        let mut res = Resolution { customer, created: false, linked: Vec::new(), conflicts: Vec::new() };
+        for (n, i) in std::iter::once(identity).chain(also).enumerate() {
+            let (owner, linked_now) = self.coord.link_identity(i, customer).await.map_err(unavailable)?;
+            if n == 0 && owner != customer {
+                // Another contact linked this identity first: it is theirs.
+                customer = owner;
+                res.customer = owner;
+            } else if owner != customer {
+                res.conflicts.push((i.clone(), owner));
+            } else if linked_now && n == 0 && known.is_none() {
+                res.created = true;
+            } else if linked_now {
+                res.linked.push(i.clone());
+            }
+        }
+        Ok(res)
+    }
+
+    async fn lookup(&self, identity: &Identity) -> Result<Option<CustomerId>> {
+        self.coord.lookup_identity(identity).await.map_err(unavailable)
+    }
+
+    async fn customer_exists(&self, id: CustomerId) -> Result<bool> {
+        if lock(&self.mine).contains_key(&id) || lock(&self.owners).contains_key(&id) {
+            return Ok(true);
+        }
+        self.coord.customer_known(id).await.map_err(unavailable)
+    }
+
+    async fn customer_home(&self, id: CustomerId) -> Result<Home> {
+        if lock(&self.mine).contains_key(&id) {
+            return Ok(Home::Here);
+        }
+        if let Some(node) = lock(&self.owners).get(&id).cloned() {
+            return Ok(self.home(node));
+        }
+        if let Some((node, _)) = self.coord.owner(&ActorKey::Customer(id)).await.map_err(unavailable)? {
+            if node != self.me.id {
+                lock(&self.owners).insert(id, node.clone());
+            }
+            return Ok(self.home(node));
+        }
+        let node = self.rendezvous(id.0).ok_or_else(|| ActorError::unavailable("cluster membership (no live member)"))?;
+        Ok(self.home(node))
+    }
+
+    async fn claim_customer(&self, id: CustomerId) -> Result<Claim> {
+        match self.coord.claim(&ActorKey::Customer(id), &self.me.id, self.lease).await {
+            Ok(token) => {
+                lock(&self.mine).insert(id, token);
+                lock(&self.owners).remove(&id);
+                Ok(Claim::Owned { token })
+            }
+            Err(ClusterError::OwnedElsewhere { owner, .. }) => {
+                lock(&self.owners).insert(id, owner.clone());
+                Ok(Claim::Elsewhere(owner))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn release_customer(&self, id: CustomerId, token: u64) {
+        lock(&self.mine).remove(&id);
+        if let Err(e) = self.coord.release(&ActorKey::Customer(id), token).await {
+            tracing::debug!(customer = %id, error = %e, "releasing ownership");
+        }
+    }
+
+    async fn router_home(&self) -> Result<Home> {
+        if let Some(node) = lock(&self.router).clone() {
+            return Ok(self.home(node));
+        }
+        match self.coord.owner(&ActorKey::Router(ROUTER.into())).await.map_err(unavailable)? {
+            Some((node, _)) => {
+                *lock(&self.router) = Some(node.clone());
+                Ok(self.home(node))
+            }
+            None => Err(ActorError::unavailable("router (no node hosts it)")),
+        }
+    }
+
+    async fn agent_session(&self, agent: &AgentId, connected: bool) -> Result<()> {
+        let key = ActorKey::Agent(agent.to_string());
+        if !connected {
+            let token = lock(&self.agent_tokens).remove(agent);
+            if let Some(token) = token {
+                let _ = self.coord.release(&key, token).await;
+            }
+            return Ok(());
+        }
+        let token = match self.coord.claim(&key, &self.me.id, self.lease).await {
+            Ok(t) => t,
+            // The desktop moved here from another node: take the session over.
+            Err(ClusterError::OwnedElsewhere { .. }) => {
+                if let Some((_, old)) = self.coord.owner(&key).await.map_err(unavailable)? {
+                    let _ = self.coord.release(&key, old).await;
+                }
+                self.coord.claim(&key, &self.me.id, self.lease).await.map_err(unavailable)?
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        lock(&self.agent_tokens).insert(agent.clone(), token);
+        lock(&self.agents).insert(agent.clone(), (Some(self.me.id.clone()), Instant::now()));
+        Ok(())
+    }
+
+    async fn agent_home(&self, agent: &AgentId) -> Result<Option<Home>> {
+        if let Some((node, at)) = lock(&self.agents).get(agent).cloned()
+            && at.elapsed() < CACHE_FOR
+        {
+            return Ok(node.map(|n| self.home(n)));
+        }
+        let owner = self.coord.owner(&ActorKey::Agent(agent.to_string())).await.map_err(unavailable)?.map(|(n, _)| n);
+        lock(&self.agents).insert(agent.clone(), (owner.clone(), Instant::now()));
+        Ok(owner.map(|n| self.home(n)))
+    }
+
+    async fn gateway_session(&self, channels: &[Channel], open: bool) -> Result<()> {
+        let streams = {
+            let mut here = lock(&self.gateways_here);
+            if open {
+                here.push(channels.to_vec());
+            } else if let Some(i) = here.iter().position(|c| c == channels) {
+                here.remove(i);
+            }
+            here.clone()
+        };
+        self.coord.set_gateways(&self.me.id, self.lease, &streams).await.map_err(unavailable)
+    }
+
+    async fn gateway_nodes(&self, channel: Channel) -> Result<Vec<String>> {
+        let cached = lock(&self.gateways).as_ref().filter(|(_, at)| at.elapsed() < CACHE_FOR).map(|(g, _)| g.clone());
+        let all = match cached {
+            Some(g) => g,
+            None => {
+                let g = self.coord.gateways().await.map_err(unavailable)?;
+                *lock(&self.gateways) = Some((g.clone(), Instant::now()));
+                g
+            }
+        };
+        Ok(all
+            .into_iter()
+            .filter(|(node, streams)| *node != self.me.id && streams.iter().any(|s| s.is_empty() || s.contains(&channel)))
+            .map(|(node, _)| node)
+            .collect())
+    }
+
+    async fn send(&self, node: &str, envelope: Envelope) -> Result<EnvelopeReply> {
+        let payload = serde_json::to_vec(&envelope).map_err(|e| ActorError::unavailable(format!("encoding an envelope ({e})")))?;
+        let mut client = self.peer(node).await?;
+        match client.send(Frame { payload }).await {
+            Ok(reply) => serde_json::from_slice(&reply.into_inner().payload)
+                .map_err(|e| ActorError::unavailable(format!("node {node} answered with an unreadable envelope ({e})"))),
+            Err(status) => {
+                // Whatever we believed about that node may be stale.
+                self.forget_node(node);
+                Err(ActorError::unavailable(format!("node {node}: {}", status.message())))
+            }
+        }
+    }
+}
+
+/// FNV-1a: a stable hash of a node id (the same in every process).
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// splitmix64's finaliser: spreads the combined key over 64 bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_moves_only_the_share_of_a_new_node() {
+        let pick = |nodes: &[&str], key: u64| nodes.iter().max_by_key(|n| mix(key ^ fnv(n.as_bytes()))).map(|n| n.to_string());
+        let three = ["n1", "n2", "n3"];
+        let four = ["n1", "n2", "n3", "n4"];
+        let mut moved = 0;
+        let mut to_new = 0;
+        for key in 0..10_000u64 {
+            let (a, b) = (pick(&three, key), pick(&four, key));
+            if a != b {
+                moved += 1;
+                to_new += usize::from(b.as_deref() == Some("n4"));
+            }
+        }
+        assert_eq!(moved, to_new, "keys only ever move to the new node");
+        assert!((2_000..3_000).contains(&moved), "about a quarter moves: {moved}");
+    }
+}
