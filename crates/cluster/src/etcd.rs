@@ -16,6 +16,9 @@
 //! journal/cu-<n>/events/<k>/<seq>         JSON HistoryEvent of open conversation cu-<n>.<k>;
 //!                                         seq zero-padded to 20 digits, so key order is seq order
 //! archive/cu-<n>.<k>                      JSON array of the closed conversation's events
+//! identities/<kind>/<address>             "cu-<n>": the customer the identity belongs to
+//! customers/cu-<n>                        (empty) the customer exists
+//! gateways/<node-id>                      JSON list of the node's gateway streams' channels, on its lease
 //! ```
 //!
 //! Values are JSON (serde) so that an operator can read them with `etcdctl`.
@@ -81,7 +84,7 @@ use std::time::Duration;
 
 use centralino_actors::journal::{CustomerRecord, JournalBatch, Recovered};
 use centralino_core::history::HistoryEvent;
-use centralino_core::{ConversationId, CustomerId};
+use centralino_core::{Channel, ConversationId, CustomerId, Identity, IdentityKind};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
     KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
@@ -278,6 +281,17 @@ impl EtcdCoordination {
 
     fn event_key(&self, conv: ConversationId, seq: u64) -> String {
         format!("{}{seq:020}", self.events_prefix(conv))
+    }
+
+    fn identity_key(&self, identity: &Identity) -> String {
+        let kind = match identity.kind {
+            IdentityKind::Phone => "phone",
+            IdentityKind::Email => "email",
+            IdentityKind::ChatSession => "chat",
+            IdentityKind::SocialHandle => "social",
+            IdentityKind::AppUser => "app",
+        };
+        self.key(format_args!("identities/{kind}/{}", identity.address))
     }
 
     fn archive_key(&self, conv: ConversationId) -> String {
@@ -644,9 +658,68 @@ impl Coordination for EtcdCoordination {
         }
         Ok(Some(Recovered { record, events }))
     }
+
+    async fn link_identity(&self, identity: &Identity, customer: CustomerId) -> Result<(CustomerId, bool)> {
+        let key = self.identity_key(identity);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(key.as_str(), customer.to_string(), None),
+                TxnOp::put(self.key(format_args!("customers/{customer}")), "", None),
+            ])
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        let mut kv = self.kv.clone();
+        let resp = self.call("linking an identity", None, kv.txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok((customer, true));
+        }
+        let current = first_kv(resp.op_responses())
+            .ok_or_else(|| ClusterError::Unavailable(format!("identity {identity}: key vanished inside a transaction")))?;
+        Ok((parse_customer(&current)?, false))
+    }
+
+    async fn lookup_identity(&self, identity: &Identity) -> Result<Option<CustomerId>> {
+        let mut kv = self.kv.clone();
+        let resp = self.call("looking up an identity", None, kv.get(self.identity_key(identity), None)).await?;
+        resp.kvs().first().map(parse_customer).transpose()
+    }
+
+    async fn customer_known(&self, customer: CustomerId) -> Result<bool> {
+        let mut kv = self.kv.clone();
+        let key = self.key(format_args!("customers/{customer}"));
+        let resp = self.call("checking a customer", None, kv.get(key, Some(GetOptions::new().with_count_only()))).await?;
+        Ok(resp.count() > 0)
+    }
+
+    async fn set_gateways(&self, node: &str, lease: i64, streams: &[Vec<Channel>]) -> Result<()> {
+        let key = self.key(format_args!("gateways/{node}"));
+        let mut kv = self.kv.clone();
+        let value = encode(streams)?;
+        self.call("registering gateway streams", Some(lease), kv.put(key, value, Some(PutOptions::new().with_lease(lease))))
+            .await?;
+        Ok(())
+    }
+
+    async fn gateways(&self) -> Result<Vec<(String, Vec<Vec<Channel>>)>> {
+        let prefix = self.key("gateways/");
+        let mut kv = self.kv.clone();
+        let resp = self.call("listing gateway streams", None, kv.get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                let node = kv.key_str().map_err(|e| ClusterError::Unavailable(format!("gateway key: {e}")))?;
+                Ok((node.trim_start_matches(prefix.as_str()).to_owned(), decode(kv)?))
+            })
+            .collect()
+    }
 }
 
 /// The node id of a key under `members/` (`prefix`).
+fn parse_customer(kv: &KeyValue) -> Result<CustomerId> {
+    let v = String::from_utf8_lossy(kv.value());
+    v.parse().map_err(|e| ClusterError::Unavailable(format!("identity record {:?}: {e}", String::from_utf8_lossy(kv.key()))))
+}
+
 fn member_id(kv: &KeyValue, prefix: &str) -> Option<String> {
     let id = kv.key().strip_prefix(prefix.as_bytes())?;
     Some(String::from_utf8_lossy(id).into_owned())

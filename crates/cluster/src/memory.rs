@@ -9,13 +9,13 @@
 //! 0). Leases never expire on their own here: there is only one process to
 //! hold them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use centralino_actors::journal::{CustomerRecord, JournalBatch, Recovered};
 use centralino_core::history::HistoryEvent;
-use centralino_core::{ConversationId, CustomerId};
+use centralino_core::{Channel, ConversationId, CustomerId, Identity};
 use tokio::sync::mpsc;
 
 use crate::coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
@@ -36,6 +36,10 @@ struct Inner {
     /// Closed conversations' histories (the archive's stand-in).
     archive: BTreeMap<ConversationId, Vec<HistoryEvent>>,
     watchers: Vec<mpsc::Sender<MemberEvent>>,
+    identities: BTreeMap<Identity, CustomerId>,
+    customers: BTreeSet<CustomerId>,
+    /// Gateway streams per node, with the node's lease.
+    gateways: BTreeMap<String, (i64, Vec<Vec<Channel>>)>,
 }
 
 struct Owner {
@@ -104,6 +108,7 @@ impl Coordination for MemoryCoordination {
             .remove(&lease)
             .ok_or(ClusterError::LeaseExpired(lease))?;
         g.owners.retain(|_, o| o.lease != lease);
+        g.gateways.retain(|_, (l, _)| *l != lease);
         g.bump();
         g.notify(MemberEvent::Left(node.id));
         Ok(())
@@ -220,6 +225,39 @@ impl Coordination for MemoryCoordination {
             record: s.record.clone(),
             events: s.events.clone(),
         }))
+    }
+
+    async fn link_identity(&self, identity: &Identity, customer: CustomerId) -> Result<(CustomerId, bool)> {
+        let mut g = self.inner();
+        if let Some(&owner) = g.identities.get(identity) {
+            return Ok((owner, false));
+        }
+        g.identities.insert(identity.clone(), customer);
+        g.customers.insert(customer);
+        g.bump();
+        Ok((customer, true))
+    }
+
+    async fn lookup_identity(&self, identity: &Identity) -> Result<Option<CustomerId>> {
+        Ok(self.inner().identities.get(identity).copied())
+    }
+
+    async fn customer_known(&self, customer: CustomerId) -> Result<bool> {
+        Ok(self.inner().customers.contains(&customer))
+    }
+
+    async fn set_gateways(&self, node: &str, lease: i64, streams: &[Vec<Channel>]) -> Result<()> {
+        let mut g = self.inner();
+        if !g.leases.contains_key(&lease) {
+            return Err(ClusterError::LeaseExpired(lease));
+        }
+        g.gateways.insert(node.to_owned(), (lease, streams.to_vec()));
+        g.bump();
+        Ok(())
+    }
+
+    async fn gateways(&self) -> Result<Vec<(String, Vec<Vec<Channel>>)>> {
+        Ok(self.inner().gateways.iter().map(|(n, (_, s))| (n.clone(), s.clone())).collect())
     }
 }
 
