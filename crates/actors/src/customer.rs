@@ -1,9 +1,18 @@
 //! The customer actor: owns one [`Customer`] and its open conversation.
 //!
 //! Every change is appended to the history, committed to the journal, and
-//! only then acknowledged (invariant 3). If a commit fails the actor stops:
-//! its memory may not run ahead of the journal, and the next message
-//! recovers it from what is durable.
+//! only then acknowledged (invariant 3):
+//!
+//! - a request (a contact, an agent's reply, a wrap-up, ...) whose commit
+//!   fails is undone here (a [`Checkpoint`] of the customer is restored) and
+//!   answered with the error, so a retry does not record it twice;
+//! - a routing decision whose commit fails stays recorded here (nothing was
+//!   acknowledged about it, and the router has decided it) and is committed
+//!   with the next commit; a retry is scheduled every [`FLUSH_RETRY`];
+//! - a commit refused by the fencing check means another node owns the
+//!   customer now: the actor stops at once.
+//!
+//! [`Checkpoint`]: centralino_core::customer::Checkpoint
 
 use std::sync::Arc;
 
@@ -17,7 +26,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use crate::clock::now_ms;
 use crate::error::{ActorError, Result};
 use crate::hub::{Delivery, DesktopEvent, Hub, OfferDelivery};
-use crate::journal::{CustomerRecord, JournalBatch, rebuild};
+use crate::journal::{CustomerRecord, JournalBatch, JournalError, rebuild};
 use crate::router::RouteRequest;
 use crate::wire::{CustomerReply, CustomerRequest, RouterRequest};
 
@@ -26,7 +35,12 @@ pub enum CustomerMsg {
     Request(CustomerRequest, Option<RpcReplyPort<Result<CustomerReply>>>),
     /// A routing decision about this customer's conversation.
     Routed(Output),
+    /// Retry committing what the journal has not confirmed yet.
+    Flush,
 }
+
+/// How soon a failed commit of routing decisions is retried.
+pub const FLUSH_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub struct CustomerActor;
 
@@ -37,6 +51,14 @@ pub struct CustomerState {
     token: u64,
     /// Last sequence number of the open conversation that is durable.
     durable_seq: u64,
+    flush_scheduled: bool,
+}
+
+impl CustomerState {
+    /// Events recorded here that the journal has not confirmed.
+    fn pending(&self) -> bool {
+        self.customer.open.as_ref().is_some_and(|c| c.history.last_seq() > self.durable_seq)
+    }
 }
 
 impl Actor for CustomerActor {
@@ -50,25 +72,48 @@ impl Actor for CustomerActor {
             None => Customer::new(id, Vec::new()),
         };
         let durable_seq = customer.open.as_ref().map_or(0, |c| c.history.last_seq());
-        Ok(CustomerState { customer, hub, token, durable_seq })
+        Ok(CustomerState { customer, hub, token, durable_seq, flush_scheduled: false })
     }
 
     async fn handle(&self, myself: ActorRef<CustomerMsg>, msg: CustomerMsg, st: &mut CustomerState) -> Result<(), ActorProcessingErr> {
         let now = now_ms();
-        let failed = match msg {
+        let outcome = match msg {
             CustomerMsg::Routed(o) => routed(now, st, o).await,
+            CustomerMsg::Flush => {
+                st.flush_scheduled = false;
+                if st.pending() { persist(st, false).await } else { Ok(()) }
+            }
             CustomerMsg::Request(req, reply) => {
+                // An acknowledged change must be durable: if the commit
+                // fails, the change is undone and the caller told so.
+                let cp = st.customer.checkpoint();
                 let r = request(now, st, req).await;
-                let failed = journal_failed(&r);
+                let outcome = match &r {
+                    Err(ActorError::Journal(e)) => {
+                        st.customer.restore(cp, None);
+                        Err(e.clone())
+                    }
+                    _ => Ok(()),
+                };
                 if let Some(reply) = reply {
                     let _ = reply.send(r);
                 }
-                failed
+                outcome.map_err(ActorError::from)
             }
         };
-        if failed {
-            tracing::warn!(customer = %st.customer.id, "journal commit failed: stopping so the next message recovers from the journal");
-            myself.stop(Some("journal commit failed".into()));
+        match outcome {
+            Err(ActorError::Journal(JournalError::Fenced { .. })) => {
+                tracing::warn!(customer = %st.customer.id, "fenced out: another node owns this customer now; stopping");
+                myself.stop(Some("fenced out".into()));
+            }
+            Err(e) if st.pending() && !st.flush_scheduled => {
+                // Routing decisions already recorded here are kept and
+                // committed as soon as the journal answers again.
+                tracing::warn!(customer = %st.customer.id, error = %e, "journal unavailable; retrying");
+                st.flush_scheduled = true;
+                myself.send_after(FLUSH_RETRY, || CustomerMsg::Flush);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -103,27 +148,29 @@ async fn request(now: TimeMs, st: &mut CustomerState, req: CustomerRequest) -> R
     })
 }
 
-fn journal_failed<T>(r: &Result<T>) -> bool {
-    matches!(r, Err(ActorError::Journal(_)))
-}
-
 /// Commits what the open (or just closed) conversation gained since the
 /// last commit, with the customer's record.
-async fn persist(st: &mut CustomerState, closed: Option<&centralino_core::customer::Conversation>) -> Result<()> {
-    let conv = closed.or(st.customer.open.as_ref());
+/// Commits what the open conversation gained since the last commit, with
+/// the customer's record; `closing` commits it as closed (its history leaves
+/// the journal for the archive) and, once durable, closes it here.
+async fn persist(st: &mut CustomerState, closing: bool) -> Result<()> {
+    let conv = st.customer.open.as_ref();
     let events = conv.map(|c| c.history.since(st.durable_seq).to_vec()).unwrap_or_default();
     let last = conv.map_or(0, |c| c.history.last_seq());
-    let batch = JournalBatch {
-        record: CustomerRecord::of(&st.customer),
-        conversation: conv.map(|c| c.id),
-        events,
-        closed: closed.is_some(),
-        token: st.token,
-    };
+    let mut record = CustomerRecord::of(&st.customer);
+    if closing {
+        record.open = None;
+    }
+    let batch = JournalBatch { record, conversation: conv.map(|c| c.id), events, closed: closing, token: st.token };
     let started = std::time::Instant::now();
     st.hub.journal().commit(batch).await?;
     crate::metrics::journal_commit(started.elapsed());
-    st.durable_seq = if closed.is_some() { 0 } else { last };
+    if closing {
+        st.customer.open = None;
+        st.durable_seq = 0;
+    } else {
+        st.durable_seq = last;
+    }
     Ok(())
 }
 
@@ -136,7 +183,7 @@ async fn contact_in(now: TimeMs, st: &mut CustomerState, contact: Contact, linke
         }
         let _ = st.customer.record(now, outcome.conversation, EventKind::IdentityLinked { identity });
     }
-    persist(st, None).await?;
+    persist(st, false).await?;
     let Some(conv) = st.customer.open.as_ref() else { return Ok(outcome) };
     let request = |replace| RouteRequest {
         conversation: conv.id,
@@ -166,7 +213,7 @@ async fn ask_router(hub: &Hub, input: Input) -> Result<()> {
 }
 
 /// Records a routing decision in the history; offers go on to the agent.
-async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> bool {
+async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> Result<()> {
     let (conversation, kind) = match &o {
         Output::Queued { conversation, queue, channel } => (*conversation, EventKind::Queued { queue: queue.clone(), channel: *channel }),
         Output::Offered { conversation, agent, offer, explanation, .. } => {
@@ -184,21 +231,24 @@ async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> bool {
         ),
         Output::Assigned { conversation, agent, .. } => (*conversation, EventKind::Assigned { agent: agent.clone() }),
         Output::Requeued { conversation, from } => {
-            let Some(queue) = st.customer.open.as_ref().and_then(|c| c.queue.clone()) else { return false };
+            let Some(queue) = st.customer.open.as_ref().and_then(|c| c.queue.clone()) else { return Ok(()) };
             (*conversation, EventKind::Transferred { from: from.clone(), to: TransferTarget::Queue(queue), note: "agent logged out".into() })
         }
-        Output::OfferRevoked { .. } | Output::Transferred { .. } | Output::AgentStateChanged { .. } => return false,
+        Output::OfferRevoked { .. } | Output::Transferred { .. } | Output::AgentStateChanged { .. } => return Ok(()),
     };
     if let Err(e) = st.customer.record(now, conversation, kind) {
         tracing::debug!(%conversation, error = %e, "routing decision about a conversation no longer open");
-        return false;
+        return Ok(());
     }
-    if let Err(e) = persist(st, None).await {
-        tracing::error!(%conversation, error = %e, "routing decision not journaled");
-        return true;
+    // The decision stands even if the journal is unreachable right now: it
+    // stays recorded here and is committed on the next successful commit
+    // (nothing about it was acknowledged). A fenced-out owner stops.
+    let committed = persist(st, false).await;
+    if let Err(ActorError::Journal(JournalError::Fenced { .. })) = committed {
+        return committed;
     }
     if let Output::Offered { offer, agent, channel, queue, expires_at, explanation, .. } = o {
-        let Some(conv) = st.customer.open.as_ref() else { return false };
+        let Some(conv) = st.customer.open.as_ref() else { return Ok(()) };
         let delivery = OfferDelivery {
             offer,
             conversation,
@@ -211,12 +261,12 @@ async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> bool {
         };
         st.hub.to_desktop(&agent, DesktopEvent::Offer(Box::new(delivery))).await;
     }
-    false
+    committed
 }
 
 async fn agent_reply(now: TimeMs, st: &mut CustomerState, conversation: ConversationId, agent: &AgentId, text: String) -> Result<u64> {
     let (seq, channel, to) = st.customer.agent_reply(now, conversation, agent, text.clone())?;
-    persist(st, None).await?;
+    persist(st, false).await?;
     st.hub.deliver(Delivery { conversation, channel, to, agent: agent.clone(), text, seq }).await;
     Ok(seq)
 }
@@ -225,14 +275,14 @@ async fn wrap_up(now: TimeMs, st: &mut CustomerState, conversation: Conversation
     st.customer.check_assigned(conversation, agent)?;
     ask_router(&st.hub, Input::WrapUp { agent: agent.clone(), conversation }).await?;
     st.customer.record(now, conversation, EventKind::WrappedUp { agent: agent.clone(), disposition })?;
-    persist(st, None).await
+    persist(st, false).await
 }
 
 async fn transfer(now: TimeMs, st: &mut CustomerState, conversation: ConversationId, agent: &AgentId, to: TransferTarget, note: String) -> Result<()> {
     st.customer.check_assigned(conversation, agent)?;
     ask_router(&st.hub, Input::Transfer { agent: agent.clone(), conversation, to: to.clone() }).await?;
     st.customer.record(now, conversation, EventKind::Transferred { from: agent.clone(), to, note })?;
-    persist(st, None).await
+    persist(st, false).await
 }
 
 /// An agent closes the conversation: the one assigned, or the one who last
@@ -249,8 +299,8 @@ async fn resolve(now: TimeMs, st: &mut CustomerState, conversation: Conversation
         ConversationState::WrappedUp if last == Some(agent) => {}
         _ => return Err(CoreError::NotAssigned { conversation, agent: agent.clone() }.into()),
     }
-    let closed = st.customer.resolve(now, conversation, agent.as_str())?;
-    persist(st, Some(&closed)).await?;
+    st.customer.record(now, conversation, EventKind::Resolved { by: agent.to_string() })?;
+    persist(st, true).await?;
     if let Some(queue) = queue {
         st.hub.tell_router(RouterRequest::Resolved { queue, channel, agent: Some(agent.clone()) }).await;
     }
@@ -266,7 +316,7 @@ async fn callback(now: TimeMs, st: &mut CustomerState, channel: Channel, to: Ide
         return Err(CoreError::invalid("identity", "a callback replaces waiting; this conversation is not waiting").into());
     }
     let seq = st.customer.record(now, id, EventKind::CallbackRequested { channel, to, not_before: not_before.unwrap_or(0) })?;
-    persist(st, None).await?;
+    persist(st, false).await?;
     let Some(conv) = st.customer.open.as_ref() else { return Ok((id, seq)) };
     st.hub
         .tell_router(RouterRequest::Route(RouteRequest {

@@ -76,6 +76,24 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// A copy of everything but the history, and the history's length.
+    fn checkpoint(&self) -> (Conversation, usize) {
+        let copy = Conversation {
+            id: self.id,
+            state: self.state,
+            channel: self.channel,
+            topic: self.topic.clone(),
+            sentiment: self.sentiment,
+            queue: self.queue.clone(),
+            agent: self.agent.clone(),
+            opened_at: self.opened_at,
+            waiting_since: self.waiting_since,
+            reply_to: self.reply_to.clone(),
+            history: History::default(),
+        };
+        (copy, self.history.len())
+    }
+
     pub fn reply_address(&self, channel: Channel) -> Option<&Identity> {
         self.reply_to.iter().find(|(c, _)| *c == channel).map(|(_, i)| i)
     }
@@ -113,6 +131,15 @@ pub struct ContactOutcome {
     pub seq: u64,
     pub joined_existing: bool,
     pub need: RoutingNeed,
+}
+
+/// The state of a customer before a change, to undo it if it cannot be
+/// made durable: everything but the history, which is append-only and so
+/// only needs its length.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    customer: Customer,
+    open: Option<(Conversation, usize)>,
 }
 
 /// A customer and their open conversation.
@@ -269,6 +296,33 @@ impl Customer {
         Ok(closed)
     }
 
+    /// Remembers the current state (cheaply: histories are not copied).
+    pub fn checkpoint(&self) -> Checkpoint {
+        let customer = Customer {
+            id: self.id,
+            attributes: self.attributes.clone(),
+            identities: self.identities.clone(),
+            open: None,
+            opened: self.opened,
+            last_agent: self.last_agent.clone(),
+        };
+        Checkpoint { customer, open: self.open.as_ref().map(Conversation::checkpoint) }
+    }
+
+    /// Returns to `cp`, undoing every change since. `closed` is the
+    /// conversation a resolve took out, if the change was a resolve.
+    pub fn restore(&mut self, cp: Checkpoint, closed: Option<Conversation>) {
+        let current = self.open.take().or(closed);
+        *self = cp.customer;
+        if let Some((mut conv, len)) = cp.open {
+            if let Some(current) = current.filter(|c| c.id == conv.id) {
+                conv.history = current.history;
+                conv.history.truncate(len);
+            }
+            self.open = Some(conv);
+        }
+    }
+
     /// The open conversation's history.
     pub fn history(&self) -> &[HistoryEvent] {
         self.open.as_ref().map_or(&[], |c| c.history.events())
@@ -304,6 +358,29 @@ mod tests {
         assert_eq!(second.need, RoutingNeed::Reroute { from: Channel::Chat });
         let seqs: Vec<_> = c.history().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn restore_undoes_a_contact_a_routing_event_and_a_resolve() {
+        let mut c = Customer::new(CustomerId(1), vec![]);
+        let empty = c.checkpoint();
+        let o = c.contact(0, contact(Channel::Chat, IdentityKind::ChatSession, "s1", "hi"));
+        c.restore(empty, None);
+        assert!(c.open.is_none() && c.opened == 0 && c.identities.is_empty(), "a new conversation is undone");
+
+        let o2 = c.contact(0, contact(Channel::Chat, IdentityKind::ChatSession, "s1", "hi"));
+        assert_eq!(o2.conversation, o.conversation);
+        let before = c.clone();
+        let cp = c.checkpoint();
+        c.record(1, o2.conversation, EventKind::Assigned { agent: "anna".into() }).unwrap();
+        c.contact(2, contact(Channel::Voice, IdentityKind::Phone, "+391", "calling"));
+        c.restore(cp, None);
+        assert_eq!(c, before, "events and state after the checkpoint are undone");
+
+        let cp = c.checkpoint();
+        let closed = c.resolve(3, o2.conversation, "anna").unwrap();
+        c.restore(cp, Some(closed));
+        assert_eq!(c, before, "a resolve is undone, history included");
     }
 
     #[test]

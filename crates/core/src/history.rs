@@ -71,6 +71,12 @@ impl History {
         self.events.len() as u64
     }
 
+    /// Drops the events after the first `len`: undoes appends that could
+    /// not be made durable (they were never acknowledged).
+    pub fn truncate(&mut self, len: usize) {
+        self.events.truncate(len);
+    }
+
     pub fn len(&self) -> usize {
         self.events.len()
     }
