@@ -18,7 +18,7 @@ use centralino_core::history::HistoryEvent;
 use centralino_core::{AgentId, AgentState, Channel, ConversationId, CustomerId, Identity, OfferId, Output, QueueId, TimeMs};
 use ractor::{Actor, ActorCell, ActorRef, ActorStatus};
 use rustc_hash::FxHashMap;
-use tokio::sync::mpsc;
+use tokio::sync::{OnceCell, mpsc};
 
 use crate::agent::AgentMsg;
 use crate::cluster::{Claim, Cluster, Home};
@@ -81,7 +81,7 @@ impl GatewaySub {
 pub struct Hub {
     cluster: Arc<dyn Cluster>,
     journal: Arc<dyn Journal>,
-    customers: tokio::sync::Mutex<FxHashMap<CustomerId, ActorRef<CustomerMsg>>>,
+    customers: Mutex<FxHashMap<CustomerId, Arc<OnceCell<ActorRef<CustomerMsg>>>>>,
     agents: Mutex<FxHashMap<AgentId, ActorRef<AgentMsg>>>,
     gateways: Mutex<(Vec<GatewaySub>, VecDeque<Delivery>)>,
     router: Mutex<Option<ActorRef<RouterMsg>>>,
@@ -186,27 +186,54 @@ impl Hub {
     /// The customer's actor on this node, spawned (after claiming the
     /// customer, and recovered from the journal) if it is not running; or
     /// the node that owns it.
+    ///
+    /// Only the lookup holds the map's lock: claiming and recovering (etcd
+    /// round trips) happen under a per-customer cell, so a slow or
+    /// unreachable store never blocks the customers already running here.
     async fn local_customer(self: &Arc<Self>, id: CustomerId) -> Result<Result<ActorRef<CustomerMsg>, String>> {
-        let mut customers = self.customers.lock().await;
-        if let Some(a) = customers.get(&id).filter(|a| alive(a.get_status())) {
-            return Ok(Ok(a.clone()));
-        }
-        let token = match self.cluster.claim_customer(id).await? {
-            Claim::Owned { token } => token,
-            Claim::Elsewhere(node) => return Ok(Err(node)),
+        let cell = {
+            let mut customers = lock(&self.customers);
+            let cell = customers.entry(id).or_default();
+            if cell.get().is_some_and(|a| !alive(a.get_status())) {
+                *cell = Arc::default();
+            }
+            cell.clone()
         };
-        let supervisor = self.supervisor_cell()?;
-        let (actor, _) = Actor::spawn_linked(None, CustomerActor, (id, self.clone(), token), supervisor)
-            .await
-            .map_err(|e| ActorError::unavailable(format!("customer {id} ({e})")))?;
-        customers.insert(id, actor.clone());
-        crate::metrics::customer_actors(customers.len());
-        Ok(Ok(actor))
+        let started = cell
+            .get_or_try_init(|| async {
+                let token = match self.cluster.claim_customer(id).await? {
+                    Claim::Owned { token } => token,
+                    Claim::Elsewhere(node) => return Err(Elsewhere::Owner(node)),
+                };
+                let supervisor = self.supervisor_cell()?;
+                let (actor, _) = Actor::spawn_linked(None, CustomerActor, (id, self.clone(), token), supervisor)
+                    .await
+                    .map_err(|e| ActorError::unavailable(format!("customer {id} ({e})")))?;
+                Ok(actor)
+            })
+            .await;
+        match started {
+            Ok(actor) => {
+                crate::metrics::customer_actors(lock(&self.customers).len());
+                Ok(Ok(actor.clone()))
+            }
+            Err(e) => {
+                // Nothing runs here for this customer: forget the empty cell.
+                let mut customers = lock(&self.customers);
+                if customers.get(&id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    customers.remove(&id);
+                }
+                match e {
+                    Elsewhere::Owner(node) => Ok(Err(node)),
+                    Elsewhere::Failed(e) => Err(e),
+                }
+            }
+        }
     }
 
     /// Number of customer actors on this node.
-    pub async fn customer_count(&self) -> usize {
-        self.customers.lock().await.len()
+    pub fn customer_count(&self) -> usize {
+        lock(&self.customers).len()
     }
 
     // -------------------------------------------------------------- router
@@ -384,6 +411,18 @@ impl Hub {
                 EnvelopeReply::Done
             }
         }
+    }
+}
+
+/// Why a customer's actor was not started here.
+enum Elsewhere {
+    Owner(String),
+    Failed(ActorError),
+}
+
+impl From<ActorError> for Elsewhere {
+    fn from(e: ActorError) -> Self {
+        Elsewhere::Failed(e)
     }
 }
 
