@@ -622,7 +622,7 @@ async fn malformed_requests_are_refused_naming_the_field() {
     assert_result(&r, Code::NotFound, "conversation_id");
     // A made-up customer id spawns no customer actor (no customer exists yet).
     assert_eq!(
-        node.node.hub.customer_count().await,
+        node.node.hub.customer_count(),
         0,
         "no customer actor for a made-up id"
     );

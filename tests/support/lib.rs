@@ -12,6 +12,7 @@
 //! results); a [`Desktop`] keeps the events it was not asked for in a
 //! backlog, so waiting for one kind of event never loses another.
 
+pub mod cluster;
 pub mod etcd;
 
 use std::collections::VecDeque;

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{ActorError, Result};
 use crate::hub::{DesktopEvent, Hub};
-use crate::wire::{CustomerRequest, RouterRequest};
+use crate::wire::{CustomerRequest, RouterReply, RouterRequest};
 
 /// Something an agent asks for from its desktop.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,7 +78,18 @@ async fn command(st: &AgentSession, cmd: AgentCommand) -> Result<()> {
     let agent = st.id.clone();
     let (customer, req) = match cmd {
         AgentCommand::SetAway(away) => return router_step(&st.hub, Input::SetAway { agent, away }).await,
-        AgentCommand::Accept(offer) => return router_step(&st.hub, Input::Accept { agent, offer }).await,
+        AgentCommand::Accept(offer) => {
+            let accepted = st.hub.ask_router(RouterRequest::Step(Input::Accept { agent: agent.clone(), offer })).await?;
+            let RouterReply::Accepted(conversation) = accepted else { return Ok(()) };
+            // The accept has happened; recording it with the customer now
+            // keeps the agent's next command in order after it. If that
+            // fails, the router's own decision still reaches the customer.
+            let assigned = CustomerRequest::Assigned { conversation, agent: agent.clone(), offer };
+            if let Err(e) = st.hub.ask_customer(conversation.customer, assigned).await {
+                tracing::warn!(%agent, %conversation, error = %e, "assignment not recorded with the customer yet");
+            }
+            return Ok(());
+        }
         AgentCommand::Reject(offer, reason) => return router_step(&st.hub, Input::Reject { agent, offer, reason }).await,
         AgentCommand::Reply { conversation, text } => (conversation, CustomerRequest::Reply { conversation, agent, text }),
         AgentCommand::Transfer { conversation, to, note } => (conversation, CustomerRequest::Transfer { conversation, agent, to, note }),

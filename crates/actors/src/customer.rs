@@ -20,7 +20,7 @@ use centralino_core::customer::{Contact, ContactOutcome, ConversationState, Cust
 use centralino_core::history::{EventKind, TransferTarget};
 use centralino_core::priority::PriorityInputs;
 use centralino_core::router::RevokeReason;
-use centralino_core::{AgentId, Channel, ConversationId, CoreError, CustomerId, Identity, Input, Output, TimeMs};
+use centralino_core::{AgentId, Channel, ConversationId, CoreError, CustomerId, Identity, Input, OfferId, Output, TimeMs};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::clock::now_ms;
@@ -101,19 +101,15 @@ impl Actor for CustomerActor {
                 outcome.map_err(ActorError::from)
             }
         };
-        match outcome {
-            Err(ActorError::Journal(JournalError::Fenced { .. })) => {
-                tracing::warn!(customer = %st.customer.id, "fenced out: another node owns this customer now; stopping");
-                myself.stop(Some("fenced out".into()));
-            }
-            Err(e) if st.pending() && !st.flush_scheduled => {
-                // Routing decisions already recorded here are kept and
-                // committed as soon as the journal answers again.
-                tracing::warn!(customer = %st.customer.id, error = %e, "journal unavailable; retrying");
-                st.flush_scheduled = true;
-                myself.send_after(FLUSH_RETRY, || CustomerMsg::Flush);
-            }
-            _ => {}
+        if let Err(ActorError::Journal(JournalError::Fenced { .. })) = outcome {
+            tracing::warn!(customer = %st.customer.id, "fenced out: another node owns this customer now; stopping");
+            myself.stop(Some("fenced out".into()));
+        } else if st.pending() && !st.flush_scheduled {
+            // Routing decisions recorded here but not yet durable are kept
+            // and committed as soon as the journal answers again.
+            tracing::warn!(customer = %st.customer.id, "journal behind; retrying");
+            st.flush_scheduled = true;
+            myself.send_after(FLUSH_RETRY, || CustomerMsg::Flush);
         }
         Ok(())
     }
@@ -143,6 +139,17 @@ async fn request(now: TimeMs, st: &mut CustomerState, req: CustomerRequest) -> R
         CustomerRequest::Callback { channel, to, not_before } => {
             let (c, seq) = callback(now, st, channel, to, not_before).await?;
             CustomerReply::Callback(c, seq)
+        }
+        CustomerRequest::Assigned { conversation, agent, offer } => {
+            // The router has decided: like any routing decision, it stands
+            // here even if the journal cannot take it right now.
+            record_assigned(now, st, conversation, agent, offer)?;
+            match persist(st, false).await {
+                Err(e @ ActorError::Journal(JournalError::Fenced { .. })) => return Err(e),
+                Err(e) => tracing::warn!(%conversation, error = %e, "assignment not journaled yet; retrying"),
+                Ok(()) => {}
+            }
+            CustomerReply::Done
         }
         CustomerRequest::Get => CustomerReply::Customer(Box::new(st.customer.clone())),
     })
@@ -200,7 +207,7 @@ async fn contact_in(now: TimeMs, st: &mut CustomerState, contact: Contact, linke
         RoutingNeed::Reroute { .. } => st.hub.tell_router(RouterRequest::Route(request(true))).await,
         RoutingNeed::Forward(agent) => {
             if let Some(event) = conv.history.events().last().cloned() {
-                st.hub.to_desktop(agent, DesktopEvent::CustomerMessage { conversation: conv.id, event }).await;
+                st.hub.post_desktop(agent, DesktopEvent::CustomerMessage { conversation: conv.id, event });
             }
         }
         RoutingNeed::None => {}
@@ -208,8 +215,34 @@ async fn contact_in(now: TimeMs, st: &mut CustomerState, contact: Contact, linke
     Ok(outcome)
 }
 
+/// Tells the router the agent is done with the conversation. The customer
+/// believes the agent holds it; if the router no longer knows the
+/// conversation at all, an earlier attempt reached it and only its commit
+/// here failed, so the wrap-up stands.
+async fn release_agent(hub: &Hub, conversation: ConversationId, agent: &AgentId) -> Result<()> {
+    match ask_router(hub, Input::WrapUp { agent: agent.clone(), conversation }).await {
+        Err(ActorError::Core(CoreError::UnknownConversation(_))) => Ok(()),
+        other => other,
+    }
+}
+
 async fn ask_router(hub: &Hub, input: Input) -> Result<()> {
     hub.ask_router(RouterRequest::Step(input)).await.map(|_| ())
+}
+
+/// Records that `agent` holds the conversation, once: the agent's own
+/// accept and the router's decision both say so.
+fn record_assigned(now: TimeMs, st: &mut CustomerState, conversation: ConversationId, agent: AgentId, offer: OfferId) -> Result<()> {
+    let events = st.customer.conversation(conversation)?.history.events();
+    let offered_at = events.iter().rposition(|e| matches!(&e.kind, EventKind::Offered { offer: o, .. } if *o == offer));
+    let recorded = match offered_at {
+        Some(i) => events[i..].iter().any(|e| matches!(&e.kind, EventKind::Assigned { agent: a } if *a == agent)),
+        None => st.customer.check_assigned(conversation, &agent).is_ok(),
+    };
+    if !recorded {
+        st.customer.record(now, conversation, EventKind::Assigned { agent })?;
+    }
+    Ok(())
 }
 
 /// Records a routing decision in the history; offers go on to the agent.
@@ -229,7 +262,13 @@ async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> Result<()> {
             *conversation,
             EventKind::OfferRejected { agent: agent.clone(), offer: *offer, reason: "agent logged out".into() },
         ),
-        Output::Assigned { conversation, agent, .. } => (*conversation, EventKind::Assigned { agent: agent.clone() }),
+        Output::Assigned { conversation, agent, offer, .. } => {
+            // Usually recorded already, when the agent's accept came back.
+            if let Err(e) = record_assigned(now, st, *conversation, agent.clone(), *offer) {
+                tracing::debug!(%conversation, error = %e, "assignment about a conversation no longer open");
+            }
+            return persist(st, false).await;
+        }
         Output::Requeued { conversation, from } => {
             let Some(queue) = st.customer.open.as_ref().and_then(|c| c.queue.clone()) else { return Ok(()) };
             (*conversation, EventKind::Transferred { from: from.clone(), to: TransferTarget::Queue(queue), note: "agent logged out".into() })
@@ -259,7 +298,7 @@ async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> Result<()> {
             explanation,
             expires_at,
         };
-        st.hub.to_desktop(&agent, DesktopEvent::Offer(Box::new(delivery))).await;
+        st.hub.post_desktop(&agent, DesktopEvent::Offer(Box::new(delivery)));
     }
     committed
 }
@@ -273,7 +312,7 @@ async fn agent_reply(now: TimeMs, st: &mut CustomerState, conversation: Conversa
 
 async fn wrap_up(now: TimeMs, st: &mut CustomerState, conversation: ConversationId, agent: &AgentId, disposition: String) -> Result<()> {
     st.customer.check_assigned(conversation, agent)?;
-    ask_router(&st.hub, Input::WrapUp { agent: agent.clone(), conversation }).await?;
+    release_agent(&st.hub, conversation, agent).await?;
     st.customer.record(now, conversation, EventKind::WrappedUp { agent: agent.clone(), disposition })?;
     persist(st, false).await
 }
@@ -294,7 +333,7 @@ async fn resolve(now: TimeMs, st: &mut CustomerState, conversation: Conversation
     match state {
         ConversationState::Assigned => {
             st.customer.check_assigned(conversation, agent)?;
-            ask_router(&st.hub, Input::WrapUp { agent: agent.clone(), conversation }).await?;
+            release_agent(&st.hub, conversation, agent).await?;
         }
         ConversationState::WrappedUp if last == Some(agent) => {}
         _ => return Err(CoreError::NotAssigned { conversation, agent: agent.clone() }.into()),

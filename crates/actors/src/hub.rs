@@ -86,19 +86,66 @@ pub struct Hub {
     gateways: Mutex<(Vec<GatewaySub>, VecDeque<Delivery>)>,
     router: Mutex<Option<ActorRef<RouterMsg>>>,
     supervisor: OnceLock<ActorCell>,
+    /// Ordered delivery lanes for what is told (see [`Hub::post_customer`]).
+    lanes: Vec<mpsc::UnboundedSender<Told>>,
 }
 
+/// Something told to a customer or a desktop, waiting in a lane.
+enum Told {
+    Customer(CustomerId, Output),
+    Desktop(AgentId, DesktopEvent),
+}
+
+/// Delivery lanes: messages for one customer (or one agent) always take
+/// the same lane, so they arrive in the order they were posted.
+pub const LANES: usize = 16;
+/// How long a lane keeps retrying one message before it gives up on it.
+pub const LANE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Hub {
+    /// A hub; starts its delivery lanes on the current tokio runtime.
     pub fn new(journal: Arc<dyn Journal>, cluster: Arc<dyn Cluster>) -> Arc<Self> {
-        Arc::new(Hub {
-            cluster,
-            journal,
-            customers: Default::default(),
-            agents: Default::default(),
-            gateways: Default::default(),
-            router: Mutex::new(None),
-            supervisor: OnceLock::new(),
+        Arc::new_cyclic(|hub: &std::sync::Weak<Hub>| {
+            let lanes = (0..LANES)
+                .map(|_| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(run_lane(hub.clone(), rx));
+                    tx
+                })
+                .collect();
+            Hub {
+                cluster,
+                journal,
+                customers: Default::default(),
+                agents: Default::default(),
+                gateways: Default::default(),
+                router: Mutex::new(None),
+                supervisor: OnceLock::new(),
+                lanes,
+            }
         })
+    }
+
+    /// Tells the customer a routing decision without waiting: the lane for
+    /// this customer delivers it, in order with everything else posted for
+    /// the customer, retrying while the customer's node or the coordination
+    /// store cannot be reached.
+    pub fn post_customer(&self, id: CustomerId, o: Output) {
+        self.post(id.0, Told::Customer(id, o));
+    }
+
+    /// Sends a desktop event without waiting, in order per agent, retrying
+    /// like [`Hub::post_customer`].
+    pub fn post_desktop(&self, agent: &AgentId, event: DesktopEvent) {
+        let key = agent.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        self.post(key, Told::Desktop(agent.clone(), event));
+    }
+
+    fn post(&self, key: u64, told: Told) {
+        let lane = &self.lanes[(key % LANES as u64) as usize];
+        if lane.send(told).is_err() {
+            tracing::error!("delivery lane closed: message dropped");
+        }
     }
 
     pub fn cluster(&self) -> &Arc<dyn Cluster> {
@@ -289,20 +336,19 @@ impl Hub {
         current
     }
 
-    /// Sends an event to the agent's desktop, wherever it is connected.
-    pub async fn to_desktop(&self, agent: &AgentId, event: DesktopEvent) {
+    /// Sends an event to the agent's desktop, wherever it is connected. An
+    /// agent connected nowhere is not an error (there is nobody to tell).
+    pub async fn to_desktop(&self, agent: &AgentId, event: DesktopEvent) -> Result<()> {
         if let Some(a) = self.agent(agent) {
             let _ = a.cast(AgentMsg::Desktop(event));
-            return;
+            return Ok(());
         }
-        match self.cluster.agent_home(agent).await {
-            Ok(Some(Home::There(node))) => {
-                if let Err(e) = self.send(&node, Envelope::Desktop(agent.clone(), event)).await {
-                    tracing::warn!(%agent, %node, error = %e, "desktop event not delivered");
-                }
+        match self.cluster.agent_home(agent).await? {
+            Some(Home::There(node)) => self.send(&node, Envelope::Desktop(agent.clone(), event)).await.map(|_| ()),
+            Some(Home::Here) | None => {
+                tracing::debug!(%agent, "desktop not connected; event dropped");
+                Ok(())
             }
-            Ok(_) => tracing::debug!(%agent, "desktop not connected; event dropped"),
-            Err(e) => tracing::warn!(%agent, error = %e, "desktop event not delivered"),
         }
     }
 
@@ -349,7 +395,16 @@ impl Hub {
     fn deliver_here(&self, d: Delivery) -> Option<Delivery> {
         let mut g = lock(&self.gateways);
         let (subs, _) = &mut *g;
-        subs.retain(|s| !s.tx.is_closed());
+        let closed: Vec<Vec<Channel>> = subs.iter().filter(|s| s.tx.is_closed()).map(|s| s.channels.clone()).collect();
+        if !closed.is_empty() {
+            subs.retain(|s| !s.tx.is_closed());
+            let cluster = self.cluster.clone();
+            tokio::spawn(async move {
+                for channels in closed {
+                    let _ = cluster.gateway_session(&channels, false).await;
+                }
+            });
+        }
         let mut d = d;
         let channel = d.channel;
         for s in subs.iter().filter(|s| s.serves(channel)) {
@@ -423,6 +478,31 @@ enum Elsewhere {
 impl From<ActorError> for Elsewhere {
     fn from(e: ActorError) -> Self {
         Elsewhere::Failed(e)
+    }
+}
+
+/// Delivers what is posted to one lane, in order; a message that cannot be
+/// delivered is retried with backoff for up to [`LANE_RETRY_FOR`].
+async fn run_lane(hub: std::sync::Weak<Hub>, mut rx: mpsc::UnboundedReceiver<Told>) {
+    while let Some(told) = rx.recv().await {
+        let started = std::time::Instant::now();
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            let Some(hub) = hub.upgrade() else { return };
+            let r = match &told {
+                Told::Customer(id, o) => hub.tell_customer(*id, o.clone()).await,
+                Told::Desktop(agent, e) => hub.to_desktop(agent, e.clone()).await,
+            };
+            drop(hub);
+            let Err(e) = r else { break };
+            if started.elapsed() > LANE_RETRY_FOR {
+                tracing::error!(error = %e, "giving up delivering a routing decision after {LANE_RETRY_FOR:?}");
+                break;
+            }
+            tracing::debug!(error = %e, "delivery failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+        }
     }
 }
 

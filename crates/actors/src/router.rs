@@ -73,11 +73,7 @@ impl Actor for RouterActor {
         match msg {
             RouterMsg::Ask(req, reply) => {
                 let r = answer(now, st, req);
-                // Decisions reach the customers' mailboxes before the caller
-                // hears back, so its next command finds them recorded (an
-                // agent replying right after its accept finds the
-                // conversation assigned).
-                dispatch(st).await;
+                dispatch(st);
                 match (reply, r) {
                     (Some(reply), r) => drop(reply.send(r)),
                     (None, Err(e)) => tracing::debug!(error = %e, "routing request refused"),
@@ -86,7 +82,7 @@ impl Actor for RouterActor {
             }
             RouterMsg::Tick => {
                 st.router.tick(now, &mut st.out);
-                dispatch(st).await;
+                dispatch(st);
             }
         }
         Ok(())
@@ -100,6 +96,17 @@ impl Actor for RouterActor {
 
 fn answer(now: TimeMs, st: &mut RouterState, req: RouterRequest) -> Result<RouterReply> {
     Ok(match req {
+        RouterRequest::Step(Input::Accept { agent, offer }) => {
+            st.router.step(now, Input::Accept { agent, offer }, &mut st.out)?;
+            // The accepting agent records the assignment with the customer
+            // itself before it answers its desktop, so the agent's next
+            // command finds it there; the decision also goes out as usual.
+            let conversation = st.out.iter().find_map(|o| match o {
+                Output::Assigned { offer: o, conversation, .. } if *o == offer => Some(*conversation),
+                _ => None,
+            });
+            conversation.map_or(RouterReply::Done, RouterReply::Accepted)
+        }
         RouterRequest::Step(input) => {
             st.router.step(now, input, &mut st.out)?;
             RouterReply::Done
@@ -141,12 +148,14 @@ fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
 }
 
 /// Carries out the decisions: history to the customers, news to desktops.
-async fn dispatch(st: &mut RouterState) {
-    for o in std::mem::take(&mut st.out) {
+/// Posted to the hub's ordered delivery lanes, never awaited: the router
+/// does no network I/O, so a slow node or store cannot hold routing up.
+fn dispatch(st: &mut RouterState) {
+    for o in st.out.drain(..) {
         crate::metrics::router_output(&o);
         let customer = match &o {
             Output::AgentStateChanged { agent, state, load } => {
-                st.hub.to_desktop(agent, DesktopEvent::StateChanged { state: *state, load: *load }).await;
+                st.hub.post_desktop(agent, DesktopEvent::StateChanged { state: *state, load: *load });
                 continue;
             }
             Output::OfferRevoked { offer, agent, reason, conversation } => {
@@ -155,7 +164,7 @@ async fn dispatch(st: &mut RouterState) {
                     RevokeReason::Withdrawn => "withdrawn",
                     RevokeReason::AgentLoggedOut => "agent logged out",
                 };
-                st.hub.to_desktop(agent, DesktopEvent::OfferRevoked { offer: *offer, reason: reason.into() }).await;
+                st.hub.post_desktop(agent, DesktopEvent::OfferRevoked { offer: *offer, reason: reason.into() });
                 conversation.customer
             }
             Output::Queued { conversation, .. }
@@ -166,8 +175,6 @@ async fn dispatch(st: &mut RouterState) {
             // The customer actor that asked for the transfer records it.
             Output::Transferred { .. } => continue,
         };
-        if let Err(e) = st.hub.tell_customer(customer, o).await {
-            tracing::error!(%customer, error = %e, "routing decision not delivered to the customer");
-        }
+        st.hub.post_customer(customer, o);
     }
 }

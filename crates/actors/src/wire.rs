@@ -9,7 +9,7 @@ use centralino_core::customer::{Contact, ContactOutcome, Customer};
 use centralino_core::history::TransferTarget;
 use centralino_core::kpi::KpiReport;
 use centralino_core::router::{AgentView, ConversationView, QueueView};
-use centralino_core::{AgentId, Channel, ConversationId, CustomerId, Identity, Input, Output, QueueId, TimeMs};
+use centralino_core::{AgentId, Channel, ConversationId, CustomerId, Identity, Input, OfferId, Output, QueueId, TimeMs};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ActorError;
@@ -28,6 +28,9 @@ pub enum CustomerRequest {
     /// The waiting customer wants to be called back on `channel` at `to`,
     /// keeping their place; no earlier than `not_before` if set.
     Callback { channel: Channel, to: Identity, not_before: Option<TimeMs> },
+    /// The agent accepted the offer: record the assignment now (the same
+    /// decision arriving later from the router is then a no-op).
+    Assigned { conversation: ConversationId, agent: AgentId, offer: OfferId },
     /// A copy of the customer, for views.
     Get,
 }
@@ -62,6 +65,8 @@ pub enum RouterRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RouterReply {
     Done,
+    /// An offer was accepted: the conversation is assigned.
+    Accepted(ConversationId),
     Agents(Vec<AgentView>),
     Queues(Vec<QueueView>),
     Conversations(Vec<ConversationView>),

@@ -5,6 +5,7 @@
 //!   on the terminal until Ctrl-C.
 //! - `centralino node`: a node configured by file, environment and flags.
 
+mod bench;
 mod config;
 mod run;
 mod sim;
@@ -27,6 +28,8 @@ enum Command {
     Dev(DevArgs),
     /// Run a node.
     Node(NodeArgs),
+    /// Measure a cluster (started here or running) against this machine's ceilings.
+    Bench(bench::Args),
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +108,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Node(args) => run::node(args.load(false)?, None).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Dev(args) => {
                 let cfg = args.node.load(true)?;
                 let sim = sim::Options {

@@ -41,8 +41,11 @@ pub const ROUTER: &str = "main";
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame between nodes (envelopes carry whole histories).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
-/// How long agent homes and gateway lists are trusted.
+/// How long gateway lists are trusted.
 const CACHE_FOR: Duration = Duration::from_secs(1);
+/// How long an agent's home is trusted (a desktop that reconnects to
+/// another node moves it; a failed send forgets it at once).
+const AGENT_CACHE_FOR: Duration = Duration::from_secs(10);
 
 pub struct Topology {
     me: NodeInfo,
@@ -295,7 +298,7 @@ impl Cluster for Topology {
 
     async fn agent_home(&self, agent: &AgentId) -> Result<Option<Home>> {
         if let Some((node, at)) = lock(&self.agents).get(agent).cloned()
-            && at.elapsed() < CACHE_FOR
+            && at.elapsed() < AGENT_CACHE_FOR
         {
             return Ok(node.map(|n| self.home(n)));
         }

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{self, invalid};
-use crate::{ask, metrics};
+use crate::{Closing, ask, metrics};
 
 /// How long a new stream may take to send its login.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,11 +29,12 @@ pub const DESKTOP_BUFFER: usize = 1024;
 
 pub struct DesktopService {
     hub: Arc<Hub>,
+    closing: Closing,
 }
 
 impl DesktopService {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        DesktopService { hub }
+    pub fn new(hub: Arc<Hub>, closing: Closing) -> Self {
+        DesktopService { hub, closing }
     }
 }
 
@@ -64,9 +65,18 @@ impl pb::agent_desktop_server::AgentDesktop for DesktopService {
         let _ = tx.send(Ok(result(first.request_id, Ok(())))).await;
         tokio::spawn(forward_events(events, tx.clone()));
         let hub = self.hub.clone();
+        let closing = self.closing.clone().wait();
         tokio::spawn(async move {
+            tokio::pin!(closing);
             loop {
-                let cmd = match inbound.message().await {
+                let next = tokio::select! {
+                    () = &mut closing => {
+                        let _ = tx.send(Err(Closing::status())).await;
+                        break;
+                    }
+                    next = inbound.message() => next,
+                };
+                let cmd = match next {
                     Ok(Some(c)) => c,
                     Ok(None) => break,
                     Err(e) => {

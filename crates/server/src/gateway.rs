@@ -16,18 +16,19 @@ use tonic::{Request, Response, Status};
 
 use crate::convert::{self, invalid};
 use crate::error::status;
-use crate::{metrics, unexpected};
+use crate::{Closing, metrics, unexpected};
 
 /// Replies buffered per gateway stream before delivery waits.
 pub const DELIVERY_BUFFER: usize = 4096;
 
 pub struct GatewayService {
     hub: Arc<Hub>,
+    closing: Closing,
 }
 
 impl GatewayService {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        GatewayService { hub }
+    pub fn new(hub: Arc<Hub>, closing: Closing) -> Self {
+        GatewayService { hub, closing }
     }
 
     async fn customer_of(&self, who: &Option<pb::get_conversation_request::Who>) -> Result<CustomerId, Status> {
@@ -95,7 +96,8 @@ impl pb::gateway_server::Gateway for GatewayService {
         let channels = r.channels.iter().map(|c| convert::channel("channels", *c)).collect::<Result<Vec<_>, _>>()?;
         tracing::info!(gateway = %r.gateway_id, ?channels, "gateway subscribed to deliveries");
         let rx = self.hub.subscribe(channels, DELIVERY_BUFFER).await;
-        let stream = ReceiverStream::new(rx).map(|d| {
+        let until_closing = futures::StreamExt::take_until(ReceiverStream::new(rx), self.closing.clone().wait());
+        let stream = until_closing.map(|d| {
             Ok(pb::Delivery {
                 conversation_id: d.conversation.to_string(),
                 customer_id: d.conversation.customer.to_string(),
@@ -106,7 +108,8 @@ impl pb::gateway_server::Gateway for GatewayService {
                 seq: d.seq,
             })
         });
-        Ok(Response::new(Box::pin(stream)))
+        let end = futures::stream::once(async { Err(Closing::status()) });
+        Ok(Response::new(Box::pin(stream.chain(end))))
     }
 
     async fn request_callback(&self, req: Request<pb::RequestCallbackRequest>) -> Result<Response<pb::RequestCallbackResponse>, Status> {

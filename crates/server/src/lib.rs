@@ -39,6 +39,7 @@ pub const SERVICES: [&str; 3] = ["centralino.v1.Gateway", "centralino.v1.AgentDe
 /// Serves every service on `listener` until `shutdown` resolves, then
 /// stops accepting and lets in-flight calls finish.
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
     for s in SERVICES {
         health.set_service_status(s, tonic_health::ServingStatus::Serving).await;
@@ -57,10 +58,10 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         .map_err(|e| tracing::error!(error = %e, "reflection v1alpha"))
         .ok();
 
-    let gateway = pb::gateway_server::GatewayServer::new(gateway::GatewayService::new(hub.clone()))
+    let gateway = pb::gateway_server::GatewayServer::new(gateway::GatewayService::new(hub.clone(), Closing(closing.clone())))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let desktop = pb::agent_desktop_server::AgentDesktopServer::new(desktop::DesktopService::new(hub.clone()))
+    let desktop = pb::agent_desktop_server::AgentDesktopServer::new(desktop::DesktopService::new(hub.clone(), Closing(closing)))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let admin = pb::admin_server::AdminServer::new(admin::AdminService::new(hub.clone()))
@@ -74,6 +75,9 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
     let health_on_stop = health.clone();
     let shutdown = async move {
         shutdown.await;
+        // Streams never end by themselves: end them, telling clients to
+        // reconnect (to another node), so the graceful stop can finish.
+        let _ = closing_tx.send(true);
         for s in SERVICES {
             health_on_stop.set_service_status(s, tonic_health::ServingStatus::NotServing).await;
         }
@@ -91,6 +95,21 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         .add_service(internal)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
+}
+
+/// Resolves when the server starts shutting down.
+#[derive(Clone)]
+pub struct Closing(tokio::sync::watch::Receiver<bool>);
+
+impl Closing {
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|closing| *closing).await;
+    }
+
+    /// The status a stream ends with when the node shuts down.
+    pub fn status() -> Status {
+        Status::unavailable("this node is shutting down; reconnect to another node")
+    }
 }
 
 /// An actor answered with the wrong kind of reply: a bug between versions.

@@ -384,6 +384,12 @@ impl Router {
     pub(super) fn wrap_up(&mut self, now: TimeMs, agent: &AgentId, conv: ConversationId, out: &mut Vec<Output>) -> Result<()> {
         let ax = self.agent(agent)?;
         let e = self.entries.get_mut(&conv).ok_or(CoreError::UnknownConversation(conv))?;
+        if let (Phase::WrapUp { .. }, Some(holder)) = (e.phase, e.agent)
+            && holder == ax
+        {
+            // Already wrapped up by this agent: a retry changes nothing.
+            return Ok(());
+        }
         let (Phase::Assigned { since }, Some(holder)) = (e.phase, e.agent) else {
             return Err(CoreError::NotAssigned { conversation: conv, agent: agent.clone() });
         };

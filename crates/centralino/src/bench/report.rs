@@ -1,0 +1,375 @@
+//! The results: `report.json`, `contacts.csv` and the human summary.
+//!
+//! Every headline number sits next to its target from the brief ("How good
+//! it must be") and the ratio to it; a number this run did not measure is
+//! `null` in the JSON and "not measured yet" in the summary, never a guess.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::tracker::Contact;
+
+/// The CSV header the issue fixes.
+pub const CSV_HEADER: &str = "contact_id,class,channel,arrival_ts,offer_ts,accept_ts,agent,node";
+
+/// Targets from the brief, on the 2-core machine with 3 nodes.
+pub const TARGET_ROUTED_PER_S: f64 = 5_000.0;
+pub const TARGET_OFFER_P99_MS: f64 = 5.0;
+pub const TARGET_ETCD_PER_CONTACT: f64 = 1.0;
+pub const TARGET_MIGRATION_P99_MS: f64 = 10.0;
+pub const TARGET_FAILOVER_S: f64 = 3.0;
+
+/// Latency percentiles, ms.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+/// Percentiles of `samples` (seconds) through an HdrHistogram of
+/// microseconds with 3 significant digits; `None` without samples.
+pub fn latency(samples: impl IntoIterator<Item = f64>) -> Option<Latency> {
+    let mut h = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    for s in samples {
+        h.record((s.max(0.0) * 1e6).round() as u64).expect("an auto-resizing histogram takes any value");
+    }
+    if h.is_empty() {
+        return None;
+    }
+    let ms = |us: u64| us as f64 / 1_000.0;
+    Some(Latency {
+        count: h.len(),
+        p50_ms: ms(h.value_at_quantile(0.5)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        p999_ms: ms(h.value_at_quantile(0.999)),
+        max_ms: ms(h.max()),
+        mean_ms: h.mean() / 1_000.0,
+    })
+}
+
+/// Requests etcd received over a window, from its `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EtcdUsage {
+    /// Every gRPC message etcd's KV, Lease and Watch services received:
+    /// unary requests (Range, Put, Txn, DeleteRange, LeaseGrant, ...) and
+    /// stream messages (lease keep-alives, watch requests).
+    pub requests: f64,
+    /// The same, by `service/method`.
+    pub by_method: BTreeMap<String, f64>,
+    /// etcd's MVCC counters over the window: put, txn, range, delete.
+    pub mvcc: BTreeMap<String, f64>,
+    pub per_contact: Option<f64>,
+}
+
+/// One measured phase (a scenario's load run).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Phase {
+    pub scenario: String,
+    pub what: String,
+    pub rate_per_s: f64,
+    pub agents: usize,
+    pub handle_ms: f64,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    /// The measured window, seconds on the bench's clock.
+    pub window_start_s: f64,
+    pub window_end_s: f64,
+    /// Contacts sent whose arrival is in the window.
+    pub submitted: u64,
+    pub submitted_per_s: f64,
+    /// Of those: acknowledged, failed, offered, accepted (at any time).
+    pub acked: u64,
+    pub failed: u64,
+    pub offered: u64,
+    pub accepted: u64,
+    /// Of those: accepted by the end of the window.
+    pub routed: u64,
+    /// `routed / duration`: contacts that arrived in the window and were
+    /// acknowledged, offered and accepted within it, per second.
+    pub routed_per_s: f64,
+    /// Every accept inside the window, whatever the arrival, per second
+    /// (the completion rate; above `routed_per_s` when a backlog from the
+    /// warm-up drains, below the submission rate when one builds up).
+    pub accepted_in_window_per_s: f64,
+    /// Arrived in the window, never offered before the bench stopped.
+    pub never_offered: u64,
+    pub ingest_to_offer: Option<Latency>,
+    pub ingest_to_ack: Option<Latency>,
+    pub offer_to_accept: Option<Latency>,
+    /// Contacts the generator did not send because `--max-in-flight` calls
+    /// were already outstanding (the system fell behind).
+    pub skipped_by_generator: u64,
+    /// How far the generator ran behind its Poisson schedule at worst, ms
+    /// (a CPU-starved generator, not the system under test).
+    pub generator_max_lag_ms: f64,
+    /// Mean SubmitContact calls in flight during the window.
+    pub mean_in_flight: f64,
+    pub accept_errors: u64,
+    pub resolve_errors: u64,
+    pub offers_revoked: u64,
+    pub etcd: Option<EtcdUsage>,
+    /// Load average (1 min) at the end of the window: the machine is shared.
+    pub load_avg_1m: Option<f64>,
+}
+
+/// A ceiling measured in this process.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Ceiling {
+    pub what: String,
+    pub concurrency: usize,
+    pub connections: usize,
+    pub seconds: f64,
+    pub calls: u64,
+    pub per_s: f64,
+    pub latency: Option<Latency>,
+}
+
+/// `report.json`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub routed_per_s: Option<f64>,
+    pub ingest_to_offer_p50_ms: Option<f64>,
+    pub ingest_to_offer_p99_ms: Option<f64>,
+    pub ingest_to_offer_p999_ms: Option<f64>,
+    pub etcd_requests_per_contact: Option<f64>,
+    pub etcd_bytes_per_active_conversation: Option<f64>,
+    pub migration_pause_p50_ms: Option<f64>,
+    pub migration_pause_p99_ms: Option<f64>,
+    pub drain_s: Option<f64>,
+    pub failover_s: Option<f64>,
+    pub actors_per_node: Option<f64>,
+    pub bytes_per_idle_actor: Option<f64>,
+    pub grpc_ceiling_per_s: Option<f64>,
+    pub etcd_put_ceiling_per_s: Option<f64>,
+    /// `routed_per_s / grpc_ceiling_per_s`.
+    pub routed_to_grpc_ceiling: Option<f64>,
+    /// Named scenarios that were asked for and are not implemented yet.
+    pub not_measured: Vec<String>,
+    pub parameters: serde_json::Value,
+    pub system: serde_json::Value,
+    pub phases: Vec<Phase>,
+    pub grpc_ceiling: Option<Ceiling>,
+    pub etcd_put_ceiling: Option<Ceiling>,
+}
+
+/// One CSV line (no newline). Times in seconds with microsecond precision;
+/// empty fields for what never happened.
+pub fn csv_row(id: usize, c: &Contact, class: &str, channel: &str, agent: Option<&str>, node: Option<&str>) -> String {
+    let t = |v: Option<f64>| v.map(|s| format!("{s:.6}")).unwrap_or_default();
+    format!(
+        "{id},{class},{channel},{:.6},{},{},{},{}",
+        c.arrival,
+        t(c.offer),
+        t(c.accept),
+        agent.unwrap_or_default(),
+        node.unwrap_or_default()
+    )
+}
+
+/// How a number compares with its target.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+    Below(f64),
+    None,
+}
+
+/// "target" and "ratio" columns of the summary.
+pub fn against(value: Option<f64>, goal: Goal) -> (String, String) {
+    let (target, t) = match goal {
+        Goal::AtLeast(t) => (format!(">= {}", num(t)), t),
+        Goal::AtMost(t) => (format!("<= {}", num(t)), t),
+        Goal::Below(t) => (format!("< {}", num(t)), t),
+        Goal::None => return ("-".into(), "-".into()),
+    };
+    let Some(v) = value else { return (target, "-".into()) };
+    let ratio = v / t;
+    let verdict = match goal {
+        Goal::AtLeast(_) if ratio >= 1.0 => "met".to_owned(),
+        Goal::AtLeast(_) => format!("missed by {:.0}%", (1.0 - ratio) * 100.0),
+        Goal::AtMost(_) if ratio <= 1.0 => "met".to_owned(),
+        Goal::Below(_) if ratio < 1.0 => "met".to_owned(),
+        Goal::AtMost(_) | Goal::Below(_) => format!("missed: {ratio:.1}x the limit"),
+        Goal::None => unreachable!(),
+    };
+    (target, format!("{ratio:.2}x ({verdict})"))
+}
+
+/// A number for people: thousands separated, sensible decimals.
+pub fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v.abs() >= 100.0 {
+        let s = format!("{:.0}", v.abs());
+        let mut out = String::new();
+        for (i, ch) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        return if v < 0.0 { format!("-{out}") } else { out };
+    }
+    if v.abs() >= 10.0 { format!("{v:.1}") } else { format!("{v:.2}") }
+}
+
+fn opt(v: Option<f64>, unit: &str) -> String {
+    v.map(|v| format!("{} {unit}", num(v))).unwrap_or_else(|| "not measured".into())
+}
+
+/// The human summary printed on stdout.
+pub fn summary(r: &Report, header: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{header}");
+    for p in &r.phases {
+        let _ = writeln!(
+            s,
+            "\nphase {}: {}\n  offered {} contacts/s to {} agents (mean handle {} ms), {} s measured after {} s warm-up; load avg {}",
+            p.scenario,
+            p.what,
+            num(p.rate_per_s),
+            p.agents,
+            num(p.handle_ms),
+            num(p.duration_s),
+            num(p.warmup_s),
+            p.load_avg_1m.map(num).unwrap_or_else(|| "?".into()),
+        );
+        let _ = writeln!(
+            s,
+            "  in the window: submitted {} ({}/s), acked {}, failed {}, offered {}, accepted {} ({} by window end), never offered {}",
+            p.submitted,
+            num(p.submitted_per_s),
+            p.acked,
+            p.failed,
+            p.offered,
+            p.accepted,
+            p.routed,
+            p.never_offered
+        );
+        let _ = writeln!(
+            s,
+            "  routed {}/s (accepts in window {}/s); skipped by generator {}; generator lag max {} ms; mean in flight {}",
+            num(p.routed_per_s),
+            num(p.accepted_in_window_per_s),
+            p.skipped_by_generator,
+            num(p.generator_max_lag_ms),
+            num(p.mean_in_flight)
+        );
+        for (name, l) in [("ingest->ack", &p.ingest_to_ack), ("ingest->offer", &p.ingest_to_offer), ("offer->accept", &p.offer_to_accept)] {
+            if let Some(l) = l {
+                let _ = writeln!(
+                    s,
+                    "  {name:<14} p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms (n={})",
+                    num(l.p50_ms),
+                    num(l.p99_ms),
+                    num(l.p999_ms),
+                    num(l.max_ms),
+                    l.count
+                );
+            }
+        }
+        if p.accept_errors + p.resolve_errors + p.offers_revoked > 0 {
+            let _ = writeln!(s, "  accept errors {}, resolve errors {}, offers revoked {}", p.accept_errors, p.resolve_errors, p.offers_revoked);
+        }
+        if let Some(e) = &p.etcd {
+            let top: Vec<String> = e.by_method.iter().filter(|(_, v)| **v > 0.0).map(|(k, v)| format!("{k} {}", num(*v))).collect();
+            let _ = writeln!(s, "  etcd: {} requests in the window ({}/contact): {}", num(e.requests), e.per_contact.map(num).unwrap_or("-".into()), top.join(", "));
+        }
+    }
+
+    let _ = writeln!(s, "\n{:<34} {:>16} {:>12}  ratio to target", "number", "measured", "target");
+    let rows: [(&str, Option<f64>, &str, Goal); 9] = [
+        ("routed contacts/s (end to end)", r.routed_per_s, "/s", Goal::AtLeast(TARGET_ROUTED_PER_S)),
+        ("ingest->offer p50", r.ingest_to_offer_p50_ms, "ms", Goal::None),
+        ("ingest->offer p99", r.ingest_to_offer_p99_ms, "ms", Goal::Below(TARGET_OFFER_P99_MS)),
+        ("ingest->offer p99.9", r.ingest_to_offer_p999_ms, "ms", Goal::None),
+        ("etcd requests per routed contact", r.etcd_requests_per_contact, "", Goal::AtMost(TARGET_ETCD_PER_CONTACT)),
+        ("migration pause p99", r.migration_pause_p99_ms, "ms", Goal::Below(TARGET_MIGRATION_P99_MS)),
+        ("failover", r.failover_s, "s", Goal::Below(TARGET_FAILOVER_S)),
+        ("etcd bytes per active conversation", r.etcd_bytes_per_active_conversation, "B", Goal::None),
+        ("actors per node", r.actors_per_node, "", Goal::None),
+    ];
+    for (name, v, unit, goal) in rows {
+        let (target, ratio) = against(v, goal);
+        let target = if target == "-" { target } else { format!("{target} {unit}").trim_end().to_owned() };
+        let _ = writeln!(s, "{name:<34} {:>16} {target:>12}  {ratio}", opt(v, unit));
+    }
+    let _ = writeln!(s, "\nceilings, measured in this process on this machine:");
+    for (c, ratio) in [
+        (&r.grpc_ceiling, r.routed_to_grpc_ceiling.map(|x| format!("routed/grpc_ceiling = {x:.3}"))),
+        (&r.etcd_put_ceiling, r.etcd_requests_per_contact.map(|x| format!("etcd requests/contact = {x:.2}"))),
+    ] {
+        match c {
+            Some(c) => {
+                let l = c.latency.as_ref().map(|l| format!(", p50 {} ms, p99 {} ms", num(l.p50_ms), num(l.p99_ms))).unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "  {:<28} {:>10}/s at {} in flight over {} connection(s){l}; {}",
+                    c.what,
+                    num(c.per_s),
+                    c.concurrency,
+                    c.connections,
+                    ratio.unwrap_or_else(|| "-".into())
+                );
+            }
+            None => {}
+        }
+    }
+    if r.etcd_put_ceiling.is_none() {
+        let _ = writeln!(s, "  etcd put ceiling             not measured (no etcd in this run)");
+    }
+    if !r.not_measured.is_empty() {
+        let _ = writeln!(s, "\nnot measured yet: {} (fields are null in report.json)", r.not_measured.join(", "));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        // 1..=1000 ms: p50 = 500 ms, p99 = 990 ms, p99.9 = 999 ms (3 digits).
+        let l = latency((1..=1000).map(|ms| f64::from(ms) / 1_000.0)).unwrap();
+        assert_eq!(l.count, 1000);
+        assert!((l.p50_ms - 500.0).abs() <= 0.5, "{l:?}");
+        assert!((l.p99_ms - 990.0).abs() <= 1.0, "{l:?}");
+        assert!((l.p999_ms - 999.0).abs() <= 1.0, "{l:?}");
+        assert!((l.max_ms - 1000.0).abs() <= 1.0, "{l:?}");
+        assert!((l.mean_ms - 500.5).abs() <= 0.5, "{l:?}");
+        // Sub-millisecond values keep their microseconds.
+        let l = latency([0.000_250, 0.000_250, 0.000_750]).unwrap();
+        assert_eq!(l.p50_ms, 0.25);
+        assert!(latency(std::iter::empty()).is_none());
+    }
+
+    #[test]
+    fn csv_rows_leave_what_never_happened_empty() {
+        let done = Contact { arrival: 1.5, offer: Some(1.501_25), accept: Some(1.6), ..Contact::default() };
+        assert_eq!(csv_row(7, &done, "gold", "chat", Some("bench-a-3"), Some("n2")), "7,gold,chat,1.500000,1.501250,1.600000,bench-a-3,n2");
+        let waiting = Contact { arrival: 2.0, ..Contact::default() };
+        assert_eq!(csv_row(8, &waiting, "normal", "voice", None, None), "8,normal,voice,2.000000,,,,");
+        assert_eq!(csv_row(0, &waiting, "a", "b", None, None).split(',').count(), CSV_HEADER.split(',').count());
+    }
+
+    #[test]
+    fn ratios_say_met_or_by_how_much() {
+        assert_eq!(against(Some(2_500.0), Goal::AtLeast(5_000.0)), (">= 5,000".into(), "0.50x (missed by 50%)".into()));
+        assert_eq!(against(Some(2.5), Goal::Below(5.0)), ("< 5.00".into(), "0.50x (met)".into()));
+        assert_eq!(against(Some(10.0), Goal::Below(5.0)).1, "2.00x (missed: 2.0x the limit)");
+        assert_eq!(against(None, Goal::Below(5.0)).1, "-");
+        assert_eq!(num(12_345.6), "12,346");
+        assert_eq!(num(123.0), "123");
+        assert_eq!(num(0.1234), "0.12");
+    }
+}
