@@ -10,7 +10,23 @@ fn bench_writes_its_report_and_one_row_per_contact() {
     let out = std::env::temp_dir().join(format!("centralino-bench-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = Command::new(env!("CARGO_BIN_EXE_centralino"))
-        .args(["bench", "--nodes", "1", "--rate", "50", "--agents", "10", "--duration", "3", "--warmup", "1", "--drain", "3", "--ceiling-secs", "1"])
+        .args([
+            "bench",
+            "--nodes",
+            "1",
+            "--rate",
+            "50",
+            "--agents",
+            "10",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--drain",
+            "3",
+            "--ceiling-secs",
+            "1",
+        ])
         .arg("--out")
         .arg(&out)
         .env("RUST_LOG", "warn")
@@ -18,10 +34,20 @@ fn bench_writes_its_report_and_one_row_per_contact() {
         .expect("run centralino bench");
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "bench failed ({}):\n{stdout}\n{stderr}", run.status);
-    assert!(stdout.contains("routed contacts/s"), "the summary names the numbers:\n{stdout}");
+    assert!(
+        run.status.success(),
+        "bench failed ({}):\n{stdout}\n{stderr}",
+        run.status
+    );
+    assert!(
+        stdout.contains("routed contacts/s"),
+        "the summary names the numbers:\n{stdout}"
+    );
 
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report.json")).expect("report.json is JSON");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
+    )
+    .expect("report.json is JSON");
     for field in [
         "routed_per_s",
         "ingest_to_offer_p50_ms",
@@ -34,32 +60,71 @@ fn bench_writes_its_report_and_one_row_per_contact() {
         "etcd_put_ceiling_per_s",
         "parameters",
     ] {
-        assert!(report.get(field).is_some(), "report.json has {field}: {report:#}");
+        assert!(
+            report.get(field).is_some(),
+            "report.json has {field}: {report:#}"
+        );
     }
-    let routed = report["routed_per_s"].as_f64().expect("routed_per_s measured");
+    let routed = report["routed_per_s"]
+        .as_f64()
+        .expect("routed_per_s measured");
     assert!(routed > 0.0, "contacts were routed: {report:#}");
-    assert!(report["ingest_to_offer_p99_ms"].as_f64().is_some(), "latency measured: {report:#}");
-    assert!(report["grpc_ceiling_per_s"].as_f64().is_some_and(|c| c > 0.0), "gRPC ceiling measured: {report:#}");
+    assert!(
+        report["ingest_to_offer_p99_ms"].as_f64().is_some(),
+        "latency measured: {report:#}"
+    );
+    assert!(
+        report["grpc_ceiling_per_s"]
+            .as_f64()
+            .is_some_and(|c| c > 0.0),
+        "gRPC ceiling measured: {report:#}"
+    );
     // One standalone node: no etcd, and nothing faked for what is not measured.
-    for field in ["etcd_requests_per_contact", "etcd_put_ceiling_per_s", "migration_pause_p99_ms", "failover_s"] {
-        assert!(report[field].is_null(), "{field} is null without etcd or a scenario for it: {report:#}");
+    for field in [
+        "etcd_requests_per_contact",
+        "etcd_put_ceiling_per_s",
+        "migration_pause_p99_ms",
+        "failover_s",
+    ] {
+        assert!(
+            report[field].is_null(),
+            "{field} is null without etcd or a scenario for it: {report:#}"
+        );
     }
     assert_eq!(report["parameters"]["seed"], 1);
 
     let csv = std::fs::read_to_string(out.join("contacts.csv")).expect("contacts.csv");
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("contact_id,class,channel,arrival_ts,offer_ts,accept_ts,agent,node"));
+    assert_eq!(
+        lines.next(),
+        Some("contact_id,class,channel,arrival_ts,offer_ts,accept_ts,agent,node")
+    );
     let rows: Vec<&str> = lines.collect();
-    let submitted: u64 = report["phases"].as_array().expect("phases").iter().map(|p| p["submitted"].as_u64().unwrap_or(0)).sum();
+    let submitted: u64 = report["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .map(|p| p["submitted"].as_u64().unwrap_or(0))
+        .sum();
     // Every contact sent is a row: those of the window and those of the
     // warm-up (about 50/s over 4 s; Poisson, so loosely).
-    assert!(rows.len() as u64 >= submitted && (100..=400).contains(&rows.len()), "{} rows, {submitted} in the window", rows.len());
+    assert!(
+        rows.len() as u64 >= submitted && (100..=400).contains(&rows.len()),
+        "{} rows, {submitted} in the window",
+        rows.len()
+    );
     for (i, row) in rows.iter().enumerate() {
         let fields: Vec<&str> = row.split(',').collect();
         assert_eq!(fields.len(), 8, "row {i}: {row}");
         assert_eq!(fields[0], i.to_string(), "row {i}: {row}");
-        assert!(fields[3].parse::<f64>().is_ok(), "row {i} has an arrival time: {row}");
+        assert!(
+            fields[3].parse::<f64>().is_ok(),
+            "row {i} has an arrival time: {row}"
+        );
     }
-    assert!(rows.iter().any(|r| !r.ends_with(",,,,")), "some contacts were offered and accepted");
+    assert!(
+        rows.iter().any(|r| !r.ends_with(",,,,")),
+        "some contacts were offered and accepted"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

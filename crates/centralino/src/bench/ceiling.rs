@@ -6,7 +6,7 @@
 //!   `concurrency` workers over `connections` HTTP/2 connections. Nothing
 //!   Centralino does per contact can beat one round trip of this.
 //! - etcd: raw puts (256-byte values) on a scratch prefix at the same
-//!   concurrency, deleted afterwards: the durability path's ceiling without
+//!   concurrency (64 keys per worker, overwritten), deleted afterwards: the durability path's ceiling without
 //!   group commit.
 //! - etcd's own counters: `/metrics` on its client port, read before and
 //!   after a window: every message its KV, Lease and Watch services
@@ -26,12 +26,19 @@ use tonic_health::pb::health_client::HealthClient;
 use super::report::{Ceiling, EtcdUsage, latency};
 use super::system::http_get;
 
+/// Keys per worker the etcd put ceiling cycles through.
+const SCRATCH_KEYS: u64 = 64;
+
 /// Calls before the measured part of a ceiling run, per worker.
 const WARMUP: Duration = Duration::from_millis(500);
 
 /// Runs `workers` closed loops of `call` for `WARMUP + secs`; counts the
 /// calls (and their latencies) that started after the warm-up.
-async fn closed_loop<F, Fut>(workers: usize, secs: f64, call: F) -> anyhow::Result<(u64, f64, Vec<f64>)>
+async fn closed_loop<F, Fut>(
+    workers: usize,
+    secs: f64,
+    call: F,
+) -> anyhow::Result<(u64, f64, Vec<f64>)>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
@@ -87,7 +94,9 @@ where
 
 /// The no-op tonic unary ceiling.
 pub async fn grpc(concurrency: usize, connections: usize, secs: f64) -> anyhow::Result<Ceiling> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the ceiling server")?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the ceiling server")?;
     let addr = listener.local_addr()?;
     let (_reporter, health) = tonic_health::server::health_reporter();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -95,20 +104,31 @@ pub async fn grpc(concurrency: usize, connections: usize, secs: f64) -> anyhow::
         Server::builder()
             .tcp_nodelay(true)
             .add_service(health)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                let _ = stop_rx.await;
-            }),
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stop_rx.await;
+                },
+            ),
     );
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true);
     let mut clients = Vec::new();
     for _ in 0..connections.max(1) {
-        clients.push(HealthClient::new(endpoint.connect().await.context("connecting to the ceiling server")?));
+        clients.push(HealthClient::new(
+            endpoint
+                .connect()
+                .await
+                .context("connecting to the ceiling server")?,
+        ));
     }
     let clients = Arc::new(clients);
     let result = closed_loop(concurrency, secs, move |w, _| {
         let mut c = clients[w % clients.len()].clone();
         async move {
-            c.check(HealthCheckRequest { service: String::new() }).await?;
+            c.check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
             Ok(())
         }
     })
@@ -129,14 +149,26 @@ pub async fn grpc(concurrency: usize, connections: usize, secs: f64) -> anyhow::
 
 /// The raw etcd put ceiling, on `/centralino-bench/<tag>/scratch/`,
 /// deleted afterwards.
-pub async fn etcd_puts(endpoint: &str, concurrency: usize, secs: f64, tag: &str) -> anyhow::Result<Ceiling> {
-    let client = etcd_client::Client::connect([endpoint], None).await.with_context(|| format!("connecting to etcd at {endpoint}"))?;
+pub async fn etcd_puts(
+    endpoint: &str,
+    concurrency: usize,
+    secs: f64,
+    tag: &str,
+) -> anyhow::Result<Ceiling> {
+    let client = etcd_client::Client::connect([endpoint], None)
+        .await
+        .with_context(|| format!("connecting to etcd at {endpoint}"))?;
     let prefix = format!("/centralino-bench/{tag}/scratch/");
     let value = Arc::new(vec![b'x'; 256]);
     let kv = client.kv_client();
     let p = prefix.clone();
     let result = closed_loop(concurrency, secs, move |w, i| {
-        let (mut kv, key, value) = (kv.clone(), format!("{p}{w}/{i}"), value.clone());
+        // A bounded key set, so that the clean-up is one small delete.
+        let (mut kv, key, value) = (
+            kv.clone(),
+            format!("{p}{w}/{}", i % SCRATCH_KEYS),
+            value.clone(),
+        );
         async move {
             kv.put(key, value.as_slice(), None).await?;
             Ok(())
@@ -144,7 +176,12 @@ pub async fn etcd_puts(endpoint: &str, concurrency: usize, secs: f64, tag: &str)
     })
     .await;
     let mut kv = client.kv_client();
-    let cleanup = kv.delete(prefix.clone(), Some(etcd_client::DeleteOptions::new().with_prefix())).await;
+    let cleanup = kv
+        .delete(
+            prefix.clone(),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await;
     let (calls, secs, samples) = result?;
     cleanup.with_context(|| format!("deleting the scratch prefix {prefix}"))?;
     Ok(Ceiling {
@@ -178,34 +215,53 @@ impl EtcdCounters {
     pub fn parse(text: &str) -> EtcdCounters {
         let mut c = EtcdCounters::default();
         for line in text.lines() {
-            let Some((name, value)) = line.rsplit_once(' ') else { continue };
-            let Ok(value) = value.parse::<f64>() else { continue };
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
             if let Some(labels) = name.strip_prefix("grpc_server_msg_received_total{") {
                 let label = |key: &str| {
-                    labels.split(',').find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix("=\""))).map(|v| v.trim_end_matches('}').trim_end_matches('"'))
+                    labels
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix("=\"")))
+                        .map(|v| v.trim_end_matches('}').trim_end_matches('"'))
                 };
-                let (Some(service), Some(method)) = (label("grpc_service"), label("grpc_method")) else { continue };
+                let (Some(service), Some(method)) = (label("grpc_service"), label("grpc_method"))
+                else {
+                    continue;
+                };
                 if !service.starts_with("etcdserverpb.") {
                     continue; // grpc.health: our own probes
                 }
                 let service = service.trim_start_matches("etcdserverpb.");
                 if ["KV", "Lease", "Watch"].contains(&service) {
-                    *c.by_method.entry(format!("{service}/{method}")).or_default() += value;
+                    *c.by_method
+                        .entry(format!("{service}/{method}"))
+                        .or_default() += value;
                 }
-            } else if let Some(op) = name.strip_prefix("etcd_mvcc_").and_then(|n| n.strip_suffix("_total")) {
-                if ["put", "txn", "range", "delete"].contains(&op) {
-                    c.mvcc.insert(op.to_owned(), value);
-                }
+            } else if let Some(op) = name
+                .strip_prefix("etcd_mvcc_")
+                .and_then(|n| n.strip_suffix("_total"))
+                && ["put", "txn", "range", "delete"].contains(&op)
+            {
+                c.mvcc.insert(op.to_owned(), value);
             }
         }
         c
     }
 
     /// What happened between `self` (before) and `after`, per `contacts`.
-    pub fn usage(&self, after: &EtcdCounters, contacts: u64) -> EtcdUsage {
-        let delta = |a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
-            b.iter().map(|(k, v)| (k.clone(), v - a.get(k).copied().unwrap_or(0.0))).filter(|(_, v)| *v != 0.0).collect()
-        };
+    /// (`contacts` routed, `acked` acknowledged in the window).
+    pub fn usage(&self, after: &EtcdCounters, contacts: u64, acked: u64) -> EtcdUsage {
+        let delta =
+            |a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
+                b.iter()
+                    .map(|(k, v)| (k.clone(), v - a.get(k).copied().unwrap_or(0.0)))
+                    .filter(|(_, v)| *v != 0.0)
+                    .collect()
+            };
         let by_method = delta(&self.by_method, &after.by_method);
         let requests = by_method.values().sum();
         EtcdUsage {
@@ -213,6 +269,7 @@ impl EtcdCounters {
             by_method,
             mvcc: delta(&self.mvcc, &after.mvcc),
             per_contact: (contacts > 0).then(|| requests / contacts as f64),
+            per_acked_contact: (acked > 0).then(|| requests / acked as f64),
         }
     }
 }
@@ -241,16 +298,25 @@ grpc_server_started_total{grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_
         let c = EtcdCounters::parse(SAMPLE);
         assert_eq!(c.by_method.get("KV/Txn"), Some(&40.0));
         assert_eq!(c.by_method.get("Lease/LeaseKeepAlive"), Some(&3.0));
-        assert_eq!(c.by_method.len(), 3, "health checks and maintenance are not the product's requests: {c:?}");
+        assert_eq!(
+            c.by_method.len(),
+            3,
+            "health checks and maintenance are not the product's requests: {c:?}"
+        );
         assert_eq!(c.mvcc.get("txn"), Some(&40.0));
         assert_eq!(c.mvcc.len(), 4);
 
-        let after = EtcdCounters::parse(&SAMPLE.replace("} 40", "} 90").replace("etcd_mvcc_txn_total 40", "etcd_mvcc_txn_total 90"));
-        let u = c.usage(&after, 25);
+        let after = EtcdCounters::parse(
+            &SAMPLE
+                .replace("} 40", "} 90")
+                .replace("etcd_mvcc_txn_total 40", "etcd_mvcc_txn_total 90"),
+        );
+        let u = c.usage(&after, 25, 50);
         assert_eq!(u.requests, 50.0);
         assert_eq!(u.by_method, BTreeMap::from([("KV/Txn".to_owned(), 50.0)]));
         assert_eq!(u.mvcc, BTreeMap::from([("txn".to_owned(), 50.0)]));
         assert_eq!(u.per_contact, Some(2.0));
-        assert_eq!(c.usage(&after, 0).per_contact, None);
+        assert_eq!(u.per_acked_contact, Some(1.0));
+        assert_eq!(c.usage(&after, 0, 0).per_contact, None);
     }
 }

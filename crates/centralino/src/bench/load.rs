@@ -79,6 +79,8 @@ pub struct Env {
     pub tag: String,
     pub targets: Vec<Target>,
     pub etcd: Option<String>,
+    /// Processes whose CPU time is measured over each window.
+    pub processes: Vec<(String, u32)>,
 }
 
 /// What a phase measured besides the contacts themselves.
@@ -91,6 +93,8 @@ pub struct PhaseRun {
     pub max_lag_ms: f64,
     pub mean_in_flight: f64,
     pub etcd: Option<(EtcdCounters, EtcdCounters)>,
+    /// Process name → CPU seconds used over the window.
+    pub cpu: Vec<(String, f64)>,
     pub counters: Arc<Counters>,
     pub load_avg: Option<f64>,
 }
@@ -153,7 +157,10 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
     .await;
     match logged_in {
         Ok(r) => r?,
-        Err(_) => bail!("{} agents did not all log in within {LOGIN_DEADLINE:?}", spec.agents),
+        Err(_) => bail!(
+            "{} agents did not all log in within {LOGIN_DEADLINE:?}",
+            spec.agents
+        ),
     }
 
     // The generator, the in-flight sampler and etcd's counters.
@@ -161,15 +168,31 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
     let window_start = t0 + Duration::from_secs_f64(spec.warmup);
     let window_end = window_start + Duration::from_secs_f64(spec.duration);
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let etcd = env.etcd.clone().map(|url| {
+    let probe = {
+        let (url, processes) = (env.etcd.clone(), env.processes.clone());
         tokio::spawn(async move {
             tokio::time::sleep_until(window_start.into()).await;
-            let before = EtcdCounters::read(&url).await?;
+            let cpu_before: Vec<Option<f64>> =
+                processes.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
+            let before = match &url {
+                Some(u) => Some(EtcdCounters::read(u).await?),
+                None => None,
+            };
             tokio::time::sleep_until(window_end.into()).await;
-            let after = EtcdCounters::read(&url).await?;
-            anyhow::Ok((before, after))
+            let cpu_after: Vec<Option<f64>> =
+                processes.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
+            let etcd = match (&url, before) {
+                (Some(u), Some(b)) => Some((b, EtcdCounters::read(u).await?)),
+                _ => None,
+            };
+            let cpu = processes
+                .iter()
+                .zip(cpu_before.iter().zip(&cpu_after))
+                .filter_map(|((name, _), (b, a))| Some((name.clone(), (*a)? - (*b)?)))
+                .collect::<Vec<_>>();
+            anyhow::Ok((etcd, cpu))
         })
-    });
+    };
     let sampler = {
         let in_flight = in_flight.clone();
         tokio::spawn(async move {
@@ -186,14 +209,18 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
     };
     let gateways: Vec<GatewayClient<Conn>> = pool
         .iter()
-        .map(|(_, c)| GatewayClient::new(c.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
+        .map(|(_, c)| {
+            GatewayClient::new(c.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        })
         .collect();
     let (skipped, max_lag) = generate(&spec, env, &gateways, t0, window_end, &in_flight).await;
     let mean_in_flight = sampler.await.unwrap_or(0.0);
-    let etcd = match etcd {
-        Some(t) => Some(t.await.context("reading etcd's metrics")?.context("reading etcd's metrics")?),
-        None => None,
-    };
+    let (etcd, cpu) = probe
+        .await
+        .context("reading etcd's metrics")?
+        .context("reading etcd's metrics")?;
     let load_avg = load_avg();
 
     // Drain: the phase's contacts get offered and accepted, agents finish.
@@ -208,7 +235,10 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
     let finish_within = Duration::from_secs_f64((spec.handle_ms / 1_000.0 * 20.0).clamp(3.0, 30.0));
     let finish_until = tokio::time::Instant::now() + finish_within;
     for a in &mut agents {
-        if tokio::time::timeout_at(finish_until, &mut *a).await.is_err() {
+        if tokio::time::timeout_at(finish_until, &mut *a)
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -218,7 +248,18 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
         let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
     }
     let window = (env.clock.at(window_start), env.clock.at(window_end));
-    Ok(PhaseRun { spec, window, agent_ids, skipped, max_lag_ms: max_lag * 1_000.0, mean_in_flight, etcd, counters, load_avg })
+    Ok(PhaseRun {
+        spec,
+        window,
+        agent_ids,
+        skipped,
+        max_lag_ms: max_lag * 1_000.0,
+        mean_in_flight,
+        etcd,
+        cpu,
+        counters,
+        load_avg,
+    })
 }
 
 /// `per_target` connections to every target, interleaved so that entry
@@ -242,7 +283,14 @@ async fn connect(targets: &[Target], per_target: usize) -> anyhow::Result<Vec<(u
 /// The open-loop Poisson generator, from `t0` until `end`. Returns the
 /// contacts skipped for `max_in_flight` and the worst lag (s) behind the
 /// schedule.
-async fn generate(spec: &PhaseSpec, env: &Env, gateways: &[GatewayClient<Conn>], t0: Instant, end: Instant, in_flight: &Arc<AtomicUsize>) -> (u64, f64) {
+async fn generate(
+    spec: &PhaseSpec,
+    env: &Env,
+    gateways: &[GatewayClient<Conn>],
+    t0: Instant,
+    end: Instant,
+    in_flight: &Arc<AtomicUsize>,
+) -> (u64, f64) {
     let mut rng = StdRng::seed_from_u64(spec.seed.wrapping_add(spec.index as u64));
     let mean_gap = 1.0 / spec.rate;
     let mut next = t0;
@@ -263,7 +311,9 @@ async fn generate(spec: &PhaseSpec, env: &Env, gateways: &[GatewayClient<Conn>],
             skipped += 1;
             continue;
         }
-        let id = env.tracker.arrive(spec.index, class, channel, env.clock.now());
+        let id = env
+            .tracker
+            .arrive(spec.index, class, channel, env.clock.now());
         let c = &env.classes.shares[class].item;
         let ch = env.channels.shares[channel].item;
         let req = pb::SubmitContactRequest {
@@ -272,7 +322,11 @@ async fn generate(spec: &PhaseSpec, env: &Env, gateways: &[GatewayClient<Conn>],
             topic: spec.topic.clone(),
             text: format!("bench contact {id}"),
             sentiment: c.sentiment,
-            attributes: Some(pb::CustomerAttributes { tier: c.tier.clone(), segment: String::new(), language: String::new() }),
+            attributes: Some(pb::CustomerAttributes {
+                tier: c.tier.clone(),
+                segment: String::new(),
+                language: String::new(),
+            }),
             link_identities: vec![],
         };
         let mut client = gateways[n % gateways.len()].clone();
@@ -283,7 +337,7 @@ async fn generate(spec: &PhaseSpec, env: &Env, gateways: &[GatewayClient<Conn>],
             req.set_timeout(SUBMIT_TIMEOUT);
             match client.submit_contact(req).await {
                 Ok(r) => tracker.acked(id, r.into_inner().conversation_id, clock.now()),
-                Err(s) => tracker.failed(id, format!("{:?}: {}", s.code(), s.message())),
+                Err(s) => tracker.failed(id, status_text(&s)),
             }
             in_flight.fetch_sub(1, Ordering::Relaxed);
         });
@@ -308,7 +362,12 @@ enum Pending {
 }
 
 /// One simulated agent desktop: see the module docs.
-async fn agent(conn: Conn, ctx: AgentCtx, ready: oneshot::Sender<anyhow::Result<()>>, mut control: watch::Receiver<Control>) {
+async fn agent(
+    conn: Conn,
+    ctx: AgentCtx,
+    ready: oneshot::Sender<anyhow::Result<()>>,
+    mut control: watch::Receiver<Control>,
+) {
     use pb::agent_command::Command as C;
     let (tx, rx) = mpsc::channel::<pb::AgentCommand>(DESKTOP_BUFFER);
     let login = pb::agent_command::Login {
@@ -319,8 +378,15 @@ async fn agent(conn: Conn, ctx: AgentCtx, ready: oneshot::Sender<anyhow::Result<
         capacity: 100,
         initial_state: pb::AgentState::Available as i32,
     };
-    let _ = tx.send(pb::AgentCommand { request_id: 1, command: Some(C::Login(login)) }).await;
-    let mut client = AgentDesktopClient::new(conn).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let _ = tx
+        .send(pb::AgentCommand {
+            request_id: 1,
+            command: Some(C::Login(login)),
+        })
+        .await;
+    let mut client = AgentDesktopClient::new(conn)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut events = match client.session(ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
         Err(s) => {
@@ -329,11 +395,16 @@ async fn agent(conn: Conn, ctx: AgentCtx, ready: oneshot::Sender<anyhow::Result<
         }
     };
     match events.message().await {
-        Ok(Some(pb::AgentEvent { event: Some(Event::Result(r)) })) if r.request_id == 1 && r.code == 0 => {
+        Ok(Some(pb::AgentEvent {
+            event: Some(Event::Result(r)),
+        })) if r.request_id == 1 && r.code == 0 => {
             let _ = ready.send(Ok(()));
         }
         other => {
-            let _ = ready.send(Err(anyhow::anyhow!("{}: no successful login result, got {other:?}", ctx.id)));
+            let _ = ready.send(Err(anyhow::anyhow!(
+                "{}: no successful login result, got {other:?}",
+                ctx.id
+            )));
             return;
         }
     }
@@ -373,7 +444,9 @@ async fn agent(conn: Conn, ctx: AgentCtx, ready: oneshot::Sender<anyhow::Result<
                 let event = match event {
                     Ok(Some(e)) => e,
                     Ok(None) | Err(_) => {
-                        ctx.counters.sessions_lost.fetch_add(1, Ordering::Relaxed);
+                        if *control.borrow() == Control::Run {
+                            ctx.counters.sessions_lost.fetch_add(1, Ordering::Relaxed);
+                        }
                         break;
                     }
                 };
@@ -421,9 +494,36 @@ async fn agent(conn: Conn, ctx: AgentCtx, ready: oneshot::Sender<anyhow::Result<
     // Dropping the command stream logs the agent out.
 }
 
+/// A status with its source chain (a transport error says little alone).
+fn status_text(s: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", s.code(), s.message());
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        text.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    text
+}
+
+/// CPU seconds (user + system) process `pid` has used, from
+/// /proc/<pid>/stat (clock ticks of 1/100 s, Linux's USER_HZ).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    Some((utime + stime) / 100.0)
+}
+
 /// The 1-minute load average, from /proc/loadavg.
 pub fn load_avg() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl PhaseRun {
@@ -431,11 +531,29 @@ impl PhaseRun {
     pub fn summarise(&self, contacts: &[Contact]) -> Phase {
         let (ws, we) = self.window;
         let s = &self.spec;
-        let window: Vec<&Contact> = contacts.iter().filter(|c| c.phase == s.index && c.arrival >= ws && c.arrival < we).collect();
+        let window: Vec<&Contact> = contacts
+            .iter()
+            .filter(|c| c.phase == s.index && c.arrival >= ws && c.arrival < we)
+            .collect();
         let count = |f: &dyn Fn(&Contact) -> bool| window.iter().filter(|c| f(c)).count() as u64;
         let routed = count(&|c| c.accept.is_some_and(|a| a <= we));
-        let accepted_in_window = contacts.iter().filter(|c| c.phase == s.index && c.accept.is_some_and(|a| a >= ws && a <= we)).count() as u64;
-        let etcd = self.etcd.as_ref().map(|(before, after)| before.usage(after, accepted_in_window));
+        let accepted_in_window = contacts
+            .iter()
+            .filter(|c| c.phase == s.index && c.accept.is_some_and(|a| a >= ws && a <= we))
+            .count() as u64;
+        let acked_in_window = contacts
+            .iter()
+            .filter(|c| c.phase == s.index && c.ack.is_some_and(|a| a >= ws && a <= we))
+            .count() as u64;
+        let etcd = self
+            .etcd
+            .as_ref()
+            .map(|(before, after)| before.usage(after, accepted_in_window, acked_in_window));
+        let submitted = window.len() as u64;
+        let never_offered = count(&|c| c.offer.is_none() && c.error.is_none());
+        let saturated =
+            (routed as f64) < 0.95 * submitted as f64 || self.skipped > 0 || never_offered > 0;
+        let window_s = (we - ws).max(f64::EPSILON);
         Phase {
             scenario: s.scenario.to_owned(),
             what: s.what.clone(),
@@ -455,17 +573,29 @@ impl PhaseRun {
             routed,
             routed_per_s: routed as f64 / s.duration,
             accepted_in_window_per_s: accepted_in_window as f64 / s.duration,
-            never_offered: count(&|c| c.offer.is_none() && c.error.is_none()),
-            ingest_to_offer: report::latency(window.iter().filter_map(|c| Some(c.offer? - c.arrival))),
+            acked_in_window,
+            never_offered,
+            saturated,
+            ingest_to_offer: report::latency(
+                window.iter().filter_map(|c| Some(c.offer? - c.arrival)),
+            ),
             ingest_to_ack: report::latency(window.iter().filter_map(|c| Some(c.ack? - c.arrival))),
-            offer_to_accept: report::latency(window.iter().filter_map(|c| Some(c.accept? - c.offer?))),
+            offer_to_accept: report::latency(
+                window.iter().filter_map(|c| Some(c.accept? - c.offer?)),
+            ),
             skipped_by_generator: self.skipped,
             generator_max_lag_ms: self.max_lag_ms,
             mean_in_flight: self.mean_in_flight,
             accept_errors: self.counters.accept_errors.load(Ordering::Relaxed),
             resolve_errors: self.counters.resolve_errors.load(Ordering::Relaxed),
             offers_revoked: self.counters.revoked.load(Ordering::Relaxed),
+            sessions_lost: self.counters.sessions_lost.load(Ordering::Relaxed),
             etcd,
+            cpu_cores: self
+                .cpu
+                .iter()
+                .map(|(n, secs)| (n.clone(), secs / window_s))
+                .collect(),
             load_avg_1m: self.load_avg,
         }
     }
@@ -473,8 +603,15 @@ impl PhaseRun {
     /// The first error message of the phase's failed contacts, and how many
     /// failed with it.
     pub fn first_error(&self, contacts: &[Contact]) -> Option<(String, usize)> {
-        let errors: Vec<&String> = contacts.iter().filter(|c| c.phase == self.spec.index).filter_map(|c| c.error.as_ref()).collect();
+        let errors: Vec<&String> = contacts
+            .iter()
+            .filter(|c| c.phase == self.spec.index)
+            .filter_map(|c| c.error.as_ref())
+            .collect();
         let first = errors.first()?;
-        Some(((*first).clone(), errors.iter().filter(|e| **e == *first).count()))
+        Some((
+            (*first).clone(),
+            errors.iter().filter(|e| **e == *first).count(),
+        ))
     }
 }

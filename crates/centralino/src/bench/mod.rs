@@ -20,7 +20,10 @@
 //!   `--rate`, above the 5,000/s target) with agents sized for about 50%
 //!   use: contacts routed end to end per second, and etcd requests per
 //!   routed contact. When the system cannot keep up, the routed rate is
-//!   what it sustained and the report shows the backlog.
+//!   what it sustained and the report shows the backlog. With `--steps N`
+//!   it is a ramp: N phases whose rates double up to `--rate`, stopping
+//!   after the first one the system cannot keep up with; the report takes
+//!   the step that routed the most.
 //! - `all`: `latency`, then `throughput`, on the same nodes.
 //! - `migration`, `failover`, `scale`: accepted names, not implemented
 //!   yet: their fields are `null` and the summary says "not measured yet".
@@ -109,8 +112,12 @@ pub struct Args {
     #[arg(long, default_value_t = 20_000)]
     max_in_flight: usize,
     /// Seconds to wait after the window for outstanding contacts.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 10.0)]
     drain: f64,
+    /// Throughput as a ramp: this many steps whose rates double up to
+    /// --rate, stopping after the first step the system cannot keep up with.
+    #[arg(long, default_value_t = 1)]
+    steps: u32,
     /// Seconds each ceiling is measured for (0 skips them).
     #[arg(long, default_value_t = 3.0)]
     ceiling_secs: f64,
@@ -175,18 +182,26 @@ const THROUGHPUT: Defaults = Defaults {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let classes = Arc::new(Mix::parse("classes", &args.classes, Class::parse)?);
     let channels = Arc::new(Mix::parse("channels", &args.channels, workload::channel)?);
-    for (flag, v) in [("rate", args.rate), ("handle-ms", args.handle_ms), ("duration", args.duration)] {
+    for (flag, v) in [
+        ("rate", args.rate),
+        ("handle-ms", args.handle_ms),
+        ("duration", args.duration),
+    ] {
         if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
             bail!("--{flag}: must be positive");
         }
     }
-    if args.warmup.is_some_and(|v| !(v.is_finite() && v >= 0.0)) || !(args.drain.is_finite() && args.drain >= 0.0) {
+    if args.warmup.is_some_and(|v| !(v.is_finite() && v >= 0.0))
+        || !(args.drain.is_finite() && args.drain >= 0.0)
+    {
         bail!("--warmup and --drain: must be zero or more seconds");
     }
-    if args.agents == Some(0) || args.connections == 0 || args.max_in_flight == 0 {
-        bail!("--agents, --connections and --max-in-flight: must be at least 1");
+    if args.agents == Some(0) || args.connections == 0 || args.max_in_flight == 0 || args.steps == 0
+    {
+        bail!("--agents, --connections, --max-in-flight and --steps: must be at least 1");
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
 
     let measured: Vec<(&'static str, &Defaults)> = match args.scenario {
         Scenario::Latency => vec![("latency", &LATENCY)],
@@ -196,25 +211,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let not_measured: Vec<String> = match args.scenario {
         Scenario::All => vec!["migration".into(), "failover".into(), "scale".into()],
-        Scenario::Migration | Scenario::Failover | Scenario::Scale => vec![args.scenario.name().into()],
+        Scenario::Migration | Scenario::Failover | Scenario::Scale => {
+            vec![args.scenario.name().into()]
+        }
         Scenario::Latency | Scenario::Throughput => vec![],
     };
     let mean_cost = workload::mean_cost(&channels);
-    let specs: Vec<PhaseSpec> = measured
+    // A throughput ramp is `--steps` phases whose rates double up to the
+    // rate; the others are one phase each.
+    let mut plan: Vec<(&'static str, &Defaults, f64)> = Vec::new();
+    for (name, d) in &measured {
+        let top = args.rate.unwrap_or(d.rate);
+        let steps = if *name == "throughput" { args.steps } else { 1 };
+        for k in (0..steps).rev() {
+            plan.push((name, d, top / 2f64.powi(k as i32)));
+        }
+    }
+    let specs: Vec<PhaseSpec> = plan
         .iter()
         .enumerate()
-        .map(|(index, (name, d))| {
-            let rate = args.rate.unwrap_or(d.rate);
+        .map(|(index, (name, d, rate))| {
             let handle_ms = args.handle_ms.unwrap_or(d.handle_ms);
             // Capacity in use = rate x handle time x mean cost; agents to
             // keep it near the scenario's utilisation (at least 10).
             let busy = rate * handle_ms / 1_000.0 * mean_cost / 100.0;
-            let agents = args.agents.unwrap_or(((busy / d.utilisation).ceil() as usize).max(10));
+            let agents = args
+                .agents
+                .unwrap_or(((busy / d.utilisation).ceil() as usize).max(10));
             PhaseSpec {
                 index,
                 scenario: name,
                 what: d.what.into(),
-                rate,
+                rate: *rate,
                 agents,
                 handle_ms,
                 warmup: args.warmup.unwrap_or(d.warmup),
@@ -229,7 +257,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
 
     let clock = Clock::start();
-    let tag = format!("{:06}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() / 10) % 1_000_000);
+    let tag = format!(
+        "{:06}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() / 10)
+            % 1_000_000
+    );
     let parameters = serde_json::json!({
         "scenario": args.scenario.name(),
         "target": args.target,
@@ -242,16 +276,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "connections_per_target": args.connections,
         "max_in_flight": args.max_in_flight,
         "drain_s": args.drain,
+        "steps": args.steps,
         "ceiling_secs": args.ceiling_secs,
         "ceiling_concurrency": args.ceiling_concurrency,
         "phases": specs.iter().map(|s| serde_json::json!({"scenario": s.scenario, "rate_per_s": s.rate, "agents": s.agents, "handle_ms": s.handle_ms, "warmup_s": s.warmup, "duration_s": s.duration})).collect::<Vec<_>>(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
     });
 
-    let mut report = Report { not_measured, parameters, ..Report::default() };
+    let mut report = Report {
+        not_measured,
+        parameters,
+        ..Report::default()
+    };
     if specs.is_empty() {
-        report.system = serde_json::json!({ "note": "nothing started: the scenario is not measured yet" });
-        finish(&args.out, &report, &[], &[], &[], &classes, &channels, "centralino bench: nothing measured")?;
+        report.system =
+            serde_json::json!({ "note": "nothing started: the scenario is not measured yet" });
+        finish(
+            &args.out,
+            &report,
+            &[],
+            &[],
+            &[],
+            &classes,
+            &channels,
+            "centralino bench: nothing measured",
+        )?;
         return Ok(());
     }
 
@@ -259,11 +308,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut system = match &args.target {
         Some(t) => System::external(t, args.etcd.clone())?,
         None => {
-            eprintln!("bench: starting {} node(s) on loopback; logs in {}", args.nodes.unwrap_or(1), args.out.display());
+            eprintln!(
+                "bench: starting {} node(s) on loopback; logs in {}",
+                args.nodes.unwrap_or(1),
+                args.out.display()
+            );
             System::spawn(args.nodes.unwrap_or(1), &args.out).await?
         }
     };
-    let env = Env { clock, tracker: Arc::new(Tracker::new()), classes: classes.clone(), channels: channels.clone(), tag: tag.clone(), targets: system.targets.clone(), etcd: system.etcd.clone() };
+    let env = Env {
+        clock,
+        tracker: Arc::new(Tracker::new()),
+        classes: classes.clone(),
+        channels: channels.clone(),
+        tag: tag.clone(),
+        targets: system.targets.clone(),
+        etcd: system.etcd.clone(),
+        processes: system.processes(),
+    };
 
     let outcome = tokio::select! {
         r = measure(&args, &specs, &env, &mut system) => r,
@@ -275,28 +337,42 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("bench: tearing down");
     system.shutdown().await;
     let (runs, grpc, etcd_put) = outcome?;
-    for d in &dead {
-        eprintln!("bench: WARNING: node {d}");
-    }
 
     let contacts = env.tracker.snapshot();
     report.phases = runs.iter().map(|r| r.summarise(&contacts)).collect();
     for r in &runs {
         if let Some((e, n)) = r.first_error(&contacts) {
-            eprintln!("bench: {} phase: {n} SubmitContact calls failed with: {e}", r.spec.scenario);
+            eprintln!(
+                "bench: {} phase: {n} SubmitContact calls failed with: {e}",
+                r.spec.scenario
+            );
         }
     }
     let latency = report.phases.iter().find(|p| p.scenario == "latency");
-    let throughput = report.phases.iter().find(|p| p.scenario == "throughput");
+    // Of a ramp, the step that routed the most.
+    let throughput = report
+        .phases
+        .iter()
+        .filter(|p| p.scenario == "throughput")
+        .max_by(|a, b| a.routed_per_s.total_cmp(&b.routed_per_s));
     // Latency numbers from the latency phase; throughput and etcd cost from
     // the throughput phase; either from the only phase there is.
     let lat = latency.or(throughput);
     let thr = throughput.or(latency);
-    report.ingest_to_offer_p50_ms = lat.and_then(|p| p.ingest_to_offer.as_ref()).map(|l| l.p50_ms);
-    report.ingest_to_offer_p99_ms = lat.and_then(|p| p.ingest_to_offer.as_ref()).map(|l| l.p99_ms);
-    report.ingest_to_offer_p999_ms = lat.and_then(|p| p.ingest_to_offer.as_ref()).map(|l| l.p999_ms);
+    report.ingest_to_offer_p50_ms = lat
+        .and_then(|p| p.ingest_to_offer.as_ref())
+        .map(|l| l.p50_ms);
+    report.ingest_to_offer_p99_ms = lat
+        .and_then(|p| p.ingest_to_offer.as_ref())
+        .map(|l| l.p99_ms);
+    report.ingest_to_offer_p999_ms = lat
+        .and_then(|p| p.ingest_to_offer.as_ref())
+        .map(|l| l.p999_ms);
     report.routed_per_s = thr.map(|p| p.routed_per_s);
-    report.etcd_requests_per_contact = thr.and_then(|p| p.etcd.as_ref()).and_then(|e| e.per_contact);
+    report.routed_saturated = thr.map(|p| p.saturated);
+    report.etcd_requests_per_contact = thr
+        .and_then(|p| p.etcd.as_ref())
+        .and_then(|e| e.per_contact);
     report.grpc_ceiling_per_s = grpc.as_ref().map(|c| c.per_s);
     report.etcd_put_ceiling_per_s = etcd_put.as_ref().map(|c| c.per_s);
     report.routed_to_grpc_ceiling = match (report.routed_per_s, report.grpc_ceiling_per_s) {
@@ -316,7 +392,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "offers_never_matched": env.tracker.unmatched(),
         "note": "generator, nodes and etcd share this machine; the load average shows what else ran",
     });
-    let agent_ids: Vec<String> = runs.iter().flat_map(|r| r.agent_ids.iter().cloned()).collect();
+    let agent_ids: Vec<String> = runs
+        .iter()
+        .flat_map(|r| r.agent_ids.iter().cloned())
+        .collect();
     let node_names: Vec<String> = env.targets.iter().map(|t| t.name.clone()).collect();
     let header = format!(
         "centralino bench: scenario {}, {}, seed {}; {} CPUs, load avg {} at start (a shared machine: other work shows here)",
@@ -326,15 +405,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_at_start.map(report::num).unwrap_or_else(|| "?".into())
     );
-    finish(&args.out, &report, &contacts, &agent_ids, &node_names, &classes, &channels, &header)
+    finish(
+        &args.out,
+        &report,
+        &contacts,
+        &agent_ids,
+        &node_names,
+        &classes,
+        &channels,
+        &header,
+    )?;
+    if !dead.is_empty() {
+        for d in &dead {
+            eprintln!("bench: node {d}");
+        }
+        bail!(
+            "{} node(s) died during the run (see above and the logs in {}): the numbers describe a failing system",
+            dead.len(),
+            args.out.display()
+        );
+    }
+    Ok(())
 }
 
-type Measured = (Vec<PhaseRun>, Option<report::Ceiling>, Option<report::Ceiling>);
+type Measured = (
+    Vec<PhaseRun>,
+    Option<report::Ceiling>,
+    Option<report::Ceiling>,
+);
 
 /// The phases, then the ceilings (after the load, so that neither disturbs
 /// the other; etcd's counters were read at the windows' ends, before the
 /// put ceiling writes).
-async fn measure(args: &Args, specs: &[PhaseSpec], env: &Env, system: &mut System) -> anyhow::Result<Measured> {
+async fn measure(
+    args: &Args,
+    specs: &[PhaseSpec],
+    env: &Env,
+    system: &mut System,
+) -> anyhow::Result<Measured> {
     let mut runs = Vec::new();
     let mut agent_base = 0u32;
     for spec in specs {
@@ -342,24 +450,51 @@ async fn measure(args: &Args, specs: &[PhaseSpec], env: &Env, system: &mut Syste
             "bench: phase {}: {} contacts/s, {} agents, mean handle {} ms, {} s warm-up + {} s measured",
             spec.scenario, spec.rate, spec.agents, spec.handle_ms, spec.warmup, spec.duration
         );
-        let run = load::run(spec.clone(), env, agent_base).await.with_context(|| format!("phase {}", spec.scenario))?;
+        let run = load::run(spec.clone(), env, agent_base)
+            .await
+            .with_context(|| format!("phase {}", spec.scenario))?;
         agent_base += run.agent_ids.len() as u32;
+        let saturated = run.summarise(&env.tracker.snapshot()).saturated;
         runs.push(run);
         let dead = system.dead_nodes();
         if !dead.is_empty() {
-            bail!("a node died during phase {}:\n{}", spec.scenario, dead.join("\n"));
+            // What was measured up to here still goes in the report, which
+            // names the dead nodes; no further phase runs.
+            eprintln!(
+                "bench: a node died during phase {}; stopping after it",
+                spec.scenario
+            );
+            break;
+        }
+        let ramp_continues = specs
+            .get(runs.len())
+            .is_some_and(|next| next.scenario == spec.scenario);
+        if saturated && ramp_continues {
+            eprintln!(
+                "bench: the system did not keep up at {} contacts/s; the ramp stops here",
+                spec.rate
+            );
+            break;
         }
     }
     if args.ceiling_secs <= 0.0 {
         return Ok((runs, None, None));
     }
     let in_flight = runs.iter().map(|r| r.mean_in_flight).fold(0.0, f64::max);
-    let concurrency = args.ceiling_concurrency.unwrap_or((in_flight.ceil() as usize).clamp(1, 256));
+    let concurrency = args
+        .ceiling_concurrency
+        .unwrap_or((in_flight.ceil() as usize).clamp(1, 256));
     let connections = env.targets.len() * args.connections;
     eprintln!("bench: ceilings at {concurrency} in flight");
-    let grpc = ceiling::grpc(concurrency, connections, args.ceiling_secs).await.context("measuring the gRPC ceiling")?;
+    let grpc = ceiling::grpc(concurrency, connections, args.ceiling_secs)
+        .await
+        .context("measuring the gRPC ceiling")?;
     let etcd_put = match &env.etcd {
-        Some(url) => Some(ceiling::etcd_puts(url, concurrency, args.ceiling_secs, &env.tag).await.context("measuring the etcd put ceiling")?),
+        Some(url) => Some(
+            ceiling::etcd_puts(url, concurrency, args.ceiling_secs, &env.tag)
+                .await
+                .context("measuring the etcd put ceiling")?,
+        ),
         None => None,
     };
     Ok((runs, Some(grpc), etcd_put))
@@ -378,15 +513,30 @@ fn finish(
     header: &str,
 ) -> anyhow::Result<()> {
     let json = out.join("report.json");
-    std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n").with_context(|| format!("writing {}", json.display()))?;
+    std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
     let csv = out.join("contacts.csv");
-    let file = std::fs::File::create(&csv).with_context(|| format!("creating {}", csv.display()))?;
+    let file =
+        std::fs::File::create(&csv).with_context(|| format!("creating {}", csv.display()))?;
     let mut w = std::io::BufWriter::new(file);
     writeln!(w, "{}", report::CSV_HEADER)?;
     for (id, c) in contacts.iter().enumerate() {
-        let agent = c.agent.and_then(|a| agents.get(a as usize)).map(String::as_str);
-        let node = c.node.and_then(|n| nodes.get(n as usize)).map(String::as_str);
-        let row = report::csv_row(id, c, &classes.shares[c.class].item.name, channels.shares[c.channel].item.name(), agent, node);
+        let agent = c
+            .agent
+            .and_then(|a| agents.get(a as usize))
+            .map(String::as_str);
+        let node = c
+            .node
+            .and_then(|n| nodes.get(n as usize))
+            .map(String::as_str);
+        let row = report::csv_row(
+            id,
+            c,
+            &classes.shares[c.class].item.name,
+            channels.shares[c.channel].item.name(),
+            agent,
+            node,
+        );
         writeln!(w, "{row}")?;
     }
     w.flush()?;

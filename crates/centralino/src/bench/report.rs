@@ -38,7 +38,8 @@ pub struct Latency {
 pub fn latency(samples: impl IntoIterator<Item = f64>) -> Option<Latency> {
     let mut h = Histogram::<u64>::new(3).expect("3 significant digits is valid");
     for s in samples {
-        h.record((s.max(0.0) * 1e6).round() as u64).expect("an auto-resizing histogram takes any value");
+        h.record((s.max(0.0) * 1e6).round() as u64)
+            .expect("an auto-resizing histogram takes any value");
     }
     if h.is_empty() {
         return None;
@@ -65,7 +66,11 @@ pub struct EtcdUsage {
     pub by_method: BTreeMap<String, f64>,
     /// etcd's MVCC counters over the window: put, txn, range, delete.
     pub mvcc: BTreeMap<String, f64>,
+    /// Per contact routed (accepted) in the window: the brief's measure.
     pub per_contact: Option<f64>,
+    /// Per contact acknowledged in the window: the same cost when routing
+    /// lags behind ingestion (then `per_contact` overstates it).
+    pub per_acked_contact: Option<f64>,
 }
 
 /// One measured phase (a scenario's load run).
@@ -98,8 +103,14 @@ pub struct Phase {
     /// (the completion rate; above `routed_per_s` when a backlog from the
     /// warm-up drains, below the submission rate when one builds up).
     pub accepted_in_window_per_s: f64,
+    /// Every acknowledgement inside the window, whatever the arrival.
+    pub acked_in_window: u64,
     /// Arrived in the window, never offered before the bench stopped.
     pub never_offered: u64,
+    /// The system did not keep up with the offered load: fewer routed than
+    /// submitted (by more than 5%), contacts skipped, or some never offered.
+    /// When false, `routed_per_s` is the offered load, not a capacity.
+    pub saturated: bool,
     pub ingest_to_offer: Option<Latency>,
     pub ingest_to_ack: Option<Latency>,
     pub offer_to_accept: Option<Latency>,
@@ -114,7 +125,12 @@ pub struct Phase {
     pub accept_errors: u64,
     pub resolve_errors: u64,
     pub offers_revoked: u64,
+    /// Desktop sessions the server ended (or that broke) during the load.
+    pub sessions_lost: u64,
     pub etcd: Option<EtcdUsage>,
+    /// CPU cores each process used over the window (CPU seconds / window
+    /// seconds): the bench, and the nodes and etcd it started.
+    pub cpu_cores: BTreeMap<String, f64>,
     /// Load average (1 min) at the end of the window: the machine is shared.
     pub load_avg_1m: Option<f64>,
 }
@@ -148,6 +164,9 @@ pub struct Report {
     pub bytes_per_idle_actor: Option<f64>,
     pub grpc_ceiling_per_s: Option<f64>,
     pub etcd_put_ceiling_per_s: Option<f64>,
+    /// Whether the phase `routed_per_s` comes from saturated the system
+    /// (if not, `routed_per_s` is the offered load, not a capacity).
+    pub routed_saturated: Option<bool>,
     /// `routed_per_s / grpc_ceiling_per_s`.
     pub routed_to_grpc_ceiling: Option<f64>,
     /// Named scenarios that were asked for and are not implemented yet.
@@ -161,7 +180,14 @@ pub struct Report {
 
 /// One CSV line (no newline). Times in seconds with microsecond precision;
 /// empty fields for what never happened.
-pub fn csv_row(id: usize, c: &Contact, class: &str, channel: &str, agent: Option<&str>, node: Option<&str>) -> String {
+pub fn csv_row(
+    id: usize,
+    c: &Contact,
+    class: &str,
+    channel: &str,
+    agent: Option<&str>,
+    node: Option<&str>,
+) -> String {
     let t = |v: Option<f64>| v.map(|s| format!("{s:.6}")).unwrap_or_default();
     format!(
         "{id},{class},{channel},{:.6},{},{},{},{}",
@@ -190,7 +216,9 @@ pub fn against(value: Option<f64>, goal: Goal) -> (String, String) {
         Goal::Below(t) => (format!("< {}", num(t)), t),
         Goal::None => return ("-".into(), "-".into()),
     };
-    let Some(v) = value else { return (target, "-".into()) };
+    let Some(v) = value else {
+        return (target, "-".into());
+    };
     let ratio = v / t;
     let verdict = match goal {
         Goal::AtLeast(_) if ratio >= 1.0 => "met".to_owned(),
@@ -219,17 +247,34 @@ pub fn num(v: f64) -> String {
         }
         return if v < 0.0 { format!("-{out}") } else { out };
     }
-    if v.abs() >= 10.0 { format!("{v:.1}") } else { format!("{v:.2}") }
+    if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 fn opt(v: Option<f64>, unit: &str) -> String {
-    v.map(|v| format!("{} {unit}", num(v))).unwrap_or_else(|| "not measured".into())
+    v.map(|v| format!("{} {unit}", num(v)))
+        .unwrap_or_else(|| "not measured".into())
 }
 
 /// The human summary printed on stdout.
 pub fn summary(r: &Report, header: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{header}");
+    if let Some(dead) = r
+        .system
+        .get("dead_nodes")
+        .and_then(|d| d.as_array())
+        .filter(|d| !d.is_empty())
+    {
+        let _ = writeln!(
+            s,
+            "WARNING: {} node(s) died during the run; the numbers describe a failing system (see the node logs)",
+            dead.len()
+        );
+    }
     for p in &r.phases {
         let _ = writeln!(
             s,
@@ -264,7 +309,11 @@ pub fn summary(r: &Report, header: &str) -> String {
             num(p.generator_max_lag_ms),
             num(p.mean_in_flight)
         );
-        for (name, l) in [("ingest->ack", &p.ingest_to_ack), ("ingest->offer", &p.ingest_to_offer), ("offer->accept", &p.offer_to_accept)] {
+        for (name, l) in [
+            ("ingest->ack", &p.ingest_to_ack),
+            ("ingest->offer", &p.ingest_to_offer),
+            ("offer->accept", &p.offer_to_accept),
+        ] {
             if let Some(l) = l {
                 let _ = writeln!(
                     s,
@@ -277,58 +326,165 @@ pub fn summary(r: &Report, header: &str) -> String {
                 );
             }
         }
-        if p.accept_errors + p.resolve_errors + p.offers_revoked > 0 {
-            let _ = writeln!(s, "  accept errors {}, resolve errors {}, offers revoked {}", p.accept_errors, p.resolve_errors, p.offers_revoked);
+        if p.accept_errors + p.resolve_errors + p.offers_revoked + p.sessions_lost > 0 {
+            let _ = writeln!(
+                s,
+                "  accept errors {}, resolve errors {}, offers revoked {}, desktop sessions lost {}",
+                p.accept_errors, p.resolve_errors, p.offers_revoked, p.sessions_lost
+            );
         }
         if let Some(e) = &p.etcd {
-            let top: Vec<String> = e.by_method.iter().filter(|(_, v)| **v > 0.0).map(|(k, v)| format!("{k} {}", num(*v))).collect();
-            let _ = writeln!(s, "  etcd: {} requests in the window ({}/contact): {}", num(e.requests), e.per_contact.map(num).unwrap_or("-".into()), top.join(", "));
+            let top: Vec<String> = e
+                .by_method
+                .iter()
+                .filter(|(_, v)| **v > 0.0)
+                .map(|(k, v)| format!("{k} {}", num(*v)))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  etcd: {} requests in the window ({} per routed contact, {} per acknowledged contact): {}",
+                num(e.requests),
+                e.per_contact.map(num).unwrap_or("-".into()),
+                e.per_acked_contact.map(num).unwrap_or("-".into()),
+                top.join(", ")
+            );
+        }
+        if !p.cpu_cores.is_empty() {
+            let cpu: Vec<String> = p
+                .cpu_cores
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  CPU cores used in the window: {} (total {:.2})",
+                cpu.join(", "),
+                p.cpu_cores.values().sum::<f64>()
+            );
+        }
+        if p.saturated {
+            let _ = writeln!(
+                s,
+                "  SATURATED: the system did not keep up with the offered load; routed/s is what it sustained"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  not saturated: routed/s is the offered load, not a capacity"
+            );
         }
     }
 
-    let _ = writeln!(s, "\n{:<34} {:>16} {:>12}  ratio to target", "number", "measured", "target");
+    let _ = writeln!(
+        s,
+        "\n{:<34} {:>16} {:>12}  ratio to target",
+        "number", "measured", "target"
+    );
     let rows: [(&str, Option<f64>, &str, Goal); 9] = [
-        ("routed contacts/s (end to end)", r.routed_per_s, "/s", Goal::AtLeast(TARGET_ROUTED_PER_S)),
-        ("ingest->offer p50", r.ingest_to_offer_p50_ms, "ms", Goal::None),
-        ("ingest->offer p99", r.ingest_to_offer_p99_ms, "ms", Goal::Below(TARGET_OFFER_P99_MS)),
-        ("ingest->offer p99.9", r.ingest_to_offer_p999_ms, "ms", Goal::None),
-        ("etcd requests per routed contact", r.etcd_requests_per_contact, "", Goal::AtMost(TARGET_ETCD_PER_CONTACT)),
-        ("migration pause p99", r.migration_pause_p99_ms, "ms", Goal::Below(TARGET_MIGRATION_P99_MS)),
-        ("failover", r.failover_s, "s", Goal::Below(TARGET_FAILOVER_S)),
-        ("etcd bytes per active conversation", r.etcd_bytes_per_active_conversation, "B", Goal::None),
+        (
+            "routed contacts/s (end to end)",
+            r.routed_per_s,
+            "/s",
+            Goal::AtLeast(TARGET_ROUTED_PER_S),
+        ),
+        (
+            "ingest->offer p50",
+            r.ingest_to_offer_p50_ms,
+            "ms",
+            Goal::None,
+        ),
+        (
+            "ingest->offer p99",
+            r.ingest_to_offer_p99_ms,
+            "ms",
+            Goal::Below(TARGET_OFFER_P99_MS),
+        ),
+        (
+            "ingest->offer p99.9",
+            r.ingest_to_offer_p999_ms,
+            "ms",
+            Goal::None,
+        ),
+        (
+            "etcd requests per routed contact",
+            r.etcd_requests_per_contact,
+            "",
+            Goal::AtMost(TARGET_ETCD_PER_CONTACT),
+        ),
+        (
+            "migration pause p99",
+            r.migration_pause_p99_ms,
+            "ms",
+            Goal::Below(TARGET_MIGRATION_P99_MS),
+        ),
+        (
+            "failover",
+            r.failover_s,
+            "s",
+            Goal::Below(TARGET_FAILOVER_S),
+        ),
+        (
+            "etcd bytes per active conversation",
+            r.etcd_bytes_per_active_conversation,
+            "B",
+            Goal::None,
+        ),
         ("actors per node", r.actors_per_node, "", Goal::None),
     ];
     for (name, v, unit, goal) in rows {
-        let (target, ratio) = against(v, goal);
-        let target = if target == "-" { target } else { format!("{target} {unit}").trim_end().to_owned() };
+        let (target, mut ratio) = against(v, goal);
+        if goal == Goal::AtLeast(TARGET_ROUTED_PER_S) && r.routed_saturated == Some(false) {
+            ratio.push_str("; the offered load, not saturated");
+        }
+        let target = if target == "-" {
+            target
+        } else {
+            format!("{target} {unit}").trim_end().to_owned()
+        };
         let _ = writeln!(s, "{name:<34} {:>16} {target:>12}  {ratio}", opt(v, unit));
     }
     let _ = writeln!(s, "\nceilings, measured in this process on this machine:");
     for (c, ratio) in [
-        (&r.grpc_ceiling, r.routed_to_grpc_ceiling.map(|x| format!("routed/grpc_ceiling = {x:.3}"))),
-        (&r.etcd_put_ceiling, r.etcd_requests_per_contact.map(|x| format!("etcd requests/contact = {x:.2}"))),
+        (
+            &r.grpc_ceiling,
+            r.routed_to_grpc_ceiling
+                .map(|x| format!("routed/grpc_ceiling = {x:.3}")),
+        ),
+        (
+            &r.etcd_put_ceiling,
+            r.etcd_requests_per_contact
+                .map(|x| format!("etcd requests/contact = {x:.2}")),
+        ),
     ] {
-        match c {
-            Some(c) => {
-                let l = c.latency.as_ref().map(|l| format!(", p50 {} ms, p99 {} ms", num(l.p50_ms), num(l.p99_ms))).unwrap_or_default();
-                let _ = writeln!(
-                    s,
-                    "  {:<28} {:>10}/s at {} in flight over {} connection(s){l}; {}",
-                    c.what,
-                    num(c.per_s),
-                    c.concurrency,
-                    c.connections,
-                    ratio.unwrap_or_else(|| "-".into())
-                );
-            }
-            None => {}
+        if let Some(c) = c {
+            let l = c
+                .latency
+                .as_ref()
+                .map(|l| format!(", p50 {} ms, p99 {} ms", num(l.p50_ms), num(l.p99_ms)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>10}/s at {} in flight over {} connection(s){l}; {}",
+                c.what,
+                num(c.per_s),
+                c.concurrency,
+                c.connections,
+                ratio.unwrap_or_else(|| "-".into())
+            );
         }
     }
     if r.etcd_put_ceiling.is_none() {
-        let _ = writeln!(s, "  etcd put ceiling             not measured (no etcd in this run)");
+        let _ = writeln!(
+            s,
+            "  etcd put ceiling             not measured (no etcd in this run)"
+        );
     }
     if !r.not_measured.is_empty() {
-        let _ = writeln!(s, "\nnot measured yet: {} (fields are null in report.json)", r.not_measured.join(", "));
+        let _ = writeln!(
+            s,
+            "\nnot measured yet: {} (fields are null in report.json)",
+            r.not_measured.join(", ")
+        );
     }
     s
 }
@@ -355,18 +511,46 @@ mod tests {
 
     #[test]
     fn csv_rows_leave_what_never_happened_empty() {
-        let done = Contact { arrival: 1.5, offer: Some(1.501_25), accept: Some(1.6), ..Contact::default() };
-        assert_eq!(csv_row(7, &done, "gold", "chat", Some("bench-a-3"), Some("n2")), "7,gold,chat,1.500000,1.501250,1.600000,bench-a-3,n2");
-        let waiting = Contact { arrival: 2.0, ..Contact::default() };
-        assert_eq!(csv_row(8, &waiting, "normal", "voice", None, None), "8,normal,voice,2.000000,,,,");
-        assert_eq!(csv_row(0, &waiting, "a", "b", None, None).split(',').count(), CSV_HEADER.split(',').count());
+        let done = Contact {
+            arrival: 1.5,
+            offer: Some(1.501_25),
+            accept: Some(1.6),
+            ..Contact::default()
+        };
+        assert_eq!(
+            csv_row(7, &done, "gold", "chat", Some("bench-a-3"), Some("n2")),
+            "7,gold,chat,1.500000,1.501250,1.600000,bench-a-3,n2"
+        );
+        let waiting = Contact {
+            arrival: 2.0,
+            ..Contact::default()
+        };
+        assert_eq!(
+            csv_row(8, &waiting, "normal", "voice", None, None),
+            "8,normal,voice,2.000000,,,,"
+        );
+        assert_eq!(
+            csv_row(0, &waiting, "a", "b", None, None)
+                .split(',')
+                .count(),
+            CSV_HEADER.split(',').count()
+        );
     }
 
     #[test]
     fn ratios_say_met_or_by_how_much() {
-        assert_eq!(against(Some(2_500.0), Goal::AtLeast(5_000.0)), (">= 5,000".into(), "0.50x (missed by 50%)".into()));
-        assert_eq!(against(Some(2.5), Goal::Below(5.0)), ("< 5.00".into(), "0.50x (met)".into()));
-        assert_eq!(against(Some(10.0), Goal::Below(5.0)).1, "2.00x (missed: 2.0x the limit)");
+        assert_eq!(
+            against(Some(2_500.0), Goal::AtLeast(5_000.0)),
+            (">= 5,000".into(), "0.50x (missed by 50%)".into())
+        );
+        assert_eq!(
+            against(Some(2.5), Goal::Below(5.0)),
+            ("< 5.00".into(), "0.50x (met)".into())
+        );
+        assert_eq!(
+            against(Some(10.0), Goal::Below(5.0)).1,
+            "2.00x (missed: 2.0x the limit)"
+        );
         assert_eq!(against(None, Goal::Below(5.0)).1, "-");
         assert_eq!(num(12_345.6), "12,346");
         assert_eq!(num(123.0), "123");

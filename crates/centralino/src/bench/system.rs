@@ -80,7 +80,10 @@ impl Proc {
 
     fn sigterm(&mut self) {
         if self.running() {
-            let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().is_ok_and(|s| s.success());
+            let ok = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
             if !ok {
                 let _ = self.child.kill();
             }
@@ -150,15 +153,31 @@ impl System {
         let targets = targets
             .iter()
             .map(|t| {
-                let addr = t.trim().trim_start_matches("http://").trim_end_matches('/').to_owned();
+                let addr = t
+                    .trim()
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned();
                 if addr.is_empty() || !addr.contains(':') {
                     bail!("--target: expected HOST:PORT, got {t:?}");
                 }
-                Ok(Target { name: addr.clone(), addr })
+                Ok(Target {
+                    name: addr.clone(),
+                    addr,
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let description = format!("{} target node(s){}", targets.len(), if etcd.is_some() { " + their etcd" } else { "" });
-        Ok(System { targets, etcd, description, spawned: None })
+        let description = format!(
+            "{} target node(s){}",
+            targets.len(),
+            if etcd.is_some() { " + their etcd" } else { "" }
+        );
+        Ok(System {
+            targets,
+            etcd,
+            description,
+            spawned: None,
+        })
     }
 
     /// Starts `nodes` nodes (and etcd when more than one) on loopback;
@@ -169,8 +188,13 @@ impl System {
         }
         let exe = std::env::current_exe().context("finding this binary to start nodes with")?;
         let config = out.join("bench-node.toml");
-        std::fs::write(&config, NODE_CONFIG).with_context(|| format!("writing {}", config.display()))?;
-        let mut spawned = Spawned { nodes: Vec::new(), etcd: None, scratch: None };
+        std::fs::write(&config, NODE_CONFIG)
+            .with_context(|| format!("writing {}", config.display()))?;
+        let mut spawned = Spawned {
+            nodes: Vec::new(),
+            etcd: None,
+            scratch: None,
+        };
         let cluster = format!("bench-{}", std::process::id());
         let etcd = if nodes > 1 {
             let scratch = scratch_dir()?;
@@ -187,7 +211,8 @@ impl System {
             let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
             let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
             let log_path = out.join(format!("node-{id}.log"));
-            let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+            let log = std::fs::File::create(&log_path)
+                .with_context(|| format!("creating {}", log_path.display()))?;
             let mut cmd = Command::new(&exe);
             cmd.arg("node")
                 .arg("--config")
@@ -207,7 +232,8 @@ impl System {
                     cmd.env_remove(k);
                 }
             }
-            let filter = std::env::var("CENTRALINO_BENCH_NODE_LOG").unwrap_or_else(|_| "info,h2=warn,tower=warn".into());
+            let filter = std::env::var("CENTRALINO_BENCH_NODE_LOG")
+                .unwrap_or_else(|_| "info,h2=warn,tower=warn".into());
             let child = cmd
                 .env("RUST_LOG", filter)
                 .env("NO_COLOR", "1")
@@ -216,14 +242,31 @@ impl System {
                 .stderr(log)
                 .spawn()
                 .with_context(|| format!("starting {} node", exe.display()))?;
-            spawned.nodes.push(Proc { name: id.clone(), child, log: log_path, metrics: Some(metrics) });
-            targets.push(Target { addr: listen.to_string(), name: id });
+            spawned.nodes.push(Proc {
+                name: id.clone(),
+                child,
+                log: log_path,
+                metrics: Some(metrics),
+            });
+            targets.push(Target {
+                addr: listen.to_string(),
+                name: id,
+            });
         }
         for (proc, target) in spawned.nodes.iter_mut().zip(&targets) {
             wait_serving(proc, &target.addr).await?;
         }
-        let description = if nodes == 1 { "1 standalone node (spawned)".to_owned() } else { format!("{nodes} nodes + etcd (spawned, cluster {cluster})") };
-        Ok(System { targets, etcd, description, spawned: Some(spawned) })
+        let description = if nodes == 1 {
+            "1 standalone node (spawned)".to_owned()
+        } else {
+            format!("{nodes} nodes + etcd (spawned, cluster {cluster})")
+        };
+        Ok(System {
+            targets,
+            etcd,
+            description,
+            spawned: Some(spawned),
+        })
     }
 
     /// Saves each spawned node's Prometheus metrics to `out`.
@@ -237,22 +280,50 @@ impl System {
         }
     }
 
+    /// The processes whose CPU time the report shows: the bench itself,
+    /// and the nodes and etcd it started.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let mut v = vec![("bench".to_owned(), std::process::id())];
+        if let Some(s) = &self.spawned {
+            v.extend(
+                s.nodes
+                    .iter()
+                    .chain(s.etcd.iter())
+                    .map(|p| (p.name.clone(), p.child.id())),
+            );
+        }
+        v
+    }
+
     /// Spawned nodes that are no longer running, with their logs' tails.
     pub fn dead_nodes(&mut self) -> Vec<String> {
-        let Some(s) = &mut self.spawned else { return vec![] };
-        s.nodes.iter_mut().filter_map(|p| (!p.running()).then(|| format!("{} exited; its log ends:\n{}", p.name, p.log_tail(30)))).collect()
+        let Some(s) = &mut self.spawned else {
+            return vec![];
+        };
+        s.nodes
+            .iter_mut()
+            .filter_map(|p| {
+                (!p.running())
+                    .then(|| format!("{} exited; its log ends:\n{}", p.name, p.log_tail(30)))
+            })
+            .collect()
     }
 
     /// Stops what the bench started, in order: nodes (SIGTERM, then kill
     /// past the deadline), then etcd; deletes etcd's data.
     pub async fn shutdown(mut self) {
-        let Some(mut s) = self.spawned.take() else { return };
+        let Some(mut s) = self.spawned.take() else {
+            return;
+        };
         for p in &mut s.nodes {
             p.sigterm();
         }
         for p in &mut s.nodes {
             if !p.reap(STOP_DEADLINE).await {
-                eprintln!("bench: node {} did not exit within {STOP_DEADLINE:?} of SIGTERM; killed", p.name);
+                eprintln!(
+                    "bench: node {} did not exit within {STOP_DEADLINE:?} of SIGTERM; killed",
+                    p.name
+                );
             }
         }
         if let Some(e) = &mut s.etcd {
@@ -273,8 +344,15 @@ fn free_port() -> anyhow::Result<u16> {
 /// fsyncs every write), else in the temporary directory.
 fn scratch_dir() -> anyhow::Result<PathBuf> {
     let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() && std::fs::metadata(shm).is_ok_and(|m| !m.permissions().readonly()) { shm.to_path_buf() } else { std::env::temp_dir() };
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let base = if shm.is_dir() && std::fs::metadata(shm).is_ok_and(|m| !m.permissions().readonly())
+    {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let dir = base.join(format!("centralino-bench-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
@@ -283,7 +361,8 @@ fn scratch_dir() -> anyhow::Result<PathBuf> {
 async fn start_etcd(scratch: &Path, out: &Path) -> anyhow::Result<(Proc, String)> {
     let (client, peer) = (free_port()?, free_port()?);
     let log_path = out.join("etcd.log");
-    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let child = Command::new("etcd")
@@ -302,7 +381,12 @@ async fn start_etcd(scratch: &Path, out: &Path) -> anyhow::Result<(Proc, String)
         .stderr(log)
         .spawn()
         .context("starting etcd (on Debian: apt-get install etcd-server)")?;
-    let mut proc = Proc { name: "etcd".into(), child, log: log_path, metrics: None };
+    let mut proc = Proc {
+        name: "etcd".into(),
+        child,
+        log: log_path,
+        metrics: None,
+    };
     let give_up = tokio::time::Instant::now() + START_DEADLINE;
     let addr = format!("127.0.0.1:{client}");
     loop {
@@ -312,7 +396,10 @@ async fn start_etcd(scratch: &Path, out: &Path) -> anyhow::Result<(Proc, String)
             return Ok((proc, client_url));
         }
         if !proc.running() || tokio::time::Instant::now() >= give_up {
-            bail!("etcd did not become healthy on {addr}; its log ends:\n{}", proc.log_tail(30));
+            bail!(
+                "etcd did not become healthy on {addr}; its log ends:\n{}",
+                proc.log_tail(30)
+            );
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
@@ -320,15 +407,22 @@ async fn start_etcd(scratch: &Path, out: &Path) -> anyhow::Result<(Proc, String)
 
 async fn wait_serving(proc: &mut Proc, addr: &str) -> anyhow::Result<()> {
     let give_up = tokio::time::Instant::now() + START_DEADLINE;
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(1));
+    let endpoint =
+        Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(Duration::from_secs(1));
     let mut last: String;
     loop {
         if !proc.running() {
-            bail!("node {} exited before serving; its log ends:\n{}", proc.name, proc.log_tail(30));
+            bail!(
+                "node {} exited before serving; its log ends:\n{}",
+                proc.name,
+                proc.log_tail(30)
+            );
         }
         match endpoint.connect().await {
             Ok(channel) => {
-                let mut req = tonic::Request::new(HealthCheckRequest { service: String::new() });
+                let mut req = tonic::Request::new(HealthCheckRequest {
+                    service: String::new(),
+                });
                 req.set_timeout(Duration::from_secs(2));
                 match HealthClient::new(channel).check(req).await {
                     Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => return Ok(()),
@@ -339,7 +433,11 @@ async fn wait_serving(proc: &mut Proc, addr: &str) -> anyhow::Result<()> {
             Err(e) => last = format!("connecting: {e}"),
         }
         if tokio::time::Instant::now() >= give_up {
-            bail!("node {} not serving on {addr} within {START_DEADLINE:?} ({last}); its log ends:\n{}", proc.name, proc.log_tail(30));
+            bail!(
+                "node {} not serving on {addr} within {START_DEADLINE:?} ({last}); its log ends:\n{}",
+                proc.name,
+                proc.log_tail(30)
+            );
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
@@ -350,16 +448,25 @@ async fn wait_serving(proc: &mut Proc, addr: &str) -> anyhow::Result<()> {
 pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     let io = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         anyhow::Ok(buf)
     };
-    let buf = tokio::time::timeout(Duration::from_secs(5), io).await.with_context(|| format!("GET http://{addr}{path} timed out"))??;
+    let buf = tokio::time::timeout(Duration::from_secs(5), io)
+        .await
+        .with_context(|| format!("GET http://{addr}{path} timed out"))??;
     let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").with_context(|| format!("GET http://{addr}{path}: no HTTP response"))?;
-    if !head.starts_with("HTTP/1.") || !head.split_whitespace().nth(1).is_some_and(|c| c == "200") {
-        bail!("GET http://{addr}{path}: {}", head.lines().next().unwrap_or_default());
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("GET http://{addr}{path}: no HTTP response"))?;
+    let ok = head.starts_with("HTTP/1.") && head.split_whitespace().nth(1) == Some("200");
+    if !ok {
+        bail!(
+            "GET http://{addr}{path}: {}",
+            head.lines().next().unwrap_or_default()
+        );
     }
     Ok(body.to_owned())
 }

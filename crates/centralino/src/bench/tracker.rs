@@ -89,7 +89,13 @@ impl Tracker {
     /// Records a contact the generator is sending; its id.
     pub fn arrive(&self, phase: usize, class: usize, channel: usize, at: f64) -> usize {
         let mut g = self.lock();
-        g.contacts.push(Contact { class, channel, phase, arrival: at, ..Contact::default() });
+        g.contacts.push(Contact {
+            class,
+            channel,
+            phase,
+            arrival: at,
+            ..Contact::default()
+        });
         g.contacts.len() - 1
     }
 
@@ -145,7 +151,11 @@ impl Tracker {
                 c.accept.get_or_insert(at);
             }
             None => {
-                g.early.entry(conversation.to_owned()).or_default().accept.get_or_insert(at);
+                g.early
+                    .entry(conversation.to_owned())
+                    .or_default()
+                    .accept
+                    .get_or_insert(at);
             }
         }
     }
@@ -153,7 +163,10 @@ impl Tracker {
     /// Contacts of `phase` still waiting for a response, an offer or an accept.
     pub fn outstanding(&self, phase: usize) -> usize {
         let g = self.lock();
-        g.contacts.iter().filter(|c| c.phase == phase && c.error.is_none() && c.accept.is_none()).count()
+        g.contacts
+            .iter()
+            .filter(|c| c.phase == phase && c.error.is_none() && c.accept.is_none())
+            .count()
     }
 
     /// A copy of every contact so far, in id order.
@@ -188,8 +201,14 @@ mod tests {
         t.offered("cu-1.1", 1.25, 4, 2);
         t.accepted("cu-1.1", 1.3);
         let s = t.snapshot();
-        assert_eq!((s[0].ack, s[0].offer, s[0].accept, s[0].agent, s[0].node), (Some(1.1), Some(1.2), Some(1.3), Some(3), Some(0)));
-        assert_eq!((s[1].ack, s[1].offer, s[1].accept, s[1].agent, s[1].node), (Some(1.8), Some(1.6), Some(1.7), Some(7), Some(1)));
+        assert_eq!(
+            (s[0].ack, s[0].offer, s[0].accept, s[0].agent, s[0].node),
+            (Some(1.1), Some(1.2), Some(1.3), Some(3), Some(0))
+        );
+        assert_eq!(
+            (s[1].ack, s[1].offer, s[1].accept, s[1].agent, s[1].node),
+            (Some(1.8), Some(1.6), Some(1.7), Some(7), Some(1))
+        );
         assert_eq!(t.outstanding(0), 0);
         assert_eq!(t.unmatched(), 0);
     }

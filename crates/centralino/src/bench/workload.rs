@@ -38,12 +38,18 @@ impl<T> Mix<T> {
     /// Parses `name:weight,name:weight,...` with `item` turning each name
     /// into an item. Weights must be positive and finite; they are
     /// normalised to sum to 1. A name without weight counts 1.
-    pub fn parse(what: &str, spec: &str, item: impl Fn(&str) -> anyhow::Result<T>) -> anyhow::Result<Mix<T>> {
+    pub fn parse(
+        what: &str,
+        spec: &str,
+        item: impl Fn(&str) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Mix<T>> {
         let mut shares = Vec::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, weight) = match part.split_once(':') {
                 Some((n, w)) => {
-                    let w: f64 = w.trim().parse().with_context(|| format!("--{what}: weight of {n:?} is not a number: {w:?}"))?;
+                    let w: f64 = w.trim().parse().with_context(|| {
+                        format!("--{what}: weight of {n:?} is not a number: {w:?}")
+                    })?;
                     (n.trim(), w)
                 }
                 None => (part, 1.0),
@@ -52,7 +58,10 @@ impl<T> Mix<T> {
                 bail!("--{what}: weight of {name:?} must be positive, got {weight}");
             }
             let item = item(name).with_context(|| format!("--{what}"))?;
-            shares.push(Share { item, share: weight });
+            shares.push(Share {
+                item,
+                share: weight,
+            });
         }
         if shares.is_empty() {
             bail!("--{what}: give at least one name:weight");
@@ -94,7 +103,11 @@ impl Class {
     /// See the module docs for how names map.
     pub fn parse(name: &str) -> anyhow::Result<Class> {
         let name = name.to_lowercase();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             bail!("class name {name:?}: use letters, digits, '-' and '_'");
         }
         let (tier, sentiment) = match name.as_str() {
@@ -102,7 +115,11 @@ impl Class {
             "normal" | "standard" => ("standard".to_owned(), None),
             other => (other.to_owned(), None),
         };
-        Ok(Class { name, tier, sentiment })
+        Ok(Class {
+            name,
+            tier,
+            sentiment,
+        })
     }
 }
 
@@ -113,7 +130,11 @@ pub fn channel(name: &str) -> anyhow::Result<Channel> {
     Channel::ALL
         .into_iter()
         .find(|c| c.name() == name)
-        .with_context(|| format!("unknown channel {name:?}: use voice, chat, email, sms, whatsapp, social or app"))
+        .with_context(|| {
+            format!(
+                "unknown channel {name:?}: use voice, chat, email, sms, whatsapp, social or app"
+            )
+        })
 }
 
 pub fn channel_to_pb(c: Channel) -> pb::Channel {
@@ -133,13 +154,24 @@ pub fn channel_to_pb(c: Channel) -> pb::Channel {
 /// its own (and runs against a long-lived cluster do not join each other's).
 pub fn identity(channel: Channel, tag: &str, n: u64) -> pb::Identity {
     let (kind, address) = match channel {
-        Channel::Voice | Channel::Sms | Channel::WhatsApp => (pb::IdentityKind::Phone, format!("+999{tag}{n:09}")),
-        Channel::Email => (pb::IdentityKind::Email, format!("bench-{tag}-{n}@example.invalid")),
+        Channel::Voice | Channel::Sms | Channel::WhatsApp => {
+            (pb::IdentityKind::Phone, format!("+999{tag}{n:09}"))
+        }
+        Channel::Email => (
+            pb::IdentityKind::Email,
+            format!("bench-{tag}-{n}@example.invalid"),
+        ),
         Channel::Chat => (pb::IdentityKind::ChatSession, format!("bench-{tag}-{n}")),
-        Channel::Social => (pb::IdentityKind::SocialHandle, format!("x:@bench_{tag}_{n}")),
+        Channel::Social => (
+            pb::IdentityKind::SocialHandle,
+            format!("x:@bench_{tag}_{n}"),
+        ),
         Channel::App => (pb::IdentityKind::AppUser, format!("bench-{tag}-{n}")),
     };
-    pb::Identity { kind: kind as i32, address }
+    pb::Identity {
+        kind: kind as i32,
+        address,
+    }
 }
 
 /// An exponential variate with the given mean (inverse transform).
@@ -151,7 +183,11 @@ pub fn exponential(rng: &mut impl Rng, mean: f64) -> f64 {
 /// Mean capacity units (out of an agent's 100) one conversation of this
 /// mix takes: sizes the agent pool.
 pub fn mean_cost(channels: &Mix<Channel>) -> f64 {
-    channels.shares.iter().map(|s| s.share * f64::from(s.item.cost())).sum()
+    channels
+        .shares
+        .iter()
+        .map(|s| s.share * f64::from(s.item.cost()))
+        .sum()
 }
 
 #[cfg(test)]
@@ -165,24 +201,48 @@ mod tests {
     fn mixes_parse_and_normalise() {
         let m = Mix::parse("classes", "normal:0.8, gold:0.15,angry:0.05", Class::parse).unwrap();
         assert_eq!(m.shares.len(), 3);
-        assert_eq!(m.shares[2].item, Class { name: "angry".into(), tier: "standard".into(), sentiment: Some(-0.9) });
+        assert_eq!(
+            m.shares[2].item,
+            Class {
+                name: "angry".into(),
+                tier: "standard".into(),
+                sentiment: Some(-0.9)
+            }
+        );
         assert_eq!(m.shares[1].item.tier, "gold");
         assert!((m.shares.iter().map(|s| s.share).sum::<f64>() - 1.0).abs() < 1e-12);
 
         let c = Mix::parse("channels", "chat:2,voice:1,email:1", channel).unwrap();
-        assert_eq!(c.shares.iter().map(|s| s.item).collect::<Vec<_>>(), [Channel::Chat, Channel::Voice, Channel::Email]);
+        assert_eq!(
+            c.shares.iter().map(|s| s.item).collect::<Vec<_>>(),
+            [Channel::Chat, Channel::Voice, Channel::Email]
+        );
         assert!((c.shares[0].share - 0.5).abs() < 1e-12);
         assert!((mean_cost(&c) - (0.5 * 30.0 + 0.25 * 100.0 + 0.25 * 20.0)).abs() < 1e-9);
 
         let one = Mix::parse("channels", "voice", channel).unwrap();
-        assert_eq!(one.shares, vec![Share { item: Channel::Voice, share: 1.0 }]);
+        assert_eq!(
+            one.shares,
+            vec![Share {
+                item: Channel::Voice,
+                share: 1.0
+            }]
+        );
     }
 
     #[test]
     fn bad_mixes_are_refused_naming_the_flag() {
-        for (spec, needle) in [("", "at least one"), ("chat:x", "not a number"), ("chat:-1", "positive"), ("fax:1", "unknown channel")] {
+        for (spec, needle) in [
+            ("", "at least one"),
+            ("chat:x", "not a number"),
+            ("chat:-1", "positive"),
+            ("fax:1", "unknown channel"),
+        ] {
             let e = format!("{:#}", Mix::parse("channels", spec, channel).unwrap_err());
-            assert!(e.contains("--channels") && e.contains(needle), "{spec:?}: {e}");
+            assert!(
+                e.contains("--channels") && e.contains(needle),
+                "{spec:?}: {e}"
+            );
         }
         assert!(Mix::parse("classes", "gold class:1", Class::parse).is_err());
     }
