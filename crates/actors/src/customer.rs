@@ -267,7 +267,8 @@ async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> Result<()> {
             if let Err(e) = record_assigned(now, st, *conversation, agent.clone(), *offer) {
                 tracing::debug!(%conversation, error = %e, "assignment about a conversation no longer open");
             }
-            return persist(st, false).await;
+            // Nothing to commit when the accept recorded it already.
+            return if st.pending() { persist(st, false).await } else { Ok(()) };
         }
         Output::Requeued { conversation, from } => {
             let Some(queue) = st.customer.open.as_ref().and_then(|c| c.queue.clone()) else { return Ok(()) };

@@ -137,6 +137,7 @@ impl Router {
                 Phase::Assigned { .. } => out.push(Output::Requeued { conversation: conv, from: agent.clone() }),
                 Phase::WrapUp { .. } | Phase::Scheduled | Phase::Waiting => {
                     self.entries.remove(&conv);
+                    self.declining.remove(&conv);
                     continue;
                 }
             }
@@ -214,6 +215,7 @@ impl Router {
             };
             let channel = existing.channel;
             self.entries.remove(&e.conversation);
+            self.declining.remove(&e.conversation);
             self.release(now, ax, e.conversation, channel);
             self.report(ax, out);
             freed = Some(ax);
@@ -265,6 +267,7 @@ impl Router {
 
     pub(super) fn withdraw(&mut self, now: TimeMs, conv: ConversationId, abandoned: bool, out: &mut Vec<Output>) -> Result<()> {
         let e = self.entries.remove(&conv).ok_or(CoreError::UnknownConversation(conv))?;
+        self.declining.remove(&conv);
         match e.phase {
             Phase::Waiting => self.remove_waiting(&e),
             Phase::Offered { offer, .. } => {
@@ -335,6 +338,7 @@ impl Router {
         let channel = e.channel;
         if !timed_out && ttl > 0 {
             e.declined.push((ax, now + ttl));
+            self.declining.insert(conv);
             self.timers.insert((now + ttl, Timer::DeclineExpiry(conv, ax)));
         }
         self.release(now, ax, conv, channel);
@@ -369,6 +373,7 @@ impl Router {
         e.target = target;
         e.last_agent = None;
         e.declined.clear();
+        self.declining.remove(&conv);
         e.phase = Phase::Waiting;
         e.agent = None;
         out.push(Output::Transferred { conversation: conv, from: agent.clone(), to });
@@ -401,6 +406,7 @@ impl Router {
         self.kpis.handled(qx, channel, ax, now.saturating_sub(since));
         if acw == 0 {
             self.entries.remove(&conv);
+            self.declining.remove(&conv);
             self.release(now, ax, conv, channel);
             self.report(ax, out);
             self.fill_agent(now, ax, out);
@@ -505,26 +511,32 @@ impl Router {
         let a = &self.agents[ax as usize];
         let free = a.free();
         let mut best: Option<(Rank, ConversationId)> = None;
-        let consider = |set: &BTreeMap<Rank, ConversationId>, best: &mut Option<(Rank, ConversationId)>| {
+        // `mixed`: the set holds several channels (the personal one), so each
+        // entry's cost is checked; a queue's set is one channel that fits.
+        // Entries are looked up only when they may carry a decline: a
+        // freed agent's choice then touches no conversation but the chosen.
+        let consider = |set: &BTreeMap<Rank, ConversationId>, mixed: bool, best: &mut Option<(Rank, ConversationId)>| {
             for (rank, conv) in set {
                 if best.is_some_and(|(b, _)| *rank >= b) {
                     return;
                 }
-                let Some(e) = self.entries.get(conv) else { continue };
-                if e.channel.cost() > free || e.declined_by(ax) {
-                    continue;
+                if mixed || self.declining.contains(conv) {
+                    let Some(e) = self.entries.get(conv) else { continue };
+                    if e.channel.cost() > free || e.declined_by(ax) {
+                        continue;
+                    }
                 }
                 *best = Some((*rank, *conv));
                 return;
             }
         };
-        consider(&a.personal, &mut best);
+        consider(&a.personal, true, &mut best);
         for &(qx, level, _) in &a.queues {
             let q = &self.queues[qx as usize];
             for step in q.waiting.iter().skip(level as usize) {
                 for ch in Channel::ALL {
                     if ch.cost() <= free && !step[ch.index()].is_empty() {
-                        consider(&step[ch.index()], &mut best);
+                        consider(&step[ch.index()], false, &mut best);
                     }
                 }
             }

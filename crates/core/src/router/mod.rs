@@ -31,7 +31,7 @@ mod state;
 mod timers;
 mod view;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 pub use state::{Phase, RouterConfig};
 pub use view::{AgentView, ConversationView, QueueView};
@@ -129,6 +129,9 @@ pub struct Router {
     agents: Vec<AgentSlot>,
     agent_ix: FxHashMap<AgentId, AgentIx>,
     entries: FxHashMap<ConversationId, Entry>,
+    /// Conversations that may carry declines (a superset: entries leave it
+    /// when their declines expire, are cleared or the entry goes).
+    declining: FxHashSet<ConversationId>,
     offers: FxHashMap<OfferId, ConversationId>,
     timers: std::collections::BTreeSet<(TimeMs, Timer)>,
     /// Offer expiries in the order offers were made (see `timers`).
@@ -147,6 +150,7 @@ impl Router {
             agents: Vec::new(),
             agent_ix: FxHashMap::default(),
             entries: FxHashMap::default(),
+            declining: FxHashSet::default(),
             offers: FxHashMap::default(),
             timers: Default::default(),
             offer_expiries: Default::default(),

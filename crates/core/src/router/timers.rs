@@ -51,6 +51,7 @@ impl Router {
         }
         let channel = e.channel;
         self.entries.remove(&conv);
+        self.declining.remove(&conv);
         self.release(now, ax, conv, channel);
         self.report(ax, out);
         self.fill_agent(now, ax, out);
@@ -98,6 +99,9 @@ impl Router {
     fn forget_decline(&mut self, now: TimeMs, conv: ConversationId, ax: AgentIx, out: &mut Vec<Output>) {
         let Some(e) = self.entries.get_mut(&conv) else { return };
         e.declined.retain(|&(a, until)| a != ax || until > now);
+        if e.declined.is_empty() {
+            self.declining.remove(&conv);
+        }
         if e.phase == Phase::Waiting {
             self.fill_agent(now, ax, out);
         }
