@@ -10,8 +10,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["v1/common", "v1/gateway", "v1/agent", "v1/admin", "internal/v1/node"]
-        .map(|f| root.join(format!("centralino/{f}.proto")));
+    let files = [
+        "v1/common",
+        "v1/gateway",
+        "v1/agent",
+        "v1/admin",
+        "internal/v1/node",
+    ]
+    .map(|f| root.join(format!("centralino/{f}.proto")));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

@@ -23,10 +23,22 @@ pub enum AgentCommand {
     SetAway(bool),
     Accept(OfferId),
     Reject(OfferId, String),
-    Reply { conversation: ConversationId, text: String },
-    Transfer { conversation: ConversationId, to: TransferTarget, note: String },
-    WrapUp { conversation: ConversationId, disposition: String },
-    Resolve { conversation: ConversationId },
+    Reply {
+        conversation: ConversationId,
+        text: String,
+    },
+    Transfer {
+        conversation: ConversationId,
+        to: TransferTarget,
+        note: String,
+    },
+    WrapUp {
+        conversation: ConversationId,
+        disposition: String,
+    },
+    Resolve {
+        conversation: ConversationId,
+    },
 }
 
 pub enum AgentMsg {
@@ -49,11 +61,20 @@ impl Actor for AgentActor {
     type State = AgentSession;
     type Arguments = (AgentId, Arc<Hub>, mpsc::Sender<DesktopEvent>);
 
-    async fn pre_start(&self, _myself: ActorRef<AgentMsg>, (id, hub, desktop): Self::Arguments) -> Result<AgentSession, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        (id, hub, desktop): Self::Arguments,
+    ) -> Result<AgentSession, ActorProcessingErr> {
         Ok(AgentSession { id, hub, desktop })
     }
 
-    async fn handle(&self, myself: ActorRef<AgentMsg>, msg: AgentMsg, st: &mut AgentSession) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        st: &mut AgentSession,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             AgentMsg::Desktop(event) => {
                 if st.desktop.send(event).await.is_err() {
@@ -68,7 +89,11 @@ impl Actor for AgentActor {
         Ok(())
     }
 
-    async fn post_stop(&self, myself: ActorRef<AgentMsg>, st: &mut AgentSession) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        st: &mut AgentSession,
+    ) -> Result<(), ActorProcessingErr> {
         st.hub.unregister_agent(&st.id, &myself);
         Ok(())
     }
@@ -77,30 +102,92 @@ impl Actor for AgentActor {
 async fn command(st: &AgentSession, cmd: AgentCommand) -> Result<()> {
     let agent = st.id.clone();
     let (customer, req) = match cmd {
-        AgentCommand::SetAway(away) => return router_step(&st.hub, Input::SetAway { agent, away }).await,
+        AgentCommand::SetAway(away) => {
+            return router_step(&st.hub, Input::SetAway { agent, away }).await;
+        }
         AgentCommand::Accept(offer) => {
-            let accepted = st.hub.ask_router(RouterRequest::Step(Input::Accept { agent: agent.clone(), offer })).await?;
-            let RouterReply::Accepted(conversation) = accepted else { return Ok(()) };
+            let accepted = st
+                .hub
+                .ask_router(RouterRequest::Step(Input::Accept {
+                    agent: agent.clone(),
+                    offer,
+                }))
+                .await?;
+            let RouterReply::Accepted(conversation) = accepted else {
+                return Ok(());
+            };
             // The accept has happened; recording it with the customer now
             // keeps the agent's next command in order after it. If that
             // fails, the router's own decision still reaches the customer.
-            let assigned = CustomerRequest::Assigned { conversation, agent: agent.clone(), offer };
+            let assigned = CustomerRequest::Assigned {
+                conversation,
+                agent: agent.clone(),
+                offer,
+            };
             if let Err(e) = st.hub.ask_customer(conversation.customer, assigned).await {
                 tracing::warn!(%agent, %conversation, error = %e, "assignment not recorded with the customer yet");
             }
             return Ok(());
         }
-        AgentCommand::Reject(offer, reason) => return router_step(&st.hub, Input::Reject { agent, offer, reason }).await,
-        AgentCommand::Reply { conversation, text } => (conversation, CustomerRequest::Reply { conversation, agent, text }),
-        AgentCommand::Transfer { conversation, to, note } => (conversation, CustomerRequest::Transfer { conversation, agent, to, note }),
-        AgentCommand::WrapUp { conversation, disposition } => (conversation, CustomerRequest::WrapUp { conversation, agent, disposition }),
-        AgentCommand::Resolve { conversation } => (conversation, CustomerRequest::Resolve { conversation, agent }),
+        AgentCommand::Reject(offer, reason) => {
+            return router_step(
+                &st.hub,
+                Input::Reject {
+                    agent,
+                    offer,
+                    reason,
+                },
+            )
+            .await;
+        }
+        AgentCommand::Reply { conversation, text } => (
+            conversation,
+            CustomerRequest::Reply {
+                conversation,
+                agent,
+                text,
+            },
+        ),
+        AgentCommand::Transfer {
+            conversation,
+            to,
+            note,
+        } => (
+            conversation,
+            CustomerRequest::Transfer {
+                conversation,
+                agent,
+                to,
+                note,
+            },
+        ),
+        AgentCommand::WrapUp {
+            conversation,
+            disposition,
+        } => (
+            conversation,
+            CustomerRequest::WrapUp {
+                conversation,
+                agent,
+                disposition,
+            },
+        ),
+        AgentCommand::Resolve { conversation } => (
+            conversation,
+            CustomerRequest::Resolve {
+                conversation,
+                agent,
+            },
+        ),
     };
     // Made-up ids spawn no actor anywhere.
     if !st.hub.customer_exists(customer.customer).await? {
         return Err(CoreError::UnknownConversation(customer).into());
     }
-    st.hub.ask_customer(customer.customer, req).await.map(|_| ())
+    st.hub
+        .ask_customer(customer.customer, req)
+        .await
+        .map(|_| ())
 }
 
 async fn router_step(hub: &Hub, input: Input) -> Result<()> {
@@ -110,13 +197,23 @@ async fn router_step(hub: &Hub, input: Input) -> Result<()> {
 /// Logs an agent in: starts its session actor here (replacing an older
 /// session of the same agent), tells the cluster where its desktop is, and
 /// tells the router. Events for the desktop arrive on the returned receiver.
-pub async fn login(hub: &Arc<Hub>, profile: AgentProfile, away: bool, buffer: usize) -> Result<(ActorRef<AgentMsg>, mpsc::Receiver<DesktopEvent>)> {
+pub async fn login(
+    hub: &Arc<Hub>,
+    profile: AgentProfile,
+    away: bool,
+    buffer: usize,
+) -> Result<(ActorRef<AgentMsg>, mpsc::Receiver<DesktopEvent>)> {
     profile.validate()?;
     let (tx, rx) = mpsc::channel(buffer.max(1));
     let supervisor = hub.supervisor_cell()?;
-    let (actor, _) = Actor::spawn_linked(None, AgentActor, (profile.id.clone(), hub.clone(), tx), supervisor)
-        .await
-        .map_err(|e| ActorError::unavailable(format!("agent session ({e})")))?;
+    let (actor, _) = Actor::spawn_linked(
+        None,
+        AgentActor,
+        (profile.id.clone(), hub.clone(), tx),
+        supervisor,
+    )
+    .await
+    .map_err(|e| ActorError::unavailable(format!("agent session ({e})")))?;
     if let Some(old) = hub.register_agent(profile.id.clone(), actor.clone()) {
         old.stop(Some("replaced by a new session".into()));
     }
@@ -141,7 +238,14 @@ pub async fn logout(hub: &Arc<Hub>, agent: &AgentId, session: &ActorRef<AgentMsg
         if let Err(e) = hub.cluster().agent_session(agent, false).await {
             tracing::debug!(%agent, error = %e, "agent session not withdrawn from the cluster");
         }
-        if let Err(e) = router_step(hub, Input::Logout { agent: agent.clone() }).await {
+        if let Err(e) = router_step(
+            hub,
+            Input::Logout {
+                agent: agent.clone(),
+            },
+        )
+        .await
+        {
             tracing::debug!(%agent, error = %e, "logout");
         }
     }

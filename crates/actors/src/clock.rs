@@ -6,5 +6,7 @@ use centralino_core::TimeMs;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> TimeMs {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as TimeMs)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as TimeMs)
 }

@@ -27,10 +27,15 @@ impl ActorError {
 }
 
 /// Turns a ractor call outcome into our result.
-pub(crate) fn call_result<T, E>(what: &str, r: std::result::Result<ractor::rpc::CallResult<T>, E>) -> Result<T> {
+pub(crate) fn call_result<T, E>(
+    what: &str,
+    r: std::result::Result<ractor::rpc::CallResult<T>, E>,
+) -> Result<T> {
     match r {
         Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(ActorError::unavailable(format!("{what} (timed out)"))),
+        Ok(ractor::rpc::CallResult::Timeout) => {
+            Err(ActorError::unavailable(format!("{what} (timed out)")))
+        }
         Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ActorError::unavailable(what)),
     }
 }

@@ -15,7 +15,10 @@ use centralino_core::customer::Attributes;
 use centralino_core::directory::Resolution;
 use centralino_core::explain::Explanation;
 use centralino_core::history::HistoryEvent;
-use centralino_core::{AgentId, AgentState, Channel, ConversationId, CustomerId, Identity, OfferId, Output, QueueId, TimeMs};
+use centralino_core::{
+    AgentId, AgentState, Channel, ConversationId, CustomerId, Identity, OfferId, Output, QueueId,
+    TimeMs,
+};
 use ractor::{Actor, ActorCell, ActorRef, ActorStatus};
 use rustc_hash::FxHashMap;
 use tokio::sync::{OnceCell, mpsc};
@@ -26,7 +29,9 @@ use crate::customer::{CustomerActor, CustomerMsg};
 use crate::error::{ActorError, Result, call_result};
 use crate::journal::Journal;
 use crate::router::RouterMsg;
-use crate::wire::{CustomerReply, CustomerRequest, Envelope, EnvelopeReply, RouterReply, RouterRequest};
+use crate::wire::{
+    CustomerReply, CustomerRequest, Envelope, EnvelopeReply, RouterReply, RouterRequest,
+};
 
 /// A reply on its way to a customer, through a channel gateway.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -43,9 +48,18 @@ pub struct Delivery {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum DesktopEvent {
     Offer(Box<OfferDelivery>),
-    OfferRevoked { offer: OfferId, reason: String },
-    CustomerMessage { conversation: ConversationId, event: HistoryEvent },
-    StateChanged { state: AgentState, load: u16 },
+    OfferRevoked {
+        offer: OfferId,
+        reason: String,
+    },
+    CustomerMessage {
+        conversation: ConversationId,
+        event: HistoryEvent,
+    },
+    StateChanged {
+        state: AgentState,
+        load: u16,
+    },
 }
 
 /// An offer with everything the agent needs to take it.
@@ -137,7 +151,12 @@ impl Hub {
     /// Sends a desktop event without waiting, in order per agent, retrying
     /// like [`Hub::post_customer`].
     pub fn post_desktop(&self, agent: &AgentId, event: DesktopEvent) {
-        let key = agent.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let key = agent
+            .as_str()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
         self.post(key, Told::Desktop(agent.clone(), event));
     }
 
@@ -165,7 +184,10 @@ impl Hub {
     }
 
     pub(crate) fn supervisor_cell(&self) -> Result<ActorCell> {
-        self.supervisor.get().cloned().ok_or_else(|| ActorError::unavailable("supervisor"))
+        self.supervisor
+            .get()
+            .cloned()
+            .ok_or_else(|| ActorError::unavailable("supervisor"))
     }
 
     /// Whether the router runs on this node.
@@ -194,7 +216,11 @@ impl Hub {
     // ---------------------------------------------------------- customers
 
     /// Asks the customer's actor, wherever it lives.
-    pub async fn ask_customer(self: &Arc<Self>, id: CustomerId, req: CustomerRequest) -> Result<CustomerReply> {
+    pub async fn ask_customer(
+        self: &Arc<Self>,
+        id: CustomerId,
+        req: CustomerRequest,
+    ) -> Result<CustomerReply> {
         match self.cluster.customer_home(id).await? {
             Home::Here => self.ask_local_customer(id, req).await,
             Home::There(node) => self.ask_remote_customer(&node, id, req).await,
@@ -205,28 +231,52 @@ impl Hub {
     pub async fn tell_customer(self: &Arc<Self>, id: CustomerId, o: Output) -> Result<()> {
         match self.cluster.customer_home(id).await? {
             Home::Here => self.tell_local_customer(id, o).await,
-            Home::There(node) => self.send(&node, Envelope::TellCustomer(id, o)).await.map(|_| ()),
+            Home::There(node) => self
+                .send(&node, Envelope::TellCustomer(id, o))
+                .await
+                .map(|_| ()),
         }
     }
 
-    async fn ask_local_customer(self: &Arc<Self>, id: CustomerId, req: CustomerRequest) -> Result<CustomerReply> {
+    async fn ask_local_customer(
+        self: &Arc<Self>,
+        id: CustomerId,
+        req: CustomerRequest,
+    ) -> Result<CustomerReply> {
         match self.local_customer(id).await? {
-            Ok(actor) => call_result("customer", actor.call(|reply| CustomerMsg::Request(req, Some(reply)), None).await)?,
+            Ok(actor) => call_result(
+                "customer",
+                actor
+                    .call(|reply| CustomerMsg::Request(req, Some(reply)), None)
+                    .await,
+            )?,
             Err(owner) => self.ask_remote_customer(&owner, id, req).await,
         }
     }
 
     async fn tell_local_customer(self: &Arc<Self>, id: CustomerId, o: Output) -> Result<()> {
         match self.local_customer(id).await? {
-            Ok(actor) => actor.cast(CustomerMsg::Routed(o)).map_err(|_| ActorError::unavailable(format!("customer {id}"))),
-            Err(owner) => self.send(&owner, Envelope::TellCustomer(id, o)).await.map(|_| ()),
+            Ok(actor) => actor
+                .cast(CustomerMsg::Routed(o))
+                .map_err(|_| ActorError::unavailable(format!("customer {id}"))),
+            Err(owner) => self
+                .send(&owner, Envelope::TellCustomer(id, o))
+                .await
+                .map(|_| ()),
         }
     }
 
-    async fn ask_remote_customer(&self, node: &str, id: CustomerId, req: CustomerRequest) -> Result<CustomerReply> {
+    async fn ask_remote_customer(
+        &self,
+        node: &str,
+        id: CustomerId,
+        req: CustomerRequest,
+    ) -> Result<CustomerReply> {
         match self.send(node, Envelope::AskCustomer(id, req)).await? {
             EnvelopeReply::Customer(r) => r,
-            other => Err(ActorError::unavailable(format!("customer {id}: unexpected answer {other:?}"))),
+            other => Err(ActorError::unavailable(format!(
+                "customer {id}: unexpected answer {other:?}"
+            ))),
         }
     }
 
@@ -237,7 +287,10 @@ impl Hub {
     /// Only the lookup holds the map's lock: claiming and recovering (etcd
     /// round trips) happen under a per-customer cell, so a slow or
     /// unreachable store never blocks the customers already running here.
-    async fn local_customer(self: &Arc<Self>, id: CustomerId) -> Result<Result<ActorRef<CustomerMsg>, String>> {
+    async fn local_customer(
+        self: &Arc<Self>,
+        id: CustomerId,
+    ) -> Result<Result<ActorRef<CustomerMsg>, String>> {
         let cell = {
             let mut customers = lock(&self.customers);
             let cell = customers.entry(id).or_default();
@@ -253,9 +306,10 @@ impl Hub {
                     Claim::Elsewhere(node) => return Err(Elsewhere::Owner(node)),
                 };
                 let supervisor = self.supervisor_cell()?;
-                let (actor, _) = Actor::spawn_linked(None, CustomerActor, (id, self.clone(), token), supervisor)
-                    .await
-                    .map_err(|e| ActorError::unavailable(format!("customer {id} ({e})")))?;
+                let (actor, _) =
+                    Actor::spawn_linked(None, CustomerActor, (id, self.clone(), token), supervisor)
+                        .await
+                        .map_err(|e| ActorError::unavailable(format!("customer {id} ({e})")))?;
                 Ok(actor)
             })
             .await;
@@ -288,13 +342,20 @@ impl Hub {
     /// Asks the router, wherever it lives.
     pub async fn ask_router(&self, req: RouterRequest) -> Result<RouterReply> {
         if let Some(r) = self.local_router() {
-            return call_result("router", r.call(|reply| RouterMsg::Ask(req, Some(reply)), None).await)?;
+            return call_result(
+                "router",
+                r.call(|reply| RouterMsg::Ask(req, Some(reply)), None).await,
+            )?;
         }
         match self.cluster.router_home().await? {
-            Home::Here => Err(ActorError::unavailable("router (not started on this node yet)")),
+            Home::Here => Err(ActorError::unavailable(
+                "router (not started on this node yet)",
+            )),
             Home::There(node) => match self.send(&node, Envelope::AskRouter(req)).await? {
                 EnvelopeReply::Router(r) => r,
-                other => Err(ActorError::unavailable(format!("router: unexpected answer {other:?}"))),
+                other => Err(ActorError::unavailable(format!(
+                    "router: unexpected answer {other:?}"
+                ))),
             },
         }
     }
@@ -302,10 +363,17 @@ impl Hub {
     /// Tells the router, wherever it lives; logs what cannot be delivered.
     pub async fn tell_router(&self, req: RouterRequest) {
         let r = match self.local_router() {
-            Some(r) => r.cast(RouterMsg::Ask(req, None)).map_err(|_| ActorError::unavailable("router mailbox")),
+            Some(r) => r
+                .cast(RouterMsg::Ask(req, None))
+                .map_err(|_| ActorError::unavailable("router mailbox")),
             None => match self.cluster.router_home().await {
-                Ok(Home::There(node)) => self.send(&node, Envelope::TellRouter(req)).await.map(|_| ()),
-                Ok(Home::Here) => Err(ActorError::unavailable("router (not started on this node yet)")),
+                Ok(Home::There(node)) => self
+                    .send(&node, Envelope::TellRouter(req))
+                    .await
+                    .map(|_| ()),
+                Ok(Home::Here) => Err(ActorError::unavailable(
+                    "router (not started on this node yet)",
+                )),
                 Err(e) => Err(e),
             },
         };
@@ -317,11 +385,18 @@ impl Hub {
     // ------------------------------------------------------------- agents
 
     pub fn agent(&self, id: &AgentId) -> Option<ActorRef<AgentMsg>> {
-        lock(&self.agents).get(id).filter(|a| alive(a.get_status())).cloned()
+        lock(&self.agents)
+            .get(id)
+            .filter(|a| alive(a.get_status()))
+            .cloned()
     }
 
     /// Registers a new desktop session; returns the session it replaces.
-    pub(crate) fn register_agent(&self, id: AgentId, actor: ActorRef<AgentMsg>) -> Option<ActorRef<AgentMsg>> {
+    pub(crate) fn register_agent(
+        &self,
+        id: AgentId,
+        actor: ActorRef<AgentMsg>,
+    ) -> Option<ActorRef<AgentMsg>> {
         lock(&self.agents).insert(id, actor)
     }
 
@@ -344,7 +419,10 @@ impl Hub {
             return Ok(());
         }
         match self.cluster.agent_home(agent).await? {
-            Some(Home::There(node)) => self.send(&node, Envelope::Desktop(agent.clone(), event)).await.map(|_| ()),
+            Some(Home::There(node)) => self
+                .send(&node, Envelope::Desktop(agent.clone(), event))
+                .await
+                .map(|_| ()),
             Some(Home::Here) | None => {
                 tracing::debug!(%agent, "desktop not connected; event dropped");
                 Ok(())
@@ -356,7 +434,11 @@ impl Hub {
 
     /// A gateway subscribes to replies on `channels` (all when empty).
     /// Replies that waited here for a gateway of these channels come first.
-    pub async fn subscribe(&self, channels: Vec<Channel>, buffer: usize) -> mpsc::Receiver<Delivery> {
+    pub async fn subscribe(
+        &self,
+        channels: Vec<Channel>,
+        buffer: usize,
+    ) -> mpsc::Receiver<Delivery> {
         if let Err(e) = self.cluster.gateway_session(&channels, true).await {
             tracing::warn!(error = %e, "gateway subscription not announced to the cluster");
         }
@@ -380,7 +462,9 @@ impl Hub {
     /// Hands a reply to a gateway serving its channel: here if one is
     /// connected here, else on another node; kept here until one appears.
     pub async fn deliver(&self, d: Delivery) {
-        let Some(d) = self.deliver_here(d) else { return };
+        let Some(d) = self.deliver_here(d) else {
+            return;
+        };
         if let Ok(nodes) = self.cluster.gateway_nodes(d.channel).await {
             for node in nodes {
                 if self.send(&node, Envelope::Deliver(d.clone())).await.is_ok() {
@@ -395,7 +479,11 @@ impl Hub {
     fn deliver_here(&self, d: Delivery) -> Option<Delivery> {
         let mut g = lock(&self.gateways);
         let (subs, _) = &mut *g;
-        let closed: Vec<Vec<Channel>> = subs.iter().filter(|s| s.tx.is_closed()).map(|s| s.channels.clone()).collect();
+        let closed: Vec<Vec<Channel>> = subs
+            .iter()
+            .filter(|s| s.tx.is_closed())
+            .map(|s| s.channels.clone())
+            .collect();
         if !closed.is_empty() {
             subs.retain(|s| !s.tx.is_closed());
             let cluster = self.cluster.clone();
@@ -436,7 +524,9 @@ impl Hub {
     /// Serves an envelope another node sent here.
     pub async fn handle(self: &Arc<Self>, envelope: Envelope) -> EnvelopeReply {
         match envelope {
-            Envelope::AskCustomer(id, req) => EnvelopeReply::Customer(self.ask_local_customer(id, req).await),
+            Envelope::AskCustomer(id, req) => {
+                EnvelopeReply::Customer(self.ask_local_customer(id, req).await)
+            }
             Envelope::TellCustomer(id, o) => {
                 if let Err(e) = self.tell_local_customer(id, o).await {
                     tracing::warn!(customer = %id, error = %e, "routing decision not delivered");
@@ -444,8 +534,16 @@ impl Hub {
                 EnvelopeReply::Done
             }
             Envelope::AskRouter(req) => match self.local_router() {
-                Some(r) => EnvelopeReply::Router(call_result("router", r.call(|reply| RouterMsg::Ask(req, Some(reply)), None).await).and_then(|r| r)),
-                None => EnvelopeReply::Router(Err(ActorError::unavailable("router (not on this node)"))),
+                Some(r) => EnvelopeReply::Router(
+                    call_result(
+                        "router",
+                        r.call(|reply| RouterMsg::Ask(req, Some(reply)), None).await,
+                    )
+                    .and_then(|r| r),
+                ),
+                None => {
+                    EnvelopeReply::Router(Err(ActorError::unavailable("router (not on this node)")))
+                }
             },
             Envelope::TellRouter(req) => {
                 if let Some(r) = self.local_router() {

@@ -93,8 +93,24 @@ pub fn rebuild(r: Recovered) -> Customer {
         c.opened = open.number.saturating_sub(1);
         for e in r.events {
             match e.kind {
-                EventKind::CustomerMessage { channel, identity, text, topic, sentiment } => {
-                    c.contact(e.at, Contact { channel, identity, topic, text, sentiment, attributes: Attributes::default() });
+                EventKind::CustomerMessage {
+                    channel,
+                    identity,
+                    text,
+                    topic,
+                    sentiment,
+                } => {
+                    c.contact(
+                        e.at,
+                        Contact {
+                            channel,
+                            identity,
+                            topic,
+                            text,
+                            sentiment,
+                            attributes: Attributes::default(),
+                        },
+                    );
                 }
                 kind => {
                     let _ = c.record(e.at, open, kind);

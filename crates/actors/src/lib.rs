@@ -39,8 +39,8 @@ pub mod standalone;
 pub mod supervisor;
 pub mod wire;
 
-pub use error::{ActorError, Result};
 pub use cluster::{Claim, Cluster, Home};
+pub use error::{ActorError, Result};
 pub use hub::{Delivery, DesktopEvent, Hub};
-pub use standalone::Standalone;
 pub use journal::{Journal, JournalError};
+pub use standalone::Standalone;

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use centralino_core::priority::PriorityInputs;
 use centralino_core::router::{Enqueue, RevokeReason};
-use centralino_core::{AgentId, Channel, ConversationId, Input, Output, Router, RouterConfig, TimeMs};
+use centralino_core::{
+    AgentId, Channel, ConversationId, Input, Output, Router, RouterConfig, TimeMs,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
@@ -55,9 +57,17 @@ pub struct RouterState {
 impl Actor for RouterActor {
     type Msg = RouterMsg;
     type State = RouterState;
-    type Arguments = (RouterConfig, Vec<centralino_core::queue::QueueConfig>, Arc<Hub>);
+    type Arguments = (
+        RouterConfig,
+        Vec<centralino_core::queue::QueueConfig>,
+        Arc<Hub>,
+    );
 
-    async fn pre_start(&self, myself: ActorRef<RouterMsg>, (cfg, queues, hub): Self::Arguments) -> Result<RouterState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RouterMsg>,
+        (cfg, queues, hub): Self::Arguments,
+    ) -> Result<RouterState, ActorProcessingErr> {
         let mut router = Router::new(cfg);
         let mut out = Vec::new();
         for q in queues {
@@ -68,7 +78,12 @@ impl Actor for RouterActor {
         Ok(RouterState { router, hub, out })
     }
 
-    async fn handle(&self, _myself: ActorRef<RouterMsg>, msg: RouterMsg, st: &mut RouterState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<RouterMsg>,
+        msg: RouterMsg,
+        st: &mut RouterState,
+    ) -> Result<(), ActorProcessingErr> {
         let now = now_ms();
         match msg {
             RouterMsg::Ask(req, reply) => {
@@ -88,7 +103,11 @@ impl Actor for RouterActor {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<RouterMsg>, st: &mut RouterState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<RouterMsg>,
+        st: &mut RouterState,
+    ) -> Result<(), ActorProcessingErr> {
         st.hub.set_router(None);
         Ok(())
     }
@@ -97,12 +116,17 @@ impl Actor for RouterActor {
 fn answer(now: TimeMs, st: &mut RouterState, req: RouterRequest) -> Result<RouterReply> {
     Ok(match req {
         RouterRequest::Step(Input::Accept { agent, offer }) => {
-            st.router.step(now, Input::Accept { agent, offer }, &mut st.out)?;
+            st.router
+                .step(now, Input::Accept { agent, offer }, &mut st.out)?;
             // The accepting agent records the assignment with the customer
             // itself before it answers its desktop, so the agent's next
             // command finds it there; the decision also goes out as usual.
             let conversation = st.out.iter().find_map(|o| match o {
-                Output::Assigned { offer: o, conversation, .. } if *o == offer => Some(*conversation),
+                Output::Assigned {
+                    offer: o,
+                    conversation,
+                    ..
+                } if *o == offer => Some(*conversation),
                 _ => None,
             });
             conversation.map_or(RouterReply::Done, RouterReply::Accepted)
@@ -115,14 +139,22 @@ fn answer(now: TimeMs, st: &mut RouterState, req: RouterRequest) -> Result<Route
             route(now, st, r);
             RouterReply::Done
         }
-        RouterRequest::Resolved { queue, channel, agent } => {
+        RouterRequest::Resolved {
+            queue,
+            channel,
+            agent,
+        } => {
             st.router.note_resolved(&queue, channel, agent.as_ref());
             RouterReply::Done
         }
         RouterRequest::Agents => RouterReply::Agents(st.router.agent_views()),
         RouterRequest::Queues => RouterReply::Queues(st.router.queue_views(now)),
-        RouterRequest::Conversations(q) => RouterReply::Conversations(st.router.conversation_views(now, q.as_ref())),
-        RouterRequest::Conversation(c) => RouterReply::Conversation(st.router.conversation_view(now, c)),
+        RouterRequest::Conversations(q) => {
+            RouterReply::Conversations(st.router.conversation_views(now, q.as_ref()))
+        }
+        RouterRequest::Conversation(c) => {
+            RouterReply::Conversation(st.router.conversation_view(now, c))
+        }
         RouterRequest::Kpis => RouterReply::Kpis(Box::new(st.router.kpi_report())),
     })
 }
@@ -141,7 +173,11 @@ fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
         last_agent: req.last_agent,
         not_before: req.not_before,
     };
-    let input = if req.replace { Input::Reroute(enqueue) } else { Input::Enqueue(enqueue) };
+    let input = if req.replace {
+        Input::Reroute(enqueue)
+    } else {
+        Input::Enqueue(enqueue)
+    };
     if let Err(e) = st.router.step(now, input, &mut st.out) {
         tracing::warn!(conversation = %req.conversation, error = %e, "enqueue refused");
     }
@@ -155,16 +191,33 @@ fn dispatch(st: &mut RouterState) {
         crate::metrics::router_output(&o);
         let customer = match &o {
             Output::AgentStateChanged { agent, state, load } => {
-                st.hub.post_desktop(agent, DesktopEvent::StateChanged { state: *state, load: *load });
+                st.hub.post_desktop(
+                    agent,
+                    DesktopEvent::StateChanged {
+                        state: *state,
+                        load: *load,
+                    },
+                );
                 continue;
             }
-            Output::OfferRevoked { offer, agent, reason, conversation } => {
+            Output::OfferRevoked {
+                offer,
+                agent,
+                reason,
+                conversation,
+            } => {
                 let reason = match reason {
                     RevokeReason::TimedOut => "timed out",
                     RevokeReason::Withdrawn => "withdrawn",
                     RevokeReason::AgentLoggedOut => "agent logged out",
                 };
-                st.hub.post_desktop(agent, DesktopEvent::OfferRevoked { offer: *offer, reason: reason.into() });
+                st.hub.post_desktop(
+                    agent,
+                    DesktopEvent::OfferRevoked {
+                        offer: *offer,
+                        reason: reason.into(),
+                    },
+                );
                 conversation.customer
             }
             Output::Queued { conversation, .. }

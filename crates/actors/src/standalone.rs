@@ -17,7 +17,10 @@ pub struct Standalone {
 
 impl Standalone {
     pub fn new(node: impl Into<String>) -> Self {
-        Standalone { node: node.into(), directory: Mutex::new(Directory::default()) }
+        Standalone {
+            node: node.into(),
+            directory: Mutex::new(Directory::default()),
+        }
     }
 
     fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {
@@ -62,6 +65,8 @@ impl Cluster for Standalone {
         Ok(Vec::new())
     }
     async fn send(&self, node: &str, _envelope: Envelope) -> Result<EnvelopeReply> {
-        Err(ActorError::unavailable(format!("node {node} (a standalone node has no peers)")))
+        Err(ActorError::unavailable(format!(
+            "node {node} (a standalone node has no peers)"
+        )))
     }
 }

@@ -27,27 +27,49 @@ impl Actor for Supervisor {
     /// The router's configuration when this node hosts the router.
     type Arguments = (Option<(RouterConfig, Vec<QueueConfig>)>, Arc<Hub>);
 
-    async fn pre_start(&self, myself: ActorRef<()>, (router, hub): Self::Arguments) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<()>,
+        (router, hub): Self::Arguments,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         hub.set_supervisor(myself.get_cell());
         let router = match router {
-            Some((cfg, queues)) => Some(Actor::spawn_linked(None, RouterActor, (cfg, queues, hub), myself.get_cell()).await?.0),
+            Some((cfg, queues)) => Some(
+                Actor::spawn_linked(None, RouterActor, (cfg, queues, hub), myself.get_cell())
+                    .await?
+                    .0,
+            ),
             None => None,
         };
         Ok(SupervisorState { router })
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<()>, evt: SupervisionEvent, st: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<()>,
+        evt: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(who, err) => {
                 crate::metrics::actor_failed();
-                if st.router.as_ref().is_some_and(|r| r.get_id() == who.get_id()) {
+                if st
+                    .router
+                    .as_ref()
+                    .is_some_and(|r| r.get_id() == who.get_id())
+                {
                     tracing::error!(error = %err, "router failed: stopping the node's actors");
                     myself.stop(Some("router failed".into()));
                 } else {
                     tracing::error!(actor = %who.get_id(), error = %err, "actor failed; it restarts from the journal on its next message");
                 }
             }
-            SupervisionEvent::ActorTerminated(who, _, reason) if st.router.as_ref().is_some_and(|r| r.get_id() == who.get_id()) => {
+            SupervisionEvent::ActorTerminated(who, _, reason)
+                if st
+                    .router
+                    .as_ref()
+                    .is_some_and(|r| r.get_id() == who.get_id()) =>
+            {
                 tracing::info!(?reason, "router stopped");
                 myself.stop(reason);
             }
@@ -59,6 +81,11 @@ impl Actor for Supervisor {
 
 /// Starts the node's actors (with the router if `router` is given);
 /// returns the supervisor to stop them with.
-pub async fn start(hub: Arc<Hub>, router: Option<(RouterConfig, Vec<QueueConfig>)>) -> Result<(ActorRef<()>, ractor::concurrency::JoinHandle<()>)> {
-    Actor::spawn(None, Supervisor, (router, hub)).await.map_err(|e| ActorError::unavailable(format!("supervisor ({e})")))
+pub async fn start(
+    hub: Arc<Hub>,
+    router: Option<(RouterConfig, Vec<QueueConfig>)>,
+) -> Result<(ActorRef<()>, ractor::concurrency::JoinHandle<()>)> {
+    Actor::spawn(None, Supervisor, (router, hub))
+        .await
+        .map_err(|e| ActorError::unavailable(format!("supervisor ({e})")))
 }

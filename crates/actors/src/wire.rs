@@ -9,7 +9,9 @@ use centralino_core::customer::{Contact, ContactOutcome, Customer};
 use centralino_core::history::TransferTarget;
 use centralino_core::kpi::KpiReport;
 use centralino_core::router::{AgentView, ConversationView, QueueView};
-use centralino_core::{AgentId, Channel, ConversationId, CustomerId, Identity, Input, OfferId, Output, QueueId, TimeMs};
+use centralino_core::{
+    AgentId, Channel, ConversationId, CustomerId, Identity, Input, OfferId, Output, QueueId, TimeMs,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ActorError;
@@ -20,17 +22,44 @@ use crate::router::RouteRequest;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CustomerRequest {
     /// A contact on any channel, with identities the gateway linked.
-    Contact { contact: Contact, linked: Vec<Identity> },
-    Reply { conversation: ConversationId, agent: AgentId, text: String },
-    WrapUp { conversation: ConversationId, agent: AgentId, disposition: String },
-    Resolve { conversation: ConversationId, agent: AgentId },
-    Transfer { conversation: ConversationId, agent: AgentId, to: TransferTarget, note: String },
+    Contact {
+        contact: Contact,
+        linked: Vec<Identity>,
+    },
+    Reply {
+        conversation: ConversationId,
+        agent: AgentId,
+        text: String,
+    },
+    WrapUp {
+        conversation: ConversationId,
+        agent: AgentId,
+        disposition: String,
+    },
+    Resolve {
+        conversation: ConversationId,
+        agent: AgentId,
+    },
+    Transfer {
+        conversation: ConversationId,
+        agent: AgentId,
+        to: TransferTarget,
+        note: String,
+    },
     /// The waiting customer wants to be called back on `channel` at `to`,
     /// keeping their place; no earlier than `not_before` if set.
-    Callback { channel: Channel, to: Identity, not_before: Option<TimeMs> },
+    Callback {
+        channel: Channel,
+        to: Identity,
+        not_before: Option<TimeMs>,
+    },
     /// The agent accepted the offer: record the assignment now (the same
     /// decision arriving later from the router is then a no-op).
-    Assigned { conversation: ConversationId, agent: AgentId, offer: OfferId },
+    Assigned {
+        conversation: ConversationId,
+        agent: AgentId,
+        offer: OfferId,
+    },
     /// A copy of the customer, for views.
     Get,
 }
@@ -54,7 +83,11 @@ pub enum RouterRequest {
     /// Route a conversation by topic (told, not asked).
     Route(RouteRequest),
     /// Count a resolution in the KPIs (told).
-    Resolved { queue: QueueId, channel: Channel, agent: Option<AgentId> },
+    Resolved {
+        queue: QueueId,
+        channel: Channel,
+        agent: Option<AgentId>,
+    },
     Agents,
     Queues,
     Conversations(Option<QueueId>),

@@ -144,7 +144,10 @@ impl Default for RoutingSection {
             offer_timeout_ms: d.offer_timeout_ms,
             continuity_window_ms: d.continuity_window_ms,
             decline_ttl_ms: d.decline_ttl_ms,
-            acw_ms: Channel::ALL.iter().map(|c| (c.name().to_owned(), d.acw_ms[c.index()])).collect(),
+            acw_ms: Channel::ALL
+                .iter()
+                .map(|c| (c.name().to_owned(), d.acw_ms[c.index()]))
+                .collect(),
         }
     }
 }
@@ -152,7 +155,10 @@ impl Default for RoutingSection {
 impl Default for PrioritySection {
     fn default() -> Self {
         let d = PriorityPolicy::default();
-        PrioritySection { tier_boost_ms: d.tier_boost_ms.into_iter().collect(), sentiment_boost_ms: d.sentiment_boost_ms }
+        PrioritySection {
+            tier_boost_ms: d.tier_boost_ms.into_iter().collect(),
+            sentiment_boost_ms: d.sentiment_boost_ms,
+        }
     }
 }
 
@@ -173,8 +179,10 @@ impl Config {
     pub fn load(file: Option<&Path>, o: Overrides) -> anyhow::Result<Config> {
         let mut cfg = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str::<Config>(&text).with_context(|| format!("config file {}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<Config>(&text)
+                    .with_context(|| format!("config file {}", path.display()))?
             }
             None => Config::default(),
         };
@@ -208,23 +216,41 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         if self.queues.is_empty() {
-            bail!("queues: define at least one queue (the first is the default for unmatched topics)");
+            bail!(
+                "queues: define at least one queue (the first is the default for unmatched topics)"
+            );
         }
         for q in self.queues()? {
-            q.validate().with_context(|| format!("queues: queue {:?}", q.id.as_str()))?;
+            q.validate()
+                .with_context(|| format!("queues: queue {:?}", q.id.as_str()))?;
         }
         self.router()?;
-        if self.node.cluster.is_empty() || !self.node.cluster.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            bail!("node.cluster: use letters, digits, '-' and '_', got {:?}", self.node.cluster);
+        if self.node.cluster.is_empty()
+            || !self
+                .node
+                .cluster
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!(
+                "node.cluster: use letters, digits, '-' and '_', got {:?}",
+                self.node.cluster
+            );
         }
         if self.node.lease_ttl_ms < 1_000 {
-            bail!("node.lease_ttl_ms: must be at least 1000, got {}", self.node.lease_ttl_ms);
+            bail!(
+                "node.lease_ttl_ms: must be at least 1000, got {}",
+                self.node.lease_ttl_ms
+            );
         }
         Ok(())
     }
 
     pub fn advertise(&self) -> String {
-        self.node.advertise.clone().unwrap_or_else(|| self.node.listen.to_string())
+        self.node
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.node.listen.to_string())
     }
 
     pub fn router(&self) -> anyhow::Result<RouterConfig> {
@@ -242,7 +268,12 @@ impl Config {
             decline_ttl_ms: r.decline_ttl_ms,
             acw_ms,
             priority: PriorityPolicy {
-                tier_boost_ms: self.priority.tier_boost_ms.iter().map(|(k, v)| (k.to_lowercase(), *v)).collect(),
+                tier_boost_ms: self
+                    .priority
+                    .tier_boost_ms
+                    .iter()
+                    .map(|(k, v)| (k.to_lowercase(), *v))
+                    .collect(),
                 sentiment_boost_ms: self.priority.sentiment_boost_ms,
             },
         })
@@ -254,13 +285,26 @@ impl Config {
             .map(|q| {
                 Ok(QueueConfig {
                     id: QueueId::new(&q.id),
-                    name: if q.name.is_empty() { q.id.clone() } else { q.name.clone() },
+                    name: if q.name.is_empty() {
+                        q.id.clone()
+                    } else {
+                        q.name.clone()
+                    },
                     topics: q.topics.iter().map(|t| t.to_lowercase()).collect(),
-                    required: q.required_skills.iter().map(|(n, p)| Skill::new(n, *p)).collect(),
+                    required: q
+                        .required_skills
+                        .iter()
+                        .map(|(n, p)| Skill::new(n, *p))
+                        .collect(),
                     sla_ms: q
                         .sla_ms
                         .iter()
-                        .map(|(c, ms)| Ok((channel(c).with_context(|| format!("queues.{}.sla_ms", q.id))?, *ms)))
+                        .map(|(c, ms)| {
+                            Ok((
+                                channel(c).with_context(|| format!("queues.{}.sla_ms", q.id))?,
+                                *ms,
+                            ))
+                        })
                         .collect::<anyhow::Result<_>>()?,
                     strategy: match q.strategy {
                         StrategyName::LongestIdle => Strategy::LongestIdle,
@@ -271,7 +315,11 @@ impl Config {
                     bullseye: q
                         .bullseye
                         .iter()
-                        .map(|b| BullseyeStep { after_ms: b.after_ms, relax_proficiency: b.relax_proficiency, drop_skills: b.drop_skills.clone() })
+                        .map(|b| BullseyeStep {
+                            after_ms: b.after_ms,
+                            relax_proficiency: b.relax_proficiency,
+                            drop_skills: b.drop_skills.clone(),
+                        })
                         .collect(),
                     priority_boost_ms: q.priority_boost_ms,
                 })
@@ -284,7 +332,11 @@ fn channel(name: &str) -> anyhow::Result<Channel> {
     Channel::ALL
         .into_iter()
         .find(|c| c.name() == name)
-        .with_context(|| format!("unknown channel {name:?}: use voice, chat, email, sms, whatsapp, social or app"))
+        .with_context(|| {
+            format!(
+                "unknown channel {name:?}: use voice, chat, email, sms, whatsapp, social or app"
+            )
+        })
 }
 
 #[cfg(test)]
@@ -294,18 +346,31 @@ mod tests {
     #[test]
     fn the_example_config_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/centralino.toml");
-        let cfg = Config::load(Some(&path), Overrides::default()).expect("deploy/centralino.toml is valid");
+        let cfg = Config::load(Some(&path), Overrides::default())
+            .expect("deploy/centralino.toml is valid");
         assert!(!cfg.queues.is_empty());
     }
 
     #[test]
     fn unknown_keys_are_refused_and_flags_win() {
-        let err = toml::from_str::<Config>("[node]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        let err =
+            toml::from_str::<Config>("[node]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
-        let cfg = Config::load(None, Overrides { listen: Some("127.0.0.1:9999".parse().unwrap()), ..Default::default() }).unwrap();
+        let cfg = Config::load(
+            None,
+            Overrides {
+                listen: Some("127.0.0.1:9999".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(cfg.node.listen.port(), 9999);
         assert_eq!(cfg.node.id, "node-9999");
         let default = Config::load(None, Overrides::default()).unwrap();
-        assert_eq!(default.node.listen.to_string(), "127.0.0.1:7070", "dev and node listen on 127.0.0.1:7070 by default");
+        assert_eq!(
+            default.node.listen.to_string(),
+            "127.0.0.1:7070",
+            "dev and node listen on 127.0.0.1:7070 by default"
+        );
     }
 }

@@ -16,7 +16,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "centralino", version, about = "Omnichannel contact-center routing cluster")]
+#[command(
+    name = "centralino",
+    version,
+    about = "Omnichannel contact-center routing cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -104,7 +108,9 @@ impl NodeArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     run::init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Node(args) => run::node(args.load(false)?, None).await,

@@ -15,8 +15,12 @@ use crate::sim;
 pub const GRACE: Duration = Duration::from_secs(5);
 
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,h2=warn,tower=warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,h2=warn,tower=warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 /// Starts the node (and the simulation, in dev), serves until Ctrl-C or
@@ -30,10 +34,15 @@ pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> 
             .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
         tracing::info!(%addr, "metrics on /metrics");
     }
-    let listener = TcpListener::bind(cfg.node.listen).await.with_context(|| format!("listening on {}", cfg.node.listen))?;
+    let listener = TcpListener::bind(cfg.node.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.node.listen))?;
     let listen = listener.local_addr()?;
     let opts = NodeOptions {
-        node: NodeInfo { id: cfg.node.id.clone(), advertise: cfg.advertise() },
+        node: NodeInfo {
+            id: cfg.node.id.clone(),
+            advertise: cfg.advertise(),
+        },
         router: cfg.router()?,
         queues: cfg.queues()?,
         lease_ttl: Duration::from_millis(cfg.node.lease_ttl_ms),
@@ -50,13 +59,21 @@ pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> 
     .context("starting the node")?;
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = tokio::spawn(centralino_server::serve(listener, node.hub.clone(), async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    }));
+    let server = tokio::spawn(centralino_server::serve(
+        listener,
+        node.hub.clone(),
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
     tracing::info!(%listen, node = %cfg.node.id, "serving gRPC");
 
     let simulation = match sim {
-        Some(opts) => Some(sim::start(listen, opts).await.context("starting the simulation")?),
+        Some(opts) => Some(
+            sim::start(listen, opts)
+                .await
+                .context("starting the simulation")?,
+        ),
         None => None,
     };
 

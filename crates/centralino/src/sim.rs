@@ -47,8 +47,14 @@ impl Simulation {
     }
 }
 
-const TOPICS: [(&str, &str); 6] =
-    [("billing", "billing"), ("invoice", "billing"), ("fiber", "tech"), ("outage", "tech"), ("upgrade", "sales"), ("complaint", "care")];
+const TOPICS: [(&str, &str); 6] = [
+    ("billing", "billing"),
+    ("invoice", "billing"),
+    ("fiber", "tech"),
+    ("outage", "tech"),
+    ("upgrade", "sales"),
+    ("complaint", "care"),
+];
 const SKILLS: [&str; 4] = ["billing", "tech", "sales", "care"];
 
 /// Queues and timers that make the simulation interesting.
@@ -57,18 +63,48 @@ pub fn dev_defaults(cfg: &mut Config) {
         id: id.into(),
         name: String::new(),
         topics: topics.iter().map(|t| t.to_string()).collect(),
-        required_skills: skill.map(|(s, p)| BTreeMap::from([(s.to_owned(), p)])).unwrap_or_default(),
+        required_skills: skill
+            .map(|(s, p)| BTreeMap::from([(s.to_owned(), p)]))
+            .unwrap_or_default(),
         strategy,
         sla_ms: BTreeMap::new(),
-        bullseye: vec![BullseyeSection { after_ms: 10_000, relax_proficiency: 2, drop_skills: vec![] }],
+        bullseye: vec![BullseyeSection {
+            after_ms: 10_000,
+            relax_proficiency: 2,
+            drop_skills: vec![],
+        }],
         priority_boost_ms: boost,
     };
     cfg.queues = vec![
         q("general", &[], None, StrategyName::LongestIdle, 0),
-        q("billing", &["billing", "invoice"], Some(("billing", 2)), StrategyName::LongestIdle, 0),
-        q("tech", &["fiber", "outage"], Some(("tech", 3)), StrategyName::MostProficient, 0),
-        q("sales", &["upgrade"], Some(("sales", 2)), StrategyName::LeastOccupied, 0),
-        q("care", &["complaint"], Some(("care", 3)), StrategyName::RoundRobin, 20_000),
+        q(
+            "billing",
+            &["billing", "invoice"],
+            Some(("billing", 2)),
+            StrategyName::LongestIdle,
+            0,
+        ),
+        q(
+            "tech",
+            &["fiber", "outage"],
+            Some(("tech", 3)),
+            StrategyName::MostProficient,
+            0,
+        ),
+        q(
+            "sales",
+            &["upgrade"],
+            Some(("sales", 2)),
+            StrategyName::LeastOccupied,
+            0,
+        ),
+        q(
+            "care",
+            &["complaint"],
+            Some(("care", 3)),
+            StrategyName::RoundRobin,
+            20_000,
+        ),
     ];
     cfg.routing.offer_timeout_ms = 5_000;
     cfg.routing.decline_ttl_ms = 5_000;
@@ -76,18 +112,34 @@ pub fn dev_defaults(cfg: &mut Config) {
 }
 
 pub async fn start(addr: SocketAddr, o: Options) -> anyhow::Result<Simulation> {
-    let conn = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    let conn = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut rng = StdRng::seed_from_u64(o.seed);
     for i in 0..o.agents {
         let seed = rng.random();
-        tasks.push(tokio::spawn(agent(conn.clone(), i, o.handle_ms, seed, stop_rx.clone())));
+        tasks.push(tokio::spawn(agent(
+            conn.clone(),
+            i,
+            o.handle_ms,
+            seed,
+            stop_rx.clone(),
+        )));
     }
     tasks.push(tokio::spawn(deliveries(conn.clone(), stop_rx.clone())));
-    tasks.push(tokio::spawn(customers(conn.clone(), o.rate, rng.random(), stop_rx.clone())));
+    tasks.push(tokio::spawn(customers(
+        conn.clone(),
+        o.rate,
+        rng.random(),
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(report(conn, o.report_every, stop_rx)));
-    println!("simulation: {} agents, {:.1} contacts/s, mean handle {} ms; Ctrl-C to stop", o.agents, o.rate, o.handle_ms);
+    println!(
+        "simulation: {} agents, {:.1} contacts/s, mean handle {} ms; Ctrl-C to stop",
+        o.agents, o.rate, o.handle_ms
+    );
     Ok(Simulation { stop, tasks })
 }
 
@@ -97,7 +149,10 @@ fn exp_ms(rng: &mut StdRng, mean: f64) -> Duration {
 }
 
 fn identity(kind: pb::IdentityKind, address: String) -> pb::Identity {
-    pb::Identity { kind: kind as i32, address }
+    pb::Identity {
+        kind: kind as i32,
+        address,
+    }
 }
 
 /// A person: their known identities by channel.
@@ -131,7 +186,10 @@ async fn customers(conn: Conn, rate: f64, seed: u64, mut stop: watch::Receiver<b
             };
             people.push(Person {
                 phone: identity(pb::IdentityKind::Phone, format!("+39340{next:07}")),
-                email: identity(pb::IdentityKind::Email, format!("customer{next}@example.it")),
+                email: identity(
+                    pb::IdentityKind::Email,
+                    format!("customer{next}@example.it"),
+                ),
                 chat: identity(pb::IdentityKind::ChatSession, format!("web-{next}")),
                 tier,
             });
@@ -153,9 +211,17 @@ async fn customers(conn: Conn, rate: f64, seed: u64, mut stop: watch::Receiver<b
             channel: channel as i32,
             identity: Some(id.clone()),
             topic: topic.into(),
-            text: if returning { format!("me again about {topic}, on {}", channel.as_str_name()) } else { format!("hello, a question about {topic}") },
+            text: if returning {
+                format!("me again about {topic}, on {}", channel.as_str_name())
+            } else {
+                format!("hello, a question about {topic}")
+            },
             sentiment: angry.then_some(-0.8),
-            attributes: Some(pb::CustomerAttributes { tier: p.tier.into(), segment: String::new(), language: "it".into() }),
+            attributes: Some(pb::CustomerAttributes {
+                tier: p.tier.into(),
+                segment: String::new(),
+                language: "it".into(),
+            }),
             // Returning customers come from a number or address the gateway has
             // verified belongs to them.
             link_identities: if returning { vec![link] } else { vec![] },
@@ -164,7 +230,12 @@ async fn customers(conn: Conn, rate: f64, seed: u64, mut stop: watch::Receiver<b
             tracing::warn!(error = %e, "simulated contact refused");
         }
         if rng.random_bool(0.03) {
-            let req = pb::RequestCallbackRequest { identity: Some(id), channel: pb::Channel::Voice as i32, callback_to: Some(p.phone.clone()), not_before_unix_ms: 0 };
+            let req = pb::RequestCallbackRequest {
+                identity: Some(id),
+                channel: pb::Channel::Voice as i32,
+                callback_to: Some(p.phone.clone()),
+                not_before_unix_ms: 0,
+            };
             let _ = gw.request_callback(req).await;
         }
     }
@@ -172,7 +243,15 @@ async fn customers(conn: Conn, rate: f64, seed: u64, mut stop: watch::Receiver<b
 
 async fn deliveries(conn: Conn, mut stop: watch::Receiver<bool>) {
     let mut gw = GatewayClient::new(conn);
-    let Ok(resp) = gw.deliveries(pb::DeliveriesRequest { gateway_id: "sim-gateway".into(), channels: vec![] }).await else { return };
+    let Ok(resp) = gw
+        .deliveries(pb::DeliveriesRequest {
+            gateway_id: "sim-gateway".into(),
+            channels: vec![],
+        })
+        .await
+    else {
+        return;
+    };
     let mut stream = resp.into_inner();
     loop {
         tokio::select! {
@@ -187,7 +266,10 @@ async fn agent(conn: Conn, i: usize, handle_ms: u64, seed: u64, mut stop: watch:
     let mut skills = Vec::new();
     for s in SKILLS {
         if rng.random_bool(0.6) {
-            skills.push(pb::Skill { name: s.into(), proficiency: rng.random_range(1..=5) });
+            skills.push(pb::Skill {
+                name: s.into(),
+                proficiency: rng.random_range(1..=5),
+            });
         }
     }
     let (tx, rx) = mpsc::channel::<pb::AgentCommand>(64);
@@ -200,9 +282,19 @@ async fn agent(conn: Conn, i: usize, handle_ms: u64, seed: u64, mut stop: watch:
         capacity: 100,
         initial_state: pb::AgentState::Available as i32,
     };
-    let _ = tx.send(pb::AgentCommand { request_id: request, command: Some(pb::agent_command::Command::Login(login)) }).await;
+    let _ = tx
+        .send(pb::AgentCommand {
+            request_id: request,
+            command: Some(pb::agent_command::Command::Login(login)),
+        })
+        .await;
     let mut client = AgentDesktopClient::new(conn);
-    let Ok(resp) = client.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await else { return };
+    let Ok(resp) = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+    else {
+        return;
+    };
     let mut events = resp.into_inner();
     let (done_tx, mut done_rx) = mpsc::channel::<pb::AgentCommand>(64);
     loop {
@@ -223,12 +315,22 @@ async fn agent(conn: Conn, i: usize, handle_ms: u64, seed: u64, mut stop: watch:
             Some(Event::Offer(offer)) => {
                 request += 1;
                 let command = if rng.random_bool(0.04) {
-                    pb::agent_command::Command::Reject(pb::agent_command::Reject { offer_id: offer.offer_id.clone(), reason: "busy with a colleague".into() })
+                    pb::agent_command::Command::Reject(pb::agent_command::Reject {
+                        offer_id: offer.offer_id.clone(),
+                        reason: "busy with a colleague".into(),
+                    })
                 } else {
-                    pb::agent_command::Command::Accept(pb::agent_command::Accept { offer_id: offer.offer_id.clone() })
+                    pb::agent_command::Command::Accept(pb::agent_command::Accept {
+                        offer_id: offer.offer_id.clone(),
+                    })
                 };
                 let accepted = matches!(command, pb::agent_command::Command::Accept(_));
-                let _ = tx.send(pb::AgentCommand { request_id: request, command: Some(command) }).await;
+                let _ = tx
+                    .send(pb::AgentCommand {
+                        request_id: request,
+                        command: Some(command),
+                    })
+                    .await;
                 if accepted {
                     let handle = exp_ms(&mut rng, handle_ms as f64);
                     let outcome = rng.random_range(0..100);
@@ -242,23 +344,55 @@ async fn agent(conn: Conn, i: usize, handle_ms: u64, seed: u64, mut stop: watch:
 
 /// Serves one accepted conversation: reply, then wrap up and resolve (or
 /// leave it open for the customer's next contact, or transfer it).
-async fn handle_conversation(offer: pb::agent_event::Offer, handle: Duration, outcome: u32, done: mpsc::Sender<pb::AgentCommand>) {
+async fn handle_conversation(
+    offer: pb::agent_event::Offer,
+    handle: Duration,
+    outcome: u32,
+    done: mpsc::Sender<pb::AgentCommand>,
+) {
     use pb::agent_command::Command as C;
     let conversation_id = offer.conversation_id.clone();
-    let seen = offer.history.iter().filter(|e| matches!(e.kind, Some(pb::history_event::Kind::CustomerMessage(_)))).count();
-    let cmd = |c| pb::AgentCommand { request_id: 0, command: Some(c) };
+    let seen = offer
+        .history
+        .iter()
+        .filter(|e| matches!(e.kind, Some(pb::history_event::Kind::CustomerMessage(_))))
+        .count();
+    let cmd = |c| pb::AgentCommand {
+        request_id: 0,
+        command: Some(c),
+    };
     let reply = format!("Hello, I can see your {seen} earlier message(s); let me help.");
-    let _ = done.send(cmd(C::Reply(pb::agent_command::Reply { conversation_id: conversation_id.clone(), text: reply }))).await;
+    let _ = done
+        .send(cmd(C::Reply(pb::agent_command::Reply {
+            conversation_id: conversation_id.clone(),
+            text: reply,
+        })))
+        .await;
     tokio::time::sleep(handle).await;
     if outcome < 5 {
         let to = Some(pb::agent_command::transfer::To::QueueId("care".into()));
         let note = "customer unhappy: over to care".into();
-        let _ = done.send(cmd(C::Transfer(pb::agent_command::Transfer { conversation_id, to, note }))).await;
+        let _ = done
+            .send(cmd(C::Transfer(pb::agent_command::Transfer {
+                conversation_id,
+                to,
+                note,
+            })))
+            .await;
         return;
     }
-    let _ = done.send(cmd(C::WrapUp(pb::agent_command::WrapUp { conversation_id: conversation_id.clone(), disposition: "answered".into() }))).await;
+    let _ = done
+        .send(cmd(C::WrapUp(pb::agent_command::WrapUp {
+            conversation_id: conversation_id.clone(),
+            disposition: "answered".into(),
+        })))
+        .await;
     if outcome < 80 {
-        let _ = done.send(cmd(C::Resolve(pb::agent_command::Resolve { conversation_id }))).await;
+        let _ = done
+            .send(cmd(C::Resolve(pb::agent_command::Resolve {
+                conversation_id,
+            })))
+            .await;
     }
 }
 
@@ -271,7 +405,9 @@ async fn report(conn: Conn, every: Duration, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
             _ = tick.tick() => {}
         }
-        let Ok(k) = admin.get_kpis(pb::GetKpisRequest {}).await else { continue };
+        let Ok(k) = admin.get_kpis(pb::GetKpisRequest {}).await else {
+            continue;
+        };
         let k = k.into_inner();
         let Some(total) = &k.total else { continue };
         let mut line = format!(
@@ -284,7 +420,12 @@ async fn report(conn: Conn, every: Duration, mut stop: watch::Receiver<bool>) {
             total.asa_ms
         );
         for c in k.channels.iter().filter(|c| c.offered > 0) {
-            line.push_str(&format!(" | {} SL {:.0}% ASA {:.0} ms", c.key, c.service_level * 100.0, c.asa_ms));
+            line.push_str(&format!(
+                " | {} SL {:.0}% ASA {:.0} ms",
+                c.key,
+                c.service_level * 100.0,
+                c.asa_ms
+            ));
         }
         println!("{line}");
     }

@@ -29,26 +29,58 @@ pub async fn directory(c: &dyn Coordination) {
     let phone = Identity::new(IdentityKind::Phone, "+39 000 111");
     let email = Identity::new(IdentityKind::Email, "contract@example.it");
     let (a, b) = (CustomerId(900_101), CustomerId(900_102));
-    assert_eq!(c.lookup_identity(&phone).await.expect("lookup"), None, "an unknown identity has no customer");
-    assert!(!c.customer_known(a).await.expect("known"), "nobody linked to the customer yet");
-    assert_eq!(c.link_identity(&phone, a).await.expect("link"), (a, true), "the first link wins");
-    assert_eq!(c.link_identity(&phone, b).await.expect("link"), (a, false), "a second link answers with the owner");
+    assert_eq!(
+        c.lookup_identity(&phone).await.expect("lookup"),
+        None,
+        "an unknown identity has no customer"
+    );
+    assert!(
+        !c.customer_known(a).await.expect("known"),
+        "nobody linked to the customer yet"
+    );
+    assert_eq!(
+        c.link_identity(&phone, a).await.expect("link"),
+        (a, true),
+        "the first link wins"
+    );
+    assert_eq!(
+        c.link_identity(&phone, b).await.expect("link"),
+        (a, false),
+        "a second link answers with the owner"
+    );
     assert_eq!(c.link_identity(&email, a).await.expect("link"), (a, true));
     assert_eq!(c.lookup_identity(&phone).await.expect("lookup"), Some(a));
-    assert!(c.customer_known(a).await.expect("known"), "a linked customer is known");
-    assert!(!c.customer_known(b).await.expect("known"), "a customer that lost every race is not");
+    assert!(
+        c.customer_known(a).await.expect("known"),
+        "a linked customer is known"
+    );
+    assert!(
+        !c.customer_known(b).await.expect("known"),
+        "a customer that lost every race is not"
+    );
 }
 
 /// Gateway streams are listed per node and go with the node's lease.
 pub async fn gateways(c: &dyn Coordination) {
-    let lease = c.join(&node("contract-g"), Duration::from_secs(10)).await.expect("join g");
+    let lease = c
+        .join(&node("contract-g"), Duration::from_secs(10))
+        .await
+        .expect("join g");
     let streams = vec![vec![Channel::Voice, Channel::Chat], vec![]];
-    c.set_gateways("contract-g", lease, &streams).await.expect("set gateways");
+    c.set_gateways("contract-g", lease, &streams)
+        .await
+        .expect("set gateways");
     let all = c.gateways().await.expect("gateways");
-    assert!(all.contains(&("contract-g".to_owned(), streams)), "the node's streams are listed: {all:?}");
+    assert!(
+        all.contains(&("contract-g".to_owned(), streams)),
+        "the node's streams are listed: {all:?}"
+    );
     c.leave(lease).await.expect("leave g");
     let all = c.gateways().await.expect("gateways");
-    assert!(all.iter().all(|(n, _)| n != "contract-g"), "a node that left has no gateway streams: {all:?}");
+    assert!(
+        all.iter().all(|(n, _)| n != "contract-g"),
+        "a node that left has no gateway streams: {all:?}"
+    );
 }
 
 fn node(id: &str) -> NodeInfo {

@@ -77,7 +77,11 @@ pub trait Coordination: Send + Sync + 'static {
     /// Links `identity` to `customer` unless it is linked already (then
     /// nothing changes). Returns the customer it is linked to and whether
     /// this call linked it. Linking to a customer registers the customer.
-    async fn link_identity(&self, _identity: &Identity, _customer: CustomerId) -> Result<(CustomerId, bool)> {
+    async fn link_identity(
+        &self,
+        _identity: &Identity,
+        _customer: CustomerId,
+    ) -> Result<(CustomerId, bool)> {
         Err(unsupported("the identity directory"))
     }
     async fn lookup_identity(&self, _identity: &Identity) -> Result<Option<CustomerId>> {
@@ -90,7 +94,12 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// The gateway streams open on `node` (each a list of channels, empty =
     /// all), kept under the node's lease.
-    async fn set_gateways(&self, _node: &str, _lease: i64, _streams: &[Vec<Channel>]) -> Result<()> {
+    async fn set_gateways(
+        &self,
+        _node: &str,
+        _lease: i64,
+        _streams: &[Vec<Channel>],
+    ) -> Result<()> {
         Err(unsupported("the gateway registry"))
     }
     /// Every node's gateway streams.
@@ -100,5 +109,7 @@ pub trait Coordination: Send + Sync + 'static {
 }
 
 fn unsupported(what: &str) -> ClusterError {
-    ClusterError::Unavailable(format!("{what} is not implemented by this coordination backend"))
+    ClusterError::Unavailable(format!(
+        "{what} is not implemented by this coordination backend"
+    ))
 }

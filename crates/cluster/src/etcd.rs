@@ -659,7 +659,11 @@ impl Coordination for EtcdCoordination {
         Ok(Some(Recovered { record, events }))
     }
 
-    async fn link_identity(&self, identity: &Identity, customer: CustomerId) -> Result<(CustomerId, bool)> {
+    async fn link_identity(
+        &self,
+        identity: &Identity,
+        customer: CustomerId,
+    ) -> Result<(CustomerId, bool)> {
         let key = self.identity_key(identity);
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
@@ -673,21 +677,36 @@ impl Coordination for EtcdCoordination {
         if resp.succeeded() {
             return Ok((customer, true));
         }
-        let current = first_kv(resp.op_responses())
-            .ok_or_else(|| ClusterError::Unavailable(format!("identity {identity}: key vanished inside a transaction")))?;
+        let current = first_kv(resp.op_responses()).ok_or_else(|| {
+            ClusterError::Unavailable(format!(
+                "identity {identity}: key vanished inside a transaction"
+            ))
+        })?;
         Ok((parse_customer(&current)?, false))
     }
 
     async fn lookup_identity(&self, identity: &Identity) -> Result<Option<CustomerId>> {
         let mut kv = self.kv.clone();
-        let resp = self.call("looking up an identity", None, kv.get(self.identity_key(identity), None)).await?;
+        let resp = self
+            .call(
+                "looking up an identity",
+                None,
+                kv.get(self.identity_key(identity), None),
+            )
+            .await?;
         resp.kvs().first().map(parse_customer).transpose()
     }
 
     async fn customer_known(&self, customer: CustomerId) -> Result<bool> {
         let mut kv = self.kv.clone();
         let key = self.key(format_args!("customers/{customer}"));
-        let resp = self.call("checking a customer", None, kv.get(key, Some(GetOptions::new().with_count_only()))).await?;
+        let resp = self
+            .call(
+                "checking a customer",
+                None,
+                kv.get(key, Some(GetOptions::new().with_count_only())),
+            )
+            .await?;
         Ok(resp.count() > 0)
     }
 
@@ -695,20 +714,35 @@ impl Coordination for EtcdCoordination {
         let key = self.key(format_args!("gateways/{node}"));
         let mut kv = self.kv.clone();
         let value = encode(streams)?;
-        self.call("registering gateway streams", Some(lease), kv.put(key, value, Some(PutOptions::new().with_lease(lease))))
-            .await?;
+        self.call(
+            "registering gateway streams",
+            Some(lease),
+            kv.put(key, value, Some(PutOptions::new().with_lease(lease))),
+        )
+        .await?;
         Ok(())
     }
 
     async fn gateways(&self) -> Result<Vec<(String, Vec<Vec<Channel>>)>> {
         let prefix = self.key("gateways/");
         let mut kv = self.kv.clone();
-        let resp = self.call("listing gateway streams", None, kv.get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+        let resp = self
+            .call(
+                "listing gateway streams",
+                None,
+                kv.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
         resp.kvs()
             .iter()
             .map(|kv| {
-                let node = kv.key_str().map_err(|e| ClusterError::Unavailable(format!("gateway key: {e}")))?;
-                Ok((node.trim_start_matches(prefix.as_str()).to_owned(), decode(kv)?))
+                let node = kv
+                    .key_str()
+                    .map_err(|e| ClusterError::Unavailable(format!("gateway key: {e}")))?;
+                Ok((
+                    node.trim_start_matches(prefix.as_str()).to_owned(),
+                    decode(kv)?,
+                ))
             })
             .collect()
     }
@@ -717,7 +751,12 @@ impl Coordination for EtcdCoordination {
 /// The node id of a key under `members/` (`prefix`).
 fn parse_customer(kv: &KeyValue) -> Result<CustomerId> {
     let v = String::from_utf8_lossy(kv.value());
-    v.parse().map_err(|e| ClusterError::Unavailable(format!("identity record {:?}: {e}", String::from_utf8_lossy(kv.key()))))
+    v.parse().map_err(|e| {
+        ClusterError::Unavailable(format!(
+            "identity record {:?}: {e}",
+            String::from_utf8_lossy(kv.key())
+        ))
+    })
 }
 
 fn member_id(kv: &KeyValue, prefix: &str) -> Option<String> {

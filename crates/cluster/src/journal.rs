@@ -21,7 +21,9 @@ impl CoordinatedJournal {
 
 fn journal_error(customer: CustomerId, token: u64, e: ClusterError) -> JournalError {
     match e {
-        ClusterError::Fenced { .. } | ClusterError::OwnedElsewhere { .. } => JournalError::Fenced { customer, token },
+        ClusterError::Fenced { .. } | ClusterError::OwnedElsewhere { .. } => {
+            JournalError::Fenced { customer, token }
+        }
         other => JournalError::Unavailable(other.to_string()),
     }
 }
@@ -30,10 +32,16 @@ fn journal_error(customer: CustomerId, token: u64, e: ClusterError) -> JournalEr
 impl Journal for CoordinatedJournal {
     async fn commit(&self, batch: JournalBatch) -> Result<(), JournalError> {
         let (customer, token) = (batch.record.id, batch.token);
-        self.coord.append(batch).await.map_err(|e| journal_error(customer, token, e))
+        self.coord
+            .append(batch)
+            .await
+            .map_err(|e| journal_error(customer, token, e))
     }
 
     async fn recover(&self, customer: CustomerId) -> Result<Option<Recovered>, JournalError> {
-        self.coord.load(customer).await.map_err(|e| journal_error(customer, 0, e))
+        self.coord
+            .load(customer)
+            .await
+            .map_err(|e| journal_error(customer, 0, e))
     }
 }

@@ -227,7 +227,11 @@ impl Coordination for MemoryCoordination {
         }))
     }
 
-    async fn link_identity(&self, identity: &Identity, customer: CustomerId) -> Result<(CustomerId, bool)> {
+    async fn link_identity(
+        &self,
+        identity: &Identity,
+        customer: CustomerId,
+    ) -> Result<(CustomerId, bool)> {
         let mut g = self.inner();
         if let Some(&owner) = g.identities.get(identity) {
             return Ok((owner, false));
@@ -251,13 +255,19 @@ impl Coordination for MemoryCoordination {
         if !g.leases.contains_key(&lease) {
             return Err(ClusterError::LeaseExpired(lease));
         }
-        g.gateways.insert(node.to_owned(), (lease, streams.to_vec()));
+        g.gateways
+            .insert(node.to_owned(), (lease, streams.to_vec()));
         g.bump();
         Ok(())
     }
 
     async fn gateways(&self) -> Result<Vec<(String, Vec<Vec<Channel>>)>> {
-        Ok(self.inner().gateways.iter().map(|(n, (_, s))| (n.clone(), s.clone())).collect())
+        Ok(self
+            .inner()
+            .gateways
+            .iter()
+            .map(|(n, (_, s))| (n.clone(), s.clone()))
+            .collect())
     }
 }
 

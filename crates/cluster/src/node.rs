@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use centralino_actors::{Cluster, Hub, Standalone};
 use centralino_actors::supervisor;
+use centralino_actors::{Cluster, Hub, Standalone};
 use centralino_core::RouterConfig;
 use centralino_core::queue::QueueConfig;
 use ractor::ActorRef;
@@ -49,7 +49,11 @@ pub struct Node {
 }
 
 impl Node {
-    pub async fn start(opts: NodeOptions, coord: Arc<dyn Coordination>, mode: Mode) -> Result<Node> {
+    pub async fn start(
+        opts: NodeOptions,
+        coord: Arc<dyn Coordination>,
+        mode: Mode,
+    ) -> Result<Node> {
         let lease = coord.join(&opts.node, opts.lease_ttl).await?;
         let (lost_tx, lease_lost) = watch::channel(false);
         let keep_alive = tokio::spawn(keep_alive(coord.clone(), lease, opts.lease_ttl, lost_tx));
@@ -64,10 +68,20 @@ impl Node {
         };
         let hub = Hub::new(journal, cluster);
         let router = hosts_router.then_some((opts.router, opts.queues));
-        let (supervisor, supervisor_done) =
-            supervisor::start(hub.clone(), router).await.map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        let (supervisor, supervisor_done) = supervisor::start(hub.clone(), router)
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
         tracing::info!(node = %opts.node.id, advertise = %opts.node.advertise, lease, router = hosts_router, ?mode, "node started");
-        Ok(Node { hub, info: opts.node, coord, lease, supervisor, supervisor_done, keep_alive, lease_lost })
+        Ok(Node {
+            hub,
+            info: opts.node,
+            coord,
+            lease,
+            supervisor,
+            supervisor_done,
+            keep_alive,
+            lease_lost,
+        })
     }
 
     /// Resolves if the node's lease is lost (it expired while the node could
@@ -91,9 +105,14 @@ impl Node {
     /// server has stopped accepting before this is called.
     pub async fn shutdown(self) {
         let stop = Duration::from_secs(10);
-        self.supervisor.stop_children_and_wait(Some("node shutting down".into()), Some(stop.into())).await;
+        self.supervisor
+            .stop_children_and_wait(Some("node shutting down".into()), Some(stop.into()))
+            .await;
         self.supervisor.stop(Some("node shutting down".into()));
-        if tokio::time::timeout(stop, self.supervisor_done).await.is_err() {
+        if tokio::time::timeout(stop, self.supervisor_done)
+            .await
+            .is_err()
+        {
             tracing::warn!("actors did not stop within 10 s");
         }
         self.keep_alive.abort();
@@ -107,7 +126,12 @@ impl Node {
 /// Renews the lease every third of its TTL. Failures while the store is
 /// unreachable are retried; a lease the store no longer knows is lost for
 /// good, and says so.
-async fn keep_alive(coord: Arc<dyn Coordination>, lease: i64, ttl: Duration, lost: watch::Sender<bool>) {
+async fn keep_alive(
+    coord: Arc<dyn Coordination>,
+    lease: i64,
+    ttl: Duration,
+    lost: watch::Sender<bool>,
+) {
     let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -66,7 +66,11 @@ pub struct Topology {
 
 impl Topology {
     /// Starts following membership for the node that joined under `lease`.
-    pub async fn start(coord: Arc<dyn Coordination>, me: NodeInfo, lease: i64) -> crate::Result<Arc<Topology>> {
+    pub async fn start(
+        coord: Arc<dyn Coordination>,
+        me: NodeInfo,
+        lease: i64,
+    ) -> crate::Result<Arc<Topology>> {
         let mut events = coord.watch_members().await?;
         let members = coord.members().await?;
         let t = Arc::new(Topology {
@@ -129,7 +133,11 @@ impl Topology {
 
     /// Claims the router for this node; true if this node hosts it.
     pub async fn claim_router(&self) -> crate::Result<bool> {
-        match self.coord.claim(&ActorKey::Router(ROUTER.into()), &self.me.id, self.lease).await {
+        match self
+            .coord
+            .claim(&ActorKey::Router(ROUTER.into()), &self.me.id, self.lease)
+            .await
+        {
             Ok(_) => {
                 *lock(&self.router) = Some(self.me.id.clone());
                 Ok(true)
@@ -144,11 +152,18 @@ impl Topology {
 
     /// The live member rendezvous hashing picks for `key`.
     fn rendezvous(&self, key: u64) -> Option<String> {
-        lock(&self.members).keys().max_by_key(|node| mix(key ^ fnv(node.as_bytes()))).cloned()
+        lock(&self.members)
+            .keys()
+            .max_by_key(|node| mix(key ^ fnv(node.as_bytes())))
+            .cloned()
     }
 
     fn home(&self, node: String) -> Home {
-        if node == self.me.id { Home::Here } else { Home::There(node) }
+        if node == self.me.id {
+            Home::Here
+        } else {
+            Home::There(node)
+        }
     }
 
     async fn peer(&self, node: &str) -> Result<NodeClient<Conn>> {
@@ -156,7 +171,8 @@ impl Topology {
             return Ok(c.clone());
         }
         let advertise = lock(&self.members).get(node).map(|m| m.advertise.clone());
-        let advertise = advertise.ok_or_else(|| ActorError::unavailable(format!("node {node} (not a live member)")))?;
+        let advertise = advertise
+            .ok_or_else(|| ActorError::unavailable(format!("node {node} (not a live member)")))?;
         let endpoint = Endpoint::from_shared(format!("http://{advertise}"))
             .map_err(|e| ActorError::unavailable(format!("node {node} at {advertise:?} ({e})")))?
             .connect_timeout(Duration::from_secs(3))
@@ -169,7 +185,6 @@ impl Topology {
         Ok(client)
     }
 }
-
 
 fn unavailable(e: ClusterError) -> ActorError {
     ActorError::unavailable(e.to_string())
@@ -190,9 +205,18 @@ impl Cluster for Topology {
             }
         }
         let mut customer = known.unwrap_or_else(|| CustomerId(rand::random::<u64>() >> 12 | 1));
-        let mut res = Resolution { customer, created: false, linked: Vec::new(), conflicts: Vec::new() };
+        let mut res = Resolution {
+            customer,
+            created: false,
+            linked: Vec::new(),
+            conflicts: Vec::new(),
+        };
         for (n, i) in std::iter::once(identity).chain(also).enumerate() {
-            let (owner, linked_now) = self.coord.link_identity(i, customer).await.map_err(unavailable)?;
+            let (owner, linked_now) = self
+                .coord
+                .link_identity(i, customer)
+                .await
+                .map_err(unavailable)?;
             if n == 0 && owner != customer {
                 // Another contact linked this identity first: it is theirs.
                 customer = owner;
@@ -209,7 +233,10 @@ impl Cluster for Topology {
     }
 
     async fn lookup(&self, identity: &Identity) -> Result<Option<CustomerId>> {
-        self.coord.lookup_identity(identity).await.map_err(unavailable)
+        self.coord
+            .lookup_identity(identity)
+            .await
+            .map_err(unavailable)
     }
 
     async fn customer_exists(&self, id: CustomerId) -> Result<bool> {
@@ -226,18 +253,29 @@ impl Cluster for Topology {
         if let Some(node) = lock(&self.owners).get(&id).cloned() {
             return Ok(self.home(node));
         }
-        if let Some((node, _)) = self.coord.owner(&ActorKey::Customer(id)).await.map_err(unavailable)? {
+        if let Some((node, _)) = self
+            .coord
+            .owner(&ActorKey::Customer(id))
+            .await
+            .map_err(unavailable)?
+        {
             if node != self.me.id {
                 lock(&self.owners).insert(id, node.clone());
             }
             return Ok(self.home(node));
         }
-        let node = self.rendezvous(id.0).ok_or_else(|| ActorError::unavailable("cluster membership (no live member)"))?;
+        let node = self
+            .rendezvous(id.0)
+            .ok_or_else(|| ActorError::unavailable("cluster membership (no live member)"))?;
         Ok(self.home(node))
     }
 
     async fn claim_customer(&self, id: CustomerId) -> Result<Claim> {
-        match self.coord.claim(&ActorKey::Customer(id), &self.me.id, self.lease).await {
+        match self
+            .coord
+            .claim(&ActorKey::Customer(id), &self.me.id, self.lease)
+            .await
+        {
             Ok(token) => {
                 lock(&self.mine).insert(id, token);
                 lock(&self.owners).remove(&id);
@@ -262,7 +300,12 @@ impl Cluster for Topology {
         if let Some(node) = lock(&self.router).clone() {
             return Ok(self.home(node));
         }
-        match self.coord.owner(&ActorKey::Router(ROUTER.into())).await.map_err(unavailable)? {
+        match self
+            .coord
+            .owner(&ActorKey::Router(ROUTER.into()))
+            .await
+            .map_err(unavailable)?
+        {
             Some((node, _)) => {
                 *lock(&self.router) = Some(node.clone());
                 Ok(self.home(node))
@@ -287,7 +330,10 @@ impl Cluster for Topology {
                 if let Some((_, old)) = self.coord.owner(&key).await.map_err(unavailable)? {
                     let _ = self.coord.release(&key, old).await;
                 }
-                self.coord.claim(&key, &self.me.id, self.lease).await.map_err(unavailable)?
+                self.coord
+                    .claim(&key, &self.me.id, self.lease)
+                    .await
+                    .map_err(unavailable)?
             }
             Err(e) => return Err(unavailable(e)),
         };
@@ -302,7 +348,12 @@ impl Cluster for Topology {
         {
             return Ok(node.map(|n| self.home(n)));
         }
-        let owner = self.coord.owner(&ActorKey::Agent(agent.to_string())).await.map_err(unavailable)?.map(|(n, _)| n);
+        let owner = self
+            .coord
+            .owner(&ActorKey::Agent(agent.to_string()))
+            .await
+            .map_err(unavailable)?
+            .map(|(n, _)| n);
         lock(&self.agents).insert(agent.clone(), (owner.clone(), Instant::now()));
         Ok(owner.map(|n| self.home(n)))
     }
@@ -317,11 +368,17 @@ impl Cluster for Topology {
             }
             here.clone()
         };
-        self.coord.set_gateways(&self.me.id, self.lease, &streams).await.map_err(unavailable)
+        self.coord
+            .set_gateways(&self.me.id, self.lease, &streams)
+            .await
+            .map_err(unavailable)
     }
 
     async fn gateway_nodes(&self, channel: Channel) -> Result<Vec<String>> {
-        let cached = lock(&self.gateways).as_ref().filter(|(_, at)| at.elapsed() < CACHE_FOR).map(|(g, _)| g.clone());
+        let cached = lock(&self.gateways)
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < CACHE_FOR)
+            .map(|(g, _)| g.clone());
         let all = match cached {
             Some(g) => g,
             None => {
@@ -332,21 +389,30 @@ impl Cluster for Topology {
         };
         Ok(all
             .into_iter()
-            .filter(|(node, streams)| *node != self.me.id && streams.iter().any(|s| s.is_empty() || s.contains(&channel)))
+            .filter(|(node, streams)| {
+                *node != self.me.id && streams.iter().any(|s| s.is_empty() || s.contains(&channel))
+            })
             .map(|(node, _)| node)
             .collect())
     }
 
     async fn send(&self, node: &str, envelope: Envelope) -> Result<EnvelopeReply> {
-        let payload = serde_json::to_vec(&envelope).map_err(|e| ActorError::unavailable(format!("encoding an envelope ({e})")))?;
+        let payload = serde_json::to_vec(&envelope)
+            .map_err(|e| ActorError::unavailable(format!("encoding an envelope ({e})")))?;
         let mut client = self.peer(node).await?;
         match client.send(Frame { payload }).await {
-            Ok(reply) => serde_json::from_slice(&reply.into_inner().payload)
-                .map_err(|e| ActorError::unavailable(format!("node {node} answered with an unreadable envelope ({e})"))),
+            Ok(reply) => serde_json::from_slice(&reply.into_inner().payload).map_err(|e| {
+                ActorError::unavailable(format!(
+                    "node {node} answered with an unreadable envelope ({e})"
+                ))
+            }),
             Err(status) => {
                 // Whatever we believed about that node may be stale.
                 self.forget_node(node);
-                Err(ActorError::unavailable(format!("node {node}: {}", status.message())))
+                Err(ActorError::unavailable(format!(
+                    "node {node}: {}",
+                    status.message()
+                )))
             }
         }
     }
@@ -354,7 +420,9 @@ impl Cluster for Topology {
 
 /// FNV-1a: a stable hash of a node id (the same in every process).
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// splitmix64's finaliser: spreads the combined key over 64 bits.
@@ -374,7 +442,12 @@ mod tests {
 
     #[test]
     fn rendezvous_moves_only_the_share_of_a_new_node() {
-        let pick = |nodes: &[&str], key: u64| nodes.iter().max_by_key(|n| mix(key ^ fnv(n.as_bytes()))).map(|n| n.to_string());
+        let pick = |nodes: &[&str], key: u64| {
+            nodes
+                .iter()
+                .max_by_key(|n| mix(key ^ fnv(n.as_bytes())))
+                .map(|n| n.to_string())
+        };
         let three = ["n1", "n2", "n3"];
         let four = ["n1", "n2", "n3", "n4"];
         let mut moved = 0;
@@ -387,6 +460,9 @@ mod tests {
             }
         }
         assert_eq!(moved, to_new, "keys only ever move to the new node");
-        assert!((2_000..3_000).contains(&moved), "about a quarter moves: {moved}");
+        assert!(
+            (2_000..3_000).contains(&moved),
+            "about a quarter moves: {moved}"
+        );
     }
 }

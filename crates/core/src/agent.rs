@@ -25,7 +25,10 @@ pub struct Skill {
 
 impl Skill {
     pub fn new(name: &str, proficiency: u8) -> Self {
-        Skill { name: name.trim().to_lowercase(), proficiency }
+        Skill {
+            name: name.trim().to_lowercase(),
+            proficiency,
+        }
     }
 }
 
@@ -44,7 +47,10 @@ impl AgentProfile {
     /// Checks the profile's own consistency; `field` errors name the part.
     pub fn validate(&self) -> Result<()> {
         if self.capacity == 0 || self.capacity > FULL_CAPACITY {
-            return Err(CoreError::invalid("capacity", format!("must be 1..={FULL_CAPACITY}, got {}", self.capacity)));
+            return Err(CoreError::invalid(
+                "capacity",
+                format!("must be 1..={FULL_CAPACITY}, got {}", self.capacity),
+            ));
         }
         for s in &self.skills {
             if s.name.is_empty() {
@@ -62,7 +68,10 @@ impl AgentProfile {
 
     /// The agent's proficiency in a skill, 0 when it lacks the skill.
     pub fn proficiency(&self, skill: &str) -> u8 {
-        self.skills.iter().find(|s| s.name == skill).map_or(0, |s| s.proficiency)
+        self.skills
+            .iter()
+            .find(|s| s.name == skill)
+            .map_or(0, |s| s.proficiency)
     }
 }
 

@@ -112,7 +112,10 @@ impl Identity {
         let address = address.trim();
         let address = match kind {
             IdentityKind::Email | IdentityKind::SocialHandle => address.to_lowercase(),
-            IdentityKind::Phone => address.chars().filter(|c| !c.is_whitespace() && *c != '-').collect(),
+            IdentityKind::Phone => address
+                .chars()
+                .filter(|c| !c.is_whitespace() && *c != '-')
+                .collect(),
             IdentityKind::ChatSession | IdentityKind::AppUser => address.to_owned(),
         };
         Identity { kind, address }
@@ -138,7 +141,13 @@ mod tests {
 
     #[test]
     fn identities_are_normalised() {
-        assert_eq!(Identity::new(IdentityKind::Email, " Mario@Example.COM "), Identity::new(IdentityKind::Email, "mario@example.com"));
-        assert_eq!(Identity::new(IdentityKind::Phone, "+39 340-123").address, "+39340123");
+        assert_eq!(
+            Identity::new(IdentityKind::Email, " Mario@Example.COM "),
+            Identity::new(IdentityKind::Email, "mario@example.com")
+        );
+        assert_eq!(
+            Identity::new(IdentityKind::Phone, "+39 340-123").address,
+            "+39340123"
+        );
     }
 }

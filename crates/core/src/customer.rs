@@ -39,7 +39,11 @@ pub struct Attributes {
 impl Attributes {
     /// Takes every attribute `newer` knows.
     pub fn update(&mut self, newer: &Attributes) {
-        for (mine, theirs) in [(&mut self.tier, &newer.tier), (&mut self.segment, &newer.segment), (&mut self.language, &newer.language)] {
+        for (mine, theirs) in [
+            (&mut self.tier, &newer.tier),
+            (&mut self.segment, &newer.segment),
+            (&mut self.language, &newer.language),
+        ] {
             if theirs.is_some() {
                 mine.clone_from(theirs);
             }
@@ -95,7 +99,10 @@ impl Conversation {
     }
 
     pub fn reply_address(&self, channel: Channel) -> Option<&Identity> {
-        self.reply_to.iter().find(|(c, _)| *c == channel).map(|(_, i)| i)
+        self.reply_to
+            .iter()
+            .find(|(c, _)| *c == channel)
+            .map(|(_, i)| i)
     }
 }
 
@@ -157,7 +164,14 @@ pub struct Customer {
 
 impl Customer {
     pub fn new(id: CustomerId, identities: Vec<Identity>) -> Self {
-        Customer { id, attributes: Attributes::default(), identities, open: None, opened: 0, last_agent: None }
+        Customer {
+            id,
+            attributes: Attributes::default(),
+            identities,
+            open: None,
+            opened: 0,
+            last_agent: None,
+        }
     }
 
     /// A contact on any channel: joins the open conversation or opens one.
@@ -171,7 +185,10 @@ impl Customer {
             Some(conv) => conv,
             None => {
                 self.opened += 1;
-                let id = ConversationId { customer: self.id, number: self.opened };
+                let id = ConversationId {
+                    customer: self.id,
+                    number: self.opened,
+                };
                 self.open.insert(Conversation {
                     id,
                     state: ConversationState::Queued,
@@ -197,7 +214,10 @@ impl Customer {
                     RoutingNeed::Enqueue
                 }
                 _ if previous != c.channel => RoutingNeed::Reroute { from: previous },
-                ConversationState::Assigned => conv.agent.clone().map_or(RoutingNeed::None, RoutingNeed::Forward),
+                ConversationState::Assigned => conv
+                    .agent
+                    .clone()
+                    .map_or(RoutingNeed::None, RoutingNeed::Forward),
                 _ => RoutingNeed::None,
             }
         };
@@ -212,23 +232,44 @@ impl Customer {
         conv.reply_to.push((c.channel, c.identity.clone()));
         let seq = conv.history.push(
             now,
-            EventKind::CustomerMessage { channel: c.channel, identity: c.identity, text: c.text, topic: c.topic, sentiment: c.sentiment },
+            EventKind::CustomerMessage {
+                channel: c.channel,
+                identity: c.identity,
+                text: c.text,
+                topic: c.topic,
+                sentiment: c.sentiment,
+            },
         );
-        ContactOutcome { conversation: conv.id, seq, joined_existing, need }
+        ContactOutcome {
+            conversation: conv.id,
+            seq,
+            joined_existing,
+            need,
+        }
     }
 
     /// The open conversation, if it is `id`.
     pub fn conversation(&self, id: ConversationId) -> Result<&Conversation> {
-        self.open.as_ref().filter(|c| c.id == id).ok_or(CoreError::UnknownConversation(id))
+        self.open
+            .as_ref()
+            .filter(|c| c.id == id)
+            .ok_or(CoreError::UnknownConversation(id))
     }
 
     fn conversation_mut(&mut self, id: ConversationId) -> Result<&mut Conversation> {
-        self.open.as_mut().filter(|c| c.id == id).ok_or(CoreError::UnknownConversation(id))
+        self.open
+            .as_mut()
+            .filter(|c| c.id == id)
+            .ok_or(CoreError::UnknownConversation(id))
     }
 
     /// Records a routing event and moves the state accordingly.
     pub fn record(&mut self, now: TimeMs, id: ConversationId, kind: EventKind) -> Result<u64> {
-        let conv = self.open.as_mut().filter(|c| c.id == id).ok_or(CoreError::UnknownConversation(id))?;
+        let conv = self
+            .open
+            .as_mut()
+            .filter(|c| c.id == id)
+            .ok_or(CoreError::UnknownConversation(id))?;
         match &kind {
             EventKind::Queued { queue, channel } => {
                 conv.state = ConversationState::Queued;
@@ -240,7 +281,9 @@ impl Customer {
                 conv.state = ConversationState::Offered;
                 conv.agent = Some(agent.clone());
             }
-            EventKind::OfferRejected { .. } | EventKind::OfferTimedOut { .. } | EventKind::Transferred { .. } => {
+            EventKind::OfferRejected { .. }
+            | EventKind::OfferTimedOut { .. }
+            | EventKind::Transferred { .. } => {
                 conv.state = ConversationState::Queued;
                 conv.agent = None;
             }
@@ -260,22 +303,48 @@ impl Customer {
                 conv.reply_to.retain(|(ch, _)| ch != channel);
                 conv.reply_to.push((*channel, to.clone()));
             }
-            EventKind::CustomerMessage { .. } | EventKind::AgentMessage { .. } | EventKind::IdentityLinked { .. } => {}
+            EventKind::CustomerMessage { .. }
+            | EventKind::AgentMessage { .. }
+            | EventKind::IdentityLinked { .. } => {}
         }
         let seq = conv.history.push(now, kind);
         Ok(seq)
     }
 
     /// An agent's reply: only the assigned agent may write.
-    pub fn agent_reply(&mut self, now: TimeMs, id: ConversationId, agent: &AgentId, text: String) -> Result<(u64, Channel, Identity)> {
+    pub fn agent_reply(
+        &mut self,
+        now: TimeMs,
+        id: ConversationId,
+        agent: &AgentId,
+        text: String,
+    ) -> Result<(u64, Channel, Identity)> {
         let conv = self.conversation_mut(id)?;
         if conv.state != ConversationState::Assigned || conv.agent.as_ref() != Some(agent) {
-            return Err(CoreError::NotAssigned { conversation: id, agent: agent.clone() });
+            return Err(CoreError::NotAssigned {
+                conversation: id,
+                agent: agent.clone(),
+            });
         }
         let channel = conv.channel;
-        let to = conv.reply_address(channel).or_else(|| conv.reply_to.last().map(|(_, i)| i)).cloned();
-        let to = to.ok_or_else(|| CoreError::invalid("conversation_id", "the conversation has no address to reply to"))?;
-        let seq = conv.history.push(now, EventKind::AgentMessage { agent: agent.clone(), channel, text });
+        let to = conv
+            .reply_address(channel)
+            .or_else(|| conv.reply_to.last().map(|(_, i)| i))
+            .cloned();
+        let to = to.ok_or_else(|| {
+            CoreError::invalid(
+                "conversation_id",
+                "the conversation has no address to reply to",
+            )
+        })?;
+        let seq = conv.history.push(
+            now,
+            EventKind::AgentMessage {
+                agent: agent.clone(),
+                channel,
+                text,
+            },
+        );
         Ok((seq, channel, to))
     }
 
@@ -285,7 +354,10 @@ impl Customer {
         if conv.state == ConversationState::Assigned && conv.agent.as_ref() == Some(agent) {
             Ok(())
         } else {
-            Err(CoreError::NotAssigned { conversation: id, agent: agent.clone() })
+            Err(CoreError::NotAssigned {
+                conversation: id,
+                agent: agent.clone(),
+            })
         }
     }
 
@@ -306,7 +378,10 @@ impl Customer {
             opened: self.opened,
             last_agent: self.last_agent.clone(),
         };
-        Checkpoint { customer, open: self.open.as_ref().map(Conversation::checkpoint) }
+        Checkpoint {
+            customer,
+            open: self.open.as_ref().map(Conversation::checkpoint),
+        }
     }
 
     /// Returns to `cp`, undoing every change since. `closed` is the
@@ -348,14 +423,33 @@ mod tests {
     #[test]
     fn a_voice_call_joins_the_open_chat_conversation() {
         let mut c = Customer::new(CustomerId(1), vec![]);
-        let first = c.contact(10, contact(Channel::Chat, IdentityKind::ChatSession, "s1", "hello"));
+        let first = c.contact(
+            10,
+            contact(Channel::Chat, IdentityKind::ChatSession, "s1", "hello"),
+        );
         assert_eq!(first.need, RoutingNeed::Enqueue);
         assert!(!first.joined_existing);
-        c.record(11, first.conversation, EventKind::Queued { queue: "general".into(), channel: Channel::Chat }).unwrap();
-        let second = c.contact(20, contact(Channel::Voice, IdentityKind::Phone, "+39 1", "calling"));
+        c.record(
+            11,
+            first.conversation,
+            EventKind::Queued {
+                queue: "general".into(),
+                channel: Channel::Chat,
+            },
+        )
+        .unwrap();
+        let second = c.contact(
+            20,
+            contact(Channel::Voice, IdentityKind::Phone, "+39 1", "calling"),
+        );
         assert!(second.joined_existing);
         assert_eq!(second.conversation, first.conversation);
-        assert_eq!(second.need, RoutingNeed::Reroute { from: Channel::Chat });
+        assert_eq!(
+            second.need,
+            RoutingNeed::Reroute {
+                from: Channel::Chat
+            }
+        );
         let seqs: Vec<_> = c.history().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3]);
     }
@@ -364,18 +458,40 @@ mod tests {
     fn restore_undoes_a_contact_a_routing_event_and_a_resolve() {
         let mut c = Customer::new(CustomerId(1), vec![]);
         let empty = c.checkpoint();
-        let o = c.contact(0, contact(Channel::Chat, IdentityKind::ChatSession, "s1", "hi"));
+        let o = c.contact(
+            0,
+            contact(Channel::Chat, IdentityKind::ChatSession, "s1", "hi"),
+        );
         c.restore(empty, None);
-        assert!(c.open.is_none() && c.opened == 0 && c.identities.is_empty(), "a new conversation is undone");
+        assert!(
+            c.open.is_none() && c.opened == 0 && c.identities.is_empty(),
+            "a new conversation is undone"
+        );
 
-        let o2 = c.contact(0, contact(Channel::Chat, IdentityKind::ChatSession, "s1", "hi"));
+        let o2 = c.contact(
+            0,
+            contact(Channel::Chat, IdentityKind::ChatSession, "s1", "hi"),
+        );
         assert_eq!(o2.conversation, o.conversation);
         let before = c.clone();
         let cp = c.checkpoint();
-        c.record(1, o2.conversation, EventKind::Assigned { agent: "anna".into() }).unwrap();
-        c.contact(2, contact(Channel::Voice, IdentityKind::Phone, "+391", "calling"));
+        c.record(
+            1,
+            o2.conversation,
+            EventKind::Assigned {
+                agent: "anna".into(),
+            },
+        )
+        .unwrap();
+        c.contact(
+            2,
+            contact(Channel::Voice, IdentityKind::Phone, "+391", "calling"),
+        );
         c.restore(cp, None);
-        assert_eq!(c, before, "events and state after the checkpoint are undone");
+        assert_eq!(
+            c, before,
+            "events and state after the checkpoint are undone"
+        );
 
         let cp = c.checkpoint();
         let closed = c.resolve(3, o2.conversation, "anna").unwrap();
@@ -386,17 +502,32 @@ mod tests {
     #[test]
     fn only_the_assigned_agent_replies_and_resolve_closes() {
         let mut c = Customer::new(CustomerId(1), vec![]);
-        let o = c.contact(0, contact(Channel::Chat, IdentityKind::ChatSession, "s1", "hi"));
+        let o = c.contact(
+            0,
+            contact(Channel::Chat, IdentityKind::ChatSession, "s1", "hi"),
+        );
         let a = AgentId::new("anna");
-        assert!(c.agent_reply(1, o.conversation, &a, "hello".into()).is_err());
-        c.record(2, o.conversation, EventKind::Assigned { agent: a.clone() }).unwrap();
-        let (_, ch, to) = c.agent_reply(3, o.conversation, &a, "hello".into()).unwrap();
+        assert!(
+            c.agent_reply(1, o.conversation, &a, "hello".into())
+                .is_err()
+        );
+        c.record(2, o.conversation, EventKind::Assigned { agent: a.clone() })
+            .unwrap();
+        let (_, ch, to) = c
+            .agent_reply(3, o.conversation, &a, "hello".into())
+            .unwrap();
         assert_eq!((ch, to.address.as_str()), (Channel::Chat, "s1"));
-        assert!(c.agent_reply(3, o.conversation, &AgentId::new("bob"), "x".into()).is_err());
+        assert!(
+            c.agent_reply(3, o.conversation, &AgentId::new("bob"), "x".into())
+                .is_err()
+        );
         let closed = c.resolve(4, o.conversation, "anna").unwrap();
         assert_eq!(closed.state, ConversationState::Resolved);
         assert!(c.open.is_none());
-        let next = c.contact(5, contact(Channel::Email, IdentityKind::Email, "m@x.it", "again"));
+        let next = c.contact(
+            5,
+            contact(Channel::Email, IdentityKind::Email, "m@x.it", "again"),
+        );
         assert_eq!(next.conversation.number, 2);
     }
 }

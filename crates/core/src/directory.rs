@@ -36,7 +36,9 @@ impl Directory {
 
     /// Resolves `identity` (and links `also`) to one customer.
     pub fn resolve(&mut self, identity: &Identity, also: &[Identity]) -> Resolution {
-        let known = std::iter::once(identity).chain(also).find_map(|i| self.lookup(i));
+        let known = std::iter::once(identity)
+            .chain(also)
+            .find_map(|i| self.lookup(i));
         let (customer, created) = match known {
             Some(c) => (c, false),
             None => {
@@ -58,7 +60,12 @@ impl Directory {
                 Some(_) => {}
             }
         }
-        Resolution { customer, created, linked, conflicts }
+        Resolution {
+            customer,
+            created,
+            linked,
+            conflicts,
+        }
     }
 
     /// Whether this directory ever issued `id`.

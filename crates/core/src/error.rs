@@ -17,20 +17,30 @@ pub enum CoreError {
     #[error("offer {0} is not open (accepted, rejected, timed out or never made)")]
     UnknownOffer(OfferId),
     #[error("offer {offer} was made to agent {owner}, not to {caller}")]
-    NotYourOffer { offer: OfferId, owner: AgentId, caller: AgentId },
+    NotYourOffer {
+        offer: OfferId,
+        owner: AgentId,
+        caller: AgentId,
+    },
     #[error("conversation {0} is not known here")]
     UnknownConversation(ConversationId),
     #[error("conversation {0} is already being routed")]
     AlreadyRouted(ConversationId),
     #[error("conversation {conversation} is not assigned to agent {agent}")]
-    NotAssigned { conversation: ConversationId, agent: AgentId },
+    NotAssigned {
+        conversation: ConversationId,
+        agent: AgentId,
+    },
     #[error("conversation {0} is closed")]
     Closed(ConversationId),
 }
 
 impl CoreError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        CoreError::Invalid { field: field.to_owned(), message: message.into() }
+        CoreError::Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
     }
 
     /// The request field at fault, when the caller's input was invalid.

@@ -79,7 +79,12 @@ pub struct Explanation {
 impl Explanation {
     /// One line for people: what decided and on what numbers.
     pub fn summary(&self) -> String {
-        let chosen = self.candidates.iter().find(|c| c.passed_over.is_none()).map(|c| c.agent.as_str()).unwrap_or("-");
+        let chosen = self
+            .candidates
+            .iter()
+            .find(|c| c.passed_over.is_none())
+            .map(|c| c.agent.as_str())
+            .unwrap_or("-");
         let mut s = format!(
             "queue {}: {} chose {} (waited {} ms, sla {} ms, score {} ms",
             self.queue,
@@ -96,12 +101,19 @@ impl Explanation {
             s.push_str(&format!(", topic +{} ms", self.priority.topic_boost_ms));
         }
         if self.priority.sentiment_boost_ms != 0 {
-            s.push_str(&format!(", upset customer +{} ms", self.priority.sentiment_boost_ms));
+            s.push_str(&format!(
+                ", upset customer +{} ms",
+                self.priority.sentiment_boost_ms
+            ));
         }
         if self.bullseye_step > 0 {
             s.push_str(&format!(", bullseye step {}", self.bullseye_step));
         }
-        let passed = self.candidates.iter().filter(|c| c.passed_over.is_some()).count();
+        let passed = self
+            .candidates
+            .iter()
+            .filter(|c| c.passed_over.is_some())
+            .count();
         if passed > 0 {
             s.push_str(&format!(", {passed} other candidates passed over"));
         }

@@ -29,17 +29,52 @@ pub enum EventKind {
         topic: String,
         sentiment: Option<f64>,
     },
-    AgentMessage { agent: AgentId, channel: Channel, text: String },
-    Queued { queue: QueueId, channel: Channel },
-    Offered { agent: AgentId, offer: OfferId, explanation: Box<Explanation> },
-    OfferRejected { agent: AgentId, offer: OfferId, reason: String },
-    OfferTimedOut { agent: AgentId, offer: OfferId },
-    Assigned { agent: AgentId },
-    Transferred { from: AgentId, to: TransferTarget, note: String },
-    CallbackRequested { channel: Channel, to: Identity, not_before: TimeMs },
-    WrappedUp { agent: AgentId, disposition: String },
-    Resolved { by: String },
-    IdentityLinked { identity: Identity },
+    AgentMessage {
+        agent: AgentId,
+        channel: Channel,
+        text: String,
+    },
+    Queued {
+        queue: QueueId,
+        channel: Channel,
+    },
+    Offered {
+        agent: AgentId,
+        offer: OfferId,
+        explanation: Box<Explanation>,
+    },
+    OfferRejected {
+        agent: AgentId,
+        offer: OfferId,
+        reason: String,
+    },
+    OfferTimedOut {
+        agent: AgentId,
+        offer: OfferId,
+    },
+    Assigned {
+        agent: AgentId,
+    },
+    Transferred {
+        from: AgentId,
+        to: TransferTarget,
+        note: String,
+    },
+    CallbackRequested {
+        channel: Channel,
+        to: Identity,
+        not_before: TimeMs,
+    },
+    WrappedUp {
+        agent: AgentId,
+        disposition: String,
+    },
+    Resolved {
+        by: String,
+    },
+    IdentityLinked {
+        identity: Identity,
+    },
 }
 
 /// Where a transfer sends a conversation.

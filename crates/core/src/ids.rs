@@ -96,13 +96,19 @@ impl FromStr for CustomerId {
         s.strip_prefix("cu-")
             .and_then(|n| n.parse().ok())
             .map(CustomerId)
-            .ok_or_else(|| ParseIdError { expected: "a customer id like cu-42", got: s.to_owned() })
+            .ok_or_else(|| ParseIdError {
+                expected: "a customer id like cu-42",
+                got: s.to_owned(),
+            })
     }
 }
 impl FromStr for ConversationId {
     type Err = ParseIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseIdError { expected: "a conversation id like cu-42.1", got: s.to_owned() };
+        let err = || ParseIdError {
+            expected: "a conversation id like cu-42.1",
+            got: s.to_owned(),
+        };
         let (customer, number) = s.rsplit_once('.').ok_or_else(err)?;
         Ok(ConversationId {
             customer: customer.parse().map_err(|_| err())?,
@@ -116,7 +122,10 @@ impl FromStr for OfferId {
         s.strip_prefix("of-")
             .and_then(|n| n.parse().ok())
             .map(OfferId)
-            .ok_or_else(|| ParseIdError { expected: "an offer id like of-7", got: s.to_owned() })
+            .ok_or_else(|| ParseIdError {
+                expected: "an offer id like of-7",
+                got: s.to_owned(),
+            })
     }
 }
 
@@ -126,7 +135,10 @@ mod tests {
 
     #[test]
     fn textual_ids_round_trip() {
-        let c = ConversationId { customer: CustomerId(42), number: 3 };
+        let c = ConversationId {
+            customer: CustomerId(42),
+            number: 3,
+        };
         assert_eq!(c.to_string(), "cu-42.3");
         assert_eq!("cu-42.3".parse::<ConversationId>(), Ok(c));
         assert_eq!("of-9".parse::<OfferId>(), Ok(OfferId(9)));

@@ -25,15 +25,27 @@ impl Counters {
     /// Answered within target over answered plus abandoned; 1.0 when none.
     pub fn service_level(&self) -> f64 {
         let n = self.answered + self.abandoned;
-        if n == 0 { 1.0 } else { self.answered_within_sla as f64 / n as f64 }
+        if n == 0 {
+            1.0
+        } else {
+            self.answered_within_sla as f64 / n as f64
+        }
     }
     /// Average speed of answer, ms.
     pub fn asa_ms(&self) -> f64 {
-        if self.answered == 0 { 0.0 } else { self.wait_ms_total as f64 / self.answered as f64 }
+        if self.answered == 0 {
+            0.0
+        } else {
+            self.wait_ms_total as f64 / self.answered as f64
+        }
     }
     /// Average handle time (assigned to wrap-up), ms.
     pub fn aht_ms(&self) -> f64 {
-        if self.handled == 0 { 0.0 } else { self.handle_ms_total as f64 / self.handled as f64 }
+        if self.handled == 0 {
+            0.0
+        } else {
+            self.handle_ms_total as f64 / self.handled as f64
+        }
     }
 }
 
@@ -54,7 +66,13 @@ impl Kpis {
         self.agents.push(Counters::default());
     }
 
-    pub(crate) fn each(&mut self, queue: u16, channel: Channel, agent: Option<u32>, f: impl Fn(&mut Counters)) {
+    pub(crate) fn each(
+        &mut self,
+        queue: u16,
+        channel: Channel,
+        agent: Option<u32>,
+        f: impl Fn(&mut Counters),
+    ) {
         f(&mut self.total);
         f(&mut self.channels[channel.index()]);
         if let Some(q) = self.queues.get_mut(queue as usize) {
@@ -68,7 +86,14 @@ impl Kpis {
     pub(crate) fn offered(&mut self, queue: u16, channel: Channel) {
         self.each(queue, channel, None, |c| c.offered += 1);
     }
-    pub(crate) fn answered(&mut self, queue: u16, channel: Channel, agent: u32, waited_ms: u64, within: bool) {
+    pub(crate) fn answered(
+        &mut self,
+        queue: u16,
+        channel: Channel,
+        agent: u32,
+        waited_ms: u64,
+        within: bool,
+    ) {
         self.each(queue, channel, Some(agent), |c| {
             c.answered += 1;
             c.wait_ms_total += waited_ms;
@@ -104,7 +129,13 @@ mod tests {
 
     #[test]
     fn abandons_count_against_service_level() {
-        let c = Counters { answered: 3, answered_within_sla: 3, abandoned: 1, wait_ms_total: 300, ..Default::default() };
+        let c = Counters {
+            answered: 3,
+            answered_within_sla: 3,
+            abandoned: 1,
+            wait_ms_total: 300,
+            ..Default::default()
+        };
         assert_eq!(c.service_level(), 0.75);
         assert_eq!(c.asa_ms(), 100.0);
         assert_eq!(Counters::default().service_level(), 1.0);

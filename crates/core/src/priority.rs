@@ -80,14 +80,24 @@ pub struct PriorityInputs {
 impl PriorityPolicy {
     /// The virtual deadline and its breakdown (without `waited_ms`, which
     /// depends on when it is read).
-    pub fn deadline(&self, enqueued_at: TimeMs, inputs: &PriorityInputs) -> (i64, PriorityBreakdown) {
+    pub fn deadline(
+        &self,
+        enqueued_at: TimeMs,
+        inputs: &PriorityInputs,
+    ) -> (i64, PriorityBreakdown) {
         let tier_boost_ms = inputs
             .tier
             .as_deref()
-            .and_then(|t| self.tier_boost_ms.iter().find(|(name, _)| name.eq_ignore_ascii_case(t)))
+            .and_then(|t| {
+                self.tier_boost_ms
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(t))
+            })
             .map_or(0, |(_, b)| *b);
         let sentiment_boost_ms = match inputs.sentiment {
-            Some(s) if s < 0.0 => (self.sentiment_boost_ms as f64 * (-s).min(1.0)).round() as DurationMs,
+            Some(s) if s < 0.0 => {
+                (self.sentiment_boost_ms as f64 * (-s).min(1.0)).round() as DurationMs
+            }
             _ => 0,
         };
         let breakdown = PriorityBreakdown {
@@ -115,7 +125,12 @@ mod tests {
     use super::*;
 
     fn inputs(sla: u64, tier: Option<&str>, sentiment: Option<f64>) -> PriorityInputs {
-        PriorityInputs { channel_sla_ms: sla, tier: tier.map(Into::into), topic_boost_ms: 0, sentiment }
+        PriorityInputs {
+            channel_sla_ms: sla,
+            tier: tier.map(Into::into),
+            topic_boost_ms: 0,
+            sentiment,
+        }
     }
 
     #[test]
@@ -141,8 +156,14 @@ mod tests {
 
     #[test]
     fn score_grows_with_time_but_order_does_not_change() {
-        let a = Rank { deadline: 10, seq: 2 };
-        let b = Rank { deadline: 20, seq: 1 };
+        let a = Rank {
+            deadline: 10,
+            seq: 2,
+        };
+        let b = Rank {
+            deadline: 20,
+            seq: 1,
+        };
         assert!(a < b);
         assert_eq!(a.score(100) - a.score(50), 50);
         assert!(a.score(100) > b.score(100));

@@ -72,35 +72,65 @@ impl QueueConfig {
 
     pub fn validate(&self) -> Result<()> {
         let id = self.id.as_str();
-        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
-            return Err(CoreError::invalid("queue_id", format!("must be 1..64 characters of [a-z0-9_-], got {id:?}")));
+        if id.is_empty()
+            || id.len() > 64
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        {
+            return Err(CoreError::invalid(
+                "queue_id",
+                format!("must be 1..64 characters of [a-z0-9_-], got {id:?}"),
+            ));
         }
         for s in &self.required {
             if s.name.is_empty() {
-                return Err(CoreError::invalid("required_skills.name", "must not be empty"));
+                return Err(CoreError::invalid(
+                    "required_skills.name",
+                    "must not be empty",
+                ));
             }
             if !PROFICIENCY.contains(&s.proficiency) {
                 return Err(CoreError::invalid(
                     "required_skills.proficiency",
-                    format!("minimum proficiency of {:?} must be 1..=5, got {}", s.name, s.proficiency),
+                    format!(
+                        "minimum proficiency of {:?} must be 1..=5, got {}",
+                        s.name, s.proficiency
+                    ),
                 ));
             }
         }
         if self.bullseye.len() > MAX_BULLSEYE_STEPS {
-            return Err(CoreError::invalid("bullseye", format!("at most {MAX_BULLSEYE_STEPS} steps")));
+            return Err(CoreError::invalid(
+                "bullseye",
+                format!("at most {MAX_BULLSEYE_STEPS} steps"),
+            ));
         }
-        if self.bullseye.windows(2).any(|w| w[1].after_ms <= w[0].after_ms) {
-            return Err(CoreError::invalid("bullseye.after_ms", "steps must come in strictly increasing after_ms order"));
+        if self
+            .bullseye
+            .windows(2)
+            .any(|w| w[1].after_ms <= w[0].after_ms)
+        {
+            return Err(CoreError::invalid(
+                "bullseye.after_ms",
+                "steps must come in strictly increasing after_ms order",
+            ));
         }
         if let Some((ch, _)) = self.sla_ms.iter().find(|(_, ms)| *ms == 0) {
-            return Err(CoreError::invalid("sla_targets.answer_within_ms", format!("target for {ch} must be positive")));
+            return Err(CoreError::invalid(
+                "sla_targets.answer_within_ms",
+                format!("target for {ch} must be positive"),
+            ));
         }
         Ok(())
     }
 
     /// The SLA target for a channel in this queue.
     pub fn sla_ms(&self, channel: Channel) -> DurationMs {
-        self.sla_ms.iter().find(|(c, _)| *c == channel).map_or(channel.default_sla_ms(), |(_, ms)| *ms)
+        self.sla_ms
+            .iter()
+            .find(|(c, _)| *c == channel)
+            .map_or(channel.default_sla_ms(), |(_, ms)| *ms)
     }
 
     /// The highest bullseye step.
@@ -111,9 +141,16 @@ impl QueueConfig {
     /// Whether the profile meets the requirements as widened by `step`.
     pub fn qualifies_at(&self, profile: &AgentProfile, step: u8) -> bool {
         let steps = &self.bullseye[..(step as usize).min(self.bullseye.len())];
-        let relax: u8 = steps.iter().map(|s| s.relax_proficiency).fold(0u8, u8::saturating_add);
+        let relax: u8 = steps
+            .iter()
+            .map(|s| s.relax_proficiency)
+            .fold(0u8, u8::saturating_add);
         self.required.iter().all(|req| {
-            if steps.iter().any(|s| s.drop_skills.iter().any(|d| d.eq_ignore_ascii_case(&req.name))) {
+            if steps.iter().any(|s| {
+                s.drop_skills
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&req.name))
+            }) {
                 return true;
             }
             let min = req.proficiency.saturating_sub(relax).max(1);
@@ -129,9 +166,17 @@ impl QueueConfig {
     /// Total proficiency over the queue's skills (the "most proficient" key).
     pub fn proficiency_of(&self, profile: &AgentProfile) -> u32 {
         if self.required.is_empty() {
-            return profile.skills.iter().map(|s| s.proficiency as u32).max().unwrap_or(0);
+            return profile
+                .skills
+                .iter()
+                .map(|s| s.proficiency as u32)
+                .max()
+                .unwrap_or(0);
         }
-        self.required.iter().map(|r| profile.proficiency(&r.name) as u32).sum()
+        self.required
+            .iter()
+            .map(|r| profile.proficiency(&r.name) as u32)
+            .sum()
     }
 }
 
@@ -155,8 +200,16 @@ mod tests {
         let mut q = QueueConfig::open("tech");
         q.required = vec![Skill::new("fiber", 4), Skill::new("billing", 2)];
         q.bullseye = vec![
-            BullseyeStep { after_ms: 30_000, relax_proficiency: 1, drop_skills: vec![] },
-            BullseyeStep { after_ms: 60_000, relax_proficiency: 1, drop_skills: vec!["billing".into()] },
+            BullseyeStep {
+                after_ms: 30_000,
+                relax_proficiency: 1,
+                drop_skills: vec![],
+            },
+            BullseyeStep {
+                after_ms: 60_000,
+                relax_proficiency: 1,
+                drop_skills: vec!["billing".into()],
+            },
         ];
         assert_eq!(q.level_of(&agent(&[("fiber", 5), ("billing", 2)])), Some(0));
         assert_eq!(q.level_of(&agent(&[("fiber", 3), ("billing", 2)])), Some(1));
@@ -171,6 +224,9 @@ mod tests {
         assert_eq!(q.validate().unwrap_err().field(), Some("queue_id"));
         q.id = QueueId::new("ok");
         q.required = vec![Skill::new("x", 9)];
-        assert_eq!(q.validate().unwrap_err().field(), Some("required_skills.proficiency"));
+        assert_eq!(
+            q.validate().unwrap_err().field(),
+            Some("required_skills.proficiency")
+        );
     }
 }

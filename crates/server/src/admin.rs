@@ -34,12 +34,18 @@ impl pb::admin_server::Admin for AdminService {
     async fn upsert_queue(&self, req: Request<pb::Queue>) -> Result<Response<pb::Queue>, Status> {
         let cfg = convert::queue(req.get_ref())?;
         let reply = convert::queue_to_pb(&cfg);
-        self.router(RouterRequest::Step(Input::UpsertQueue(cfg))).await?;
+        self.router(RouterRequest::Step(Input::UpsertQueue(cfg)))
+            .await?;
         Ok(Response::new(reply))
     }
 
-    async fn list_queues(&self, _req: Request<pb::ListQueuesRequest>) -> Result<Response<pb::ListQueuesResponse>, Status> {
-        let RouterReply::Queues(views) = self.router(RouterRequest::Queues).await? else { return Err(unexpected("router")) };
+    async fn list_queues(
+        &self,
+        _req: Request<pb::ListQueuesRequest>,
+    ) -> Result<Response<pb::ListQueuesResponse>, Status> {
+        let RouterReply::Queues(views) = self.router(RouterRequest::Queues).await? else {
+            return Err(unexpected("router"));
+        };
         let queues = views
             .into_iter()
             .map(|v| pb::QueueView {
@@ -53,8 +59,13 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::ListQueuesResponse { queues }))
     }
 
-    async fn list_agents(&self, _req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let RouterReply::Agents(views) = self.router(RouterRequest::Agents).await? else { return Err(unexpected("router")) };
+    async fn list_agents(
+        &self,
+        _req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let RouterReply::Agents(views) = self.router(RouterRequest::Agents).await? else {
+            return Err(unexpected("router"));
+        };
         let agents = views
             .into_iter()
             .map(|a| pb::AgentView {
@@ -71,10 +82,17 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
-    async fn list_conversations(&self, req: Request<pb::ListConversationsRequest>) -> Result<Response<pb::ListConversationsResponse>, Status> {
+    async fn list_conversations(
+        &self,
+        req: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
         let q = req.into_inner().queue_id;
         let q = (!q.is_empty()).then(|| QueueId::new(&q));
-        let RouterReply::Conversations(views) = self.router(RouterRequest::Conversations(q)).await? else { return Err(unexpected("router")) };
+        let RouterReply::Conversations(views) =
+            self.router(RouterRequest::Conversations(q)).await?
+        else {
+            return Err(unexpected("router"));
+        };
         let conversations = views
             .into_iter()
             .map(|v| pb::ConversationSummary {
@@ -93,18 +111,44 @@ impl pb::admin_server::Admin for AdminService {
                 score_ms: v.score_ms,
             })
             .collect();
-        Ok(Response::new(pb::ListConversationsResponse { conversations }))
+        Ok(Response::new(pb::ListConversationsResponse {
+            conversations,
+        }))
     }
 
-    async fn get_kpis(&self, _req: Request<pb::GetKpisRequest>) -> Result<Response<pb::KpiReport>, Status> {
-        let RouterReply::Kpis(report) = self.router(RouterRequest::Kpis).await? else { return Err(unexpected("router")) };
-        let RouterReply::Queues(queues_waiting) = self.router(RouterRequest::Queues).await? else { return Err(unexpected("router")) };
-        let waiting_of = |q: &str| queues_waiting.iter().find(|v| v.config.id.as_str() == q).map_or(0, |v| v.waiting as u32);
+    async fn get_kpis(
+        &self,
+        _req: Request<pb::GetKpisRequest>,
+    ) -> Result<Response<pb::KpiReport>, Status> {
+        let RouterReply::Kpis(report) = self.router(RouterRequest::Kpis).await? else {
+            return Err(unexpected("router"));
+        };
+        let RouterReply::Queues(queues_waiting) = self.router(RouterRequest::Queues).await? else {
+            return Err(unexpected("router"));
+        };
+        let waiting_of = |q: &str| {
+            queues_waiting
+                .iter()
+                .find(|v| v.config.id.as_str() == q)
+                .map_or(0, |v| v.waiting as u32)
+        };
         Ok(Response::new(pb::KpiReport {
-            queues: report.queues.iter().map(|(k, c)| kpi(k, c, waiting_of(k))).collect(),
-            channels: report.channels.iter().map(|(ch, c)| kpi(ch.name(), c, 0)).collect(),
+            queues: report
+                .queues
+                .iter()
+                .map(|(k, c)| kpi(k, c, waiting_of(k)))
+                .collect(),
+            channels: report
+                .channels
+                .iter()
+                .map(|(ch, c)| kpi(ch.name(), c, 0))
+                .collect(),
             agents: report.agents.iter().map(|(k, c)| kpi(k, c, 0)).collect(),
-            total: Some(kpi("total", &report.total, queues_waiting.iter().map(|v| v.waiting as u32).sum())),
+            total: Some(kpi(
+                "total",
+                &report.total,
+                queues_waiting.iter().map(|v| v.waiting as u32).sum(),
+            )),
         }))
     }
 }

@@ -7,7 +7,9 @@ use centralino_core::customer::{Attributes, ConversationState, MAX_TEXT_BYTES};
 use centralino_core::explain::{Explanation, PassedOver};
 use centralino_core::history::{EventKind, HistoryEvent, TransferTarget};
 use centralino_core::queue::{BullseyeStep, QueueConfig, Strategy};
-use centralino_core::{AgentId, Channel, ConversationId, CustomerId, Identity, IdentityKind, OfferId, QueueId};
+use centralino_core::{
+    AgentId, Channel, ConversationId, CustomerId, Identity, IdentityKind, OfferId, QueueId,
+};
 use centralino_proto::v1 as pb;
 use tonic::Status;
 
@@ -25,7 +27,10 @@ pub fn invalid(field: &str, message: impl std::fmt::Display) -> Status {
 
 fn short(field: &str, s: &str) -> Result<(), Status> {
     if s.len() > MAX_SHORT_TEXT {
-        return Err(invalid(field, format!("{} bytes is over the {MAX_SHORT_TEXT}-byte limit", s.len())));
+        return Err(invalid(
+            field,
+            format!("{} bytes is over the {MAX_SHORT_TEXT}-byte limit", s.len()),
+        ));
     }
     Ok(())
 }
@@ -39,8 +44,14 @@ pub fn channel(field: &str, v: i32) -> Result<Channel, Status> {
         Ok(pb::Channel::Whatsapp) => Ok(Channel::WhatsApp),
         Ok(pb::Channel::Social) => Ok(Channel::Social),
         Ok(pb::Channel::App) => Ok(Channel::App),
-        Ok(pb::Channel::Unspecified) => Err(invalid(field, "is required: set one of CHANNEL_VOICE, CHANNEL_CHAT, CHANNEL_EMAIL, CHANNEL_SMS, CHANNEL_WHATSAPP, CHANNEL_SOCIAL, CHANNEL_APP")),
-        Err(_) => Err(invalid(field, format!("unknown channel {v}: use one of CHANNEL_VOICE (1) .. CHANNEL_APP (7)"))),
+        Ok(pb::Channel::Unspecified) => Err(invalid(
+            field,
+            "is required: set one of CHANNEL_VOICE, CHANNEL_CHAT, CHANNEL_EMAIL, CHANNEL_SMS, CHANNEL_WHATSAPP, CHANNEL_SOCIAL, CHANNEL_APP",
+        )),
+        Err(_) => Err(invalid(
+            field,
+            format!("unknown channel {v}: use one of CHANNEL_VOICE (1) .. CHANNEL_APP (7)"),
+        )),
     }
 }
 
@@ -58,7 +69,12 @@ pub fn channel_to_pb(c: Channel) -> i32 {
 
 /// A required identity.
 pub fn identity(field: &str, v: Option<&pb::Identity>) -> Result<Identity, Status> {
-    let v = v.ok_or_else(|| invalid(field, "is required: set the customer's identity (kind and address)"))?;
+    let v = v.ok_or_else(|| {
+        invalid(
+            field,
+            "is required: set the customer's identity (kind and address)",
+        )
+    })?;
     let kind = match pb::IdentityKind::try_from(v.kind) {
         Ok(pb::IdentityKind::Phone) => IdentityKind::Phone,
         Ok(pb::IdentityKind::Email) => IdentityKind::Email,
@@ -66,7 +82,10 @@ pub fn identity(field: &str, v: Option<&pb::Identity>) -> Result<Identity, Statu
         Ok(pb::IdentityKind::SocialHandle) => IdentityKind::SocialHandle,
         Ok(pb::IdentityKind::AppUser) => IdentityKind::AppUser,
         Ok(pb::IdentityKind::Unspecified) | Err(_) => {
-            return Err(invalid(&format!("{field}.kind"), "set IDENTITY_KIND_PHONE, _EMAIL, _CHAT_SESSION, _SOCIAL_HANDLE or _APP_USER"));
+            return Err(invalid(
+                &format!("{field}.kind"),
+                "set IDENTITY_KIND_PHONE, _EMAIL, _CHAT_SESSION, _SOCIAL_HANDLE or _APP_USER",
+            ));
         }
     };
     if v.address.trim().is_empty() {
@@ -84,17 +103,26 @@ pub fn identity_to_pb(i: &Identity) -> pb::Identity {
         IdentityKind::SocialHandle => pb::IdentityKind::SocialHandle,
         IdentityKind::AppUser => pb::IdentityKind::AppUser,
     };
-    pb::Identity { kind: kind as i32, address: i.address.clone() }
+    pb::Identity {
+        kind: kind as i32,
+        address: i.address.clone(),
+    }
 }
 
 pub fn attributes(field: &str, a: Option<&pb::CustomerAttributes>) -> Result<Attributes, Status> {
-    let Some(a) = a else { return Ok(Attributes::default()) };
+    let Some(a) = a else {
+        return Ok(Attributes::default());
+    };
     let opt = |name: &str, v: &str| -> Result<Option<String>, Status> {
         short(&format!("{field}.{name}"), v)?;
         let v = v.trim().to_lowercase();
         Ok((!v.is_empty()).then_some(v))
     };
-    Ok(Attributes { tier: opt("tier", &a.tier)?, segment: opt("segment", &a.segment)?, language: opt("language", &a.language)? })
+    Ok(Attributes {
+        tier: opt("tier", &a.tier)?,
+        segment: opt("segment", &a.segment)?,
+        language: opt("language", &a.language)?,
+    })
 }
 
 pub fn attributes_to_pb(a: &Attributes) -> pb::CustomerAttributes {
@@ -107,14 +135,23 @@ pub fn attributes_to_pb(a: &Attributes) -> pb::CustomerAttributes {
 
 pub fn text(field: &str, t: &str) -> Result<String, Status> {
     if t.len() > MAX_TEXT_BYTES {
-        return Err(invalid(field, format!("{} bytes is over the {MAX_TEXT_BYTES}-byte limit; split the message", t.len())));
+        return Err(invalid(
+            field,
+            format!(
+                "{} bytes is over the {MAX_TEXT_BYTES}-byte limit; split the message",
+                t.len()
+            ),
+        ));
     }
     Ok(t.to_owned())
 }
 
 pub fn sentiment(field: &str, s: Option<f64>) -> Result<Option<f64>, Status> {
     match s {
-        Some(v) if !v.is_finite() || !(-1.0..=1.0).contains(&v) => Err(invalid(field, format!("must be between -1.0 and 1.0, got {v}"))),
+        Some(v) if !v.is_finite() || !(-1.0..=1.0).contains(&v) => Err(invalid(
+            field,
+            format!("must be between -1.0 and 1.0, got {v}"),
+        )),
         other => Ok(other),
     }
 }
@@ -162,7 +199,10 @@ fn skills(field: &str, v: &[pb::Skill]) -> Result<Vec<Skill>, Status> {
             }
             short(&format!("{field}.name"), &s.name)?;
             if !(1..=5).contains(&s.proficiency) {
-                return Err(invalid(&format!("{field}.proficiency"), format!("skill {:?} must be 1..5, got {}", s.name, s.proficiency)));
+                return Err(invalid(
+                    &format!("{field}.proficiency"),
+                    format!("skill {:?} must be 1..5, got {}", s.name, s.proficiency),
+                ));
             }
             Ok(Skill::new(&s.name, s.proficiency as u8))
         })
@@ -170,7 +210,12 @@ fn skills(field: &str, v: &[pb::Skill]) -> Result<Vec<Skill>, Status> {
 }
 
 pub fn skills_to_pb(v: &[Skill]) -> Vec<pb::Skill> {
-    v.iter().map(|s| pb::Skill { name: s.name.clone(), proficiency: s.proficiency as i32 }).collect()
+    v.iter()
+        .map(|s| pb::Skill {
+            name: s.name.clone(),
+            proficiency: s.proficiency as i32,
+        })
+        .collect()
 }
 
 /// An agent's login; returns the profile and whether it starts away.
@@ -180,16 +225,44 @@ pub fn login(l: &pb::agent_command::Login) -> Result<(AgentProfile, bool), Statu
     let capacity = match l.capacity {
         0 => 100,
         c @ 1..=100 => c as u16,
-        c => return Err(invalid("login.capacity", format!("must be 1..100 (0 means 100), got {c}"))),
+        c => {
+            return Err(invalid(
+                "login.capacity",
+                format!("must be 1..100 (0 means 100), got {c}"),
+            ));
+        }
     };
     let away = match pb::AgentState::try_from(l.initial_state) {
         Ok(pb::AgentState::Unspecified | pb::AgentState::Available) => false,
         Ok(pb::AgentState::Away) => true,
-        _ => return Err(invalid("login.initial_state", "must be AGENT_STATE_AVAILABLE or AGENT_STATE_AWAY")),
+        _ => {
+            return Err(invalid(
+                "login.initial_state",
+                "must be AGENT_STATE_AVAILABLE or AGENT_STATE_AWAY",
+            ));
+        }
     };
-    let languages = l.languages.iter().map(|x| x.trim().to_lowercase()).filter(|x| !x.is_empty()).collect();
-    let name = if l.name.is_empty() { id.to_string() } else { l.name.clone() };
-    Ok((AgentProfile { id, name, skills: skills("login.skills", &l.skills)?, languages, capacity }, away))
+    let languages = l
+        .languages
+        .iter()
+        .map(|x| x.trim().to_lowercase())
+        .filter(|x| !x.is_empty())
+        .collect();
+    let name = if l.name.is_empty() {
+        id.to_string()
+    } else {
+        l.name.clone()
+    };
+    Ok((
+        AgentProfile {
+            id,
+            name,
+            skills: skills("login.skills", &l.skills)?,
+            languages,
+            capacity,
+        },
+        away,
+    ))
 }
 
 pub fn agent_state_to_pb(s: AgentState) -> i32 {
@@ -227,7 +300,12 @@ pub fn queue(q: &pb::Queue) -> Result<QueueConfig, Status> {
         Ok(pb::Strategy::MostProficient) => Strategy::MostProficient,
         Ok(pb::Strategy::LeastOccupied) => Strategy::LeastOccupied,
         Ok(pb::Strategy::RoundRobin) => Strategy::RoundRobin,
-        Err(_) => return Err(invalid("strategy", format!("unknown strategy {}", q.strategy))),
+        Err(_) => {
+            return Err(invalid(
+                "strategy",
+                format!("unknown strategy {}", q.strategy),
+            ));
+        }
     };
     short("name", &q.name)?;
     let sla_ms = q
@@ -236,7 +314,10 @@ pub fn queue(q: &pb::Queue) -> Result<QueueConfig, Status> {
         .map(|t| {
             let ch = channel("sla_targets.channel", t.channel)?;
             if t.answer_within_ms <= 0 {
-                return Err(invalid("sla_targets.answer_within_ms", format!("must be positive, got {}", t.answer_within_ms)));
+                return Err(invalid(
+                    "sla_targets.answer_within_ms",
+                    format!("must be positive, got {}", t.answer_within_ms),
+                ));
             }
             Ok((ch, t.answer_within_ms as u64))
         })
@@ -246,15 +327,25 @@ pub fn queue(q: &pb::Queue) -> Result<QueueConfig, Status> {
         .iter()
         .map(|b| {
             if b.after_ms <= 0 {
-                return Err(invalid("bullseye.after_ms", format!("must be positive, got {}", b.after_ms)));
+                return Err(invalid(
+                    "bullseye.after_ms",
+                    format!("must be positive, got {}", b.after_ms),
+                ));
             }
             if !(0..=4).contains(&b.relax_proficiency) {
-                return Err(invalid("bullseye.relax_proficiency", format!("must be 0..4, got {}", b.relax_proficiency)));
+                return Err(invalid(
+                    "bullseye.relax_proficiency",
+                    format!("must be 0..4, got {}", b.relax_proficiency),
+                ));
             }
             Ok(BullseyeStep {
                 after_ms: b.after_ms as u64,
                 relax_proficiency: b.relax_proficiency as u8,
-                drop_skills: b.drop_skills.iter().map(|s| s.trim().to_lowercase()).collect(),
+                drop_skills: b
+                    .drop_skills
+                    .iter()
+                    .map(|s| s.trim().to_lowercase())
+                    .collect(),
             })
         })
         .collect::<Result<_, Status>>()?;
@@ -263,15 +354,25 @@ pub fn queue(q: &pb::Queue) -> Result<QueueConfig, Status> {
     }
     let cfg = QueueConfig {
         id: QueueId::new(q.queue_id.trim()),
-        name: if q.name.is_empty() { q.queue_id.clone() } else { q.name.clone() },
-        topics: q.topics.iter().map(|t| t.trim().to_lowercase()).filter(|t| !t.is_empty()).collect(),
+        name: if q.name.is_empty() {
+            q.queue_id.clone()
+        } else {
+            q.name.clone()
+        },
+        topics: q
+            .topics
+            .iter()
+            .map(|t| t.trim().to_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect(),
         required: skills("required_skills", &q.required_skills)?,
         sla_ms,
         strategy,
         bullseye,
         priority_boost_ms: q.priority_boost_ms as u64,
     };
-    cfg.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+    cfg.validate()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(cfg)
 }
 
@@ -283,7 +384,11 @@ pub fn queue_to_pb(q: &QueueConfig) -> pb::Queue {
         required_skills: skills_to_pb(&q.required),
         sla_targets: Channel::ALL
             .iter()
-            .map(|&c| pb::SlaTarget { channel: channel_to_pb(c), answer_within_ms: q.sla_ms(c) as i64, target: 0.8 })
+            .map(|&c| pb::SlaTarget {
+                channel: channel_to_pb(c),
+                answer_within_ms: q.sla_ms(c) as i64,
+                target: 0.8,
+            })
             .collect(),
         strategy: (match q.strategy {
             Strategy::LongestIdle => pb::Strategy::LongestIdle,
@@ -294,7 +399,11 @@ pub fn queue_to_pb(q: &QueueConfig) -> pb::Queue {
         bullseye: q
             .bullseye
             .iter()
-            .map(|b| pb::BullseyeStep { after_ms: b.after_ms as i64, relax_proficiency: b.relax_proficiency as i32, drop_skills: b.drop_skills.clone() })
+            .map(|b| pb::BullseyeStep {
+                after_ms: b.after_ms as i64,
+                relax_proficiency: b.relax_proficiency as i32,
+                drop_skills: b.drop_skills.clone(),
+            })
             .collect(),
         priority_boost_ms: q.priority_boost_ms as i64,
     }
@@ -323,7 +432,9 @@ pub fn explanation_to_pb(e: &Explanation) -> pb::Explanation {
                 note: match c.passed_over {
                     None => String::new(),
                     Some(PassedOver::RankedLower) => "ranked lower by the strategy".into(),
-                    Some(PassedOver::DeclinedEarlier) => "declined this conversation earlier".into(),
+                    Some(PassedOver::DeclinedEarlier) => {
+                        "declined this conversation earlier".into()
+                    }
                     Some(PassedOver::NoCapacity) => "no free capacity for the channel".into(),
                     Some(PassedOver::SkillsNotMet) => "skills not met at this bullseye step".into(),
                 },
@@ -336,27 +447,57 @@ pub fn explanation_to_pb(e: &Explanation) -> pb::Explanation {
 pub fn event_to_pb(e: &HistoryEvent) -> pb::HistoryEvent {
     use pb::history_event as h;
     let kind = match &e.kind {
-        EventKind::CustomerMessage { channel, identity, text, topic, sentiment } => h::Kind::CustomerMessage(h::CustomerMessage {
+        EventKind::CustomerMessage {
+            channel,
+            identity,
+            text,
+            topic,
+            sentiment,
+        } => h::Kind::CustomerMessage(h::CustomerMessage {
             channel: channel_to_pb(*channel),
             identity: Some(identity_to_pb(identity)),
             text: text.clone(),
             topic: topic.clone(),
             sentiment: *sentiment,
         }),
-        EventKind::AgentMessage { agent, channel, text } => {
-            h::Kind::AgentMessage(h::AgentMessage { agent_id: agent.to_string(), channel: channel_to_pb(*channel), text: text.clone() })
-        }
-        EventKind::Queued { queue, channel } => h::Kind::Queued(h::Queued { queue_id: queue.to_string(), channel: channel_to_pb(*channel) }),
-        EventKind::Offered { agent, offer, explanation } => h::Kind::Offered(h::Offered {
+        EventKind::AgentMessage {
+            agent,
+            channel,
+            text,
+        } => h::Kind::AgentMessage(h::AgentMessage {
+            agent_id: agent.to_string(),
+            channel: channel_to_pb(*channel),
+            text: text.clone(),
+        }),
+        EventKind::Queued { queue, channel } => h::Kind::Queued(h::Queued {
+            queue_id: queue.to_string(),
+            channel: channel_to_pb(*channel),
+        }),
+        EventKind::Offered {
+            agent,
+            offer,
+            explanation,
+        } => h::Kind::Offered(h::Offered {
             agent_id: agent.to_string(),
             offer_id: offer.to_string(),
             explanation: Some(explanation_to_pb(explanation)),
         }),
-        EventKind::OfferRejected { agent, offer, reason } => {
-            h::Kind::OfferRejected(h::OfferRejected { agent_id: agent.to_string(), offer_id: offer.to_string(), reason: reason.clone() })
-        }
-        EventKind::OfferTimedOut { agent, offer } => h::Kind::OfferTimedOut(h::OfferTimedOut { agent_id: agent.to_string(), offer_id: offer.to_string() }),
-        EventKind::Assigned { agent } => h::Kind::Assigned(h::Assigned { agent_id: agent.to_string() }),
+        EventKind::OfferRejected {
+            agent,
+            offer,
+            reason,
+        } => h::Kind::OfferRejected(h::OfferRejected {
+            agent_id: agent.to_string(),
+            offer_id: offer.to_string(),
+            reason: reason.clone(),
+        }),
+        EventKind::OfferTimedOut { agent, offer } => h::Kind::OfferTimedOut(h::OfferTimedOut {
+            agent_id: agent.to_string(),
+            offer_id: offer.to_string(),
+        }),
+        EventKind::Assigned { agent } => h::Kind::Assigned(h::Assigned {
+            agent_id: agent.to_string(),
+        }),
         EventKind::Transferred { from, to, note } => h::Kind::Transferred(h::Transferred {
             from_agent_id: from.to_string(),
             to_queue_id: match to {
@@ -369,18 +510,29 @@ pub fn event_to_pb(e: &HistoryEvent) -> pb::HistoryEvent {
             },
             note: note.clone(),
         }),
-        EventKind::CallbackRequested { channel, to, not_before } => h::Kind::CallbackRequested(h::CallbackRequested {
+        EventKind::CallbackRequested {
+            channel,
+            to,
+            not_before,
+        } => h::Kind::CallbackRequested(h::CallbackRequested {
             channel: channel_to_pb(*channel),
             identity: Some(identity_to_pb(to)),
             not_before_unix_ms: *not_before as i64,
         }),
-        EventKind::WrappedUp { agent, disposition } => {
-            h::Kind::WrappedUp(h::WrappedUp { agent_id: agent.to_string(), disposition: disposition.clone() })
-        }
+        EventKind::WrappedUp { agent, disposition } => h::Kind::WrappedUp(h::WrappedUp {
+            agent_id: agent.to_string(),
+            disposition: disposition.clone(),
+        }),
         EventKind::Resolved { by } => h::Kind::Resolved(h::Resolved { by: by.clone() }),
-        EventKind::IdentityLinked { identity } => h::Kind::IdentityLinked(h::IdentityLinked { identity: Some(identity_to_pb(identity)) }),
+        EventKind::IdentityLinked { identity } => h::Kind::IdentityLinked(h::IdentityLinked {
+            identity: Some(identity_to_pb(identity)),
+        }),
     };
-    pb::HistoryEvent { seq: e.seq, at_unix_ms: e.at as i64, kind: Some(kind) }
+    pb::HistoryEvent {
+        seq: e.seq,
+        at_unix_ms: e.at as i64,
+        kind: Some(kind),
+    }
 }
 
 #[cfg(test)]
@@ -390,14 +542,25 @@ mod tests {
     #[test]
     fn malformed_input_names_the_field() {
         let msg = |s: Status| s.message().to_owned();
-        assert!(msg(channel("channel", 99).unwrap_err()).starts_with("channel: unknown channel 99"));
+        assert!(
+            msg(channel("channel", 99).unwrap_err()).starts_with("channel: unknown channel 99")
+        );
         assert!(msg(identity("identity", None).unwrap_err()).starts_with("identity: is required"));
-        let l = pb::agent_command::Login { agent_id: "a".into(), capacity: -5, ..Default::default() };
+        let l = pb::agent_command::Login {
+            agent_id: "a".into(),
+            capacity: -5,
+            ..Default::default()
+        };
         let e = login(&l).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().starts_with("login.capacity:"));
-        assert!(msg(text("text", &"x".repeat(MAX_TEXT_BYTES + 1)).unwrap_err()).starts_with("text:"));
+        assert!(
+            msg(text("text", &"x".repeat(MAX_TEXT_BYTES + 1)).unwrap_err()).starts_with("text:")
+        );
         assert!(msg(sentiment("sentiment", Some(f64::NAN)).unwrap_err()).starts_with("sentiment:"));
-        assert!(msg(conversation_id("reply.conversation_id", "nope").unwrap_err()).starts_with("reply.conversation_id:"));
+        assert!(
+            msg(conversation_id("reply.conversation_id", "nope").unwrap_err())
+                .starts_with("reply.conversation_id:")
+        );
     }
 }

@@ -44,20 +44,32 @@ type Events = Pin<Box<dyn Stream<Item = Result<pb::AgentEvent, Status>> + Send>>
 impl pb::agent_desktop_server::AgentDesktop for DesktopService {
     type SessionStream = Events;
 
-    async fn session(&self, req: Request<Streaming<pb::AgentCommand>>) -> Result<Response<Events>, Status> {
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::AgentCommand>>,
+    ) -> Result<Response<Events>, Status> {
         let mut inbound = req.into_inner();
         let first = match tokio::time::timeout(LOGIN_TIMEOUT, inbound.message()).await {
-            Err(_) => return Err(Status::deadline_exceeded("login: not sent within 30 s of opening the stream")),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "login: not sent within 30 s of opening the stream",
+                ));
+            }
             Ok(Err(s)) => return Err(s),
             Ok(Ok(None)) => return Err(invalid("command", "the stream closed before login")),
             Ok(Ok(Some(c))) => c,
         };
         let Some(pb::agent_command::Command::Login(login)) = &first.command else {
-            return Err(invalid("command", "the first command on a session must be login"));
+            return Err(invalid(
+                "command",
+                "the first command on a session must be login",
+            ));
         };
         let (profile, away) = convert::login(login)?;
         let id = profile.id.clone();
-        let (session, events) = agent::login(&self.hub, profile, away, DESKTOP_BUFFER).await.map_err(crate::error::status)?;
+        let (session, events) = agent::login(&self.hub, profile, away, DESKTOP_BUFFER)
+            .await
+            .map_err(crate::error::status)?;
         tracing::info!(agent = %id, "agent logged in");
         metrics::agent_sessions(1.0);
 
@@ -97,25 +109,45 @@ impl pb::agent_desktop_server::AgentDesktop for DesktopService {
     }
 }
 
-async fn command(session: &ractor::ActorRef<AgentMsg>, cmd: Option<pb::agent_command::Command>) -> Result<(), Status> {
+async fn command(
+    session: &ractor::ActorRef<AgentMsg>,
+    cmd: Option<pb::agent_command::Command>,
+) -> Result<(), Status> {
     let cmd = to_domain(cmd)?;
-    ask(session.call(|reply| AgentMsg::Command(cmd, reply), None).await, "agent session")
+    ask(
+        session
+            .call(|reply| AgentMsg::Command(cmd, reply), None)
+            .await,
+        "agent session",
+    )
 }
 
 fn to_domain(cmd: Option<pb::agent_command::Command>) -> Result<AgentCommand, Status> {
     use pb::agent_command::Command as C;
     Ok(match cmd {
         None => return Err(invalid("command", "is required")),
-        Some(C::Login(_)) => return Err(Status::failed_precondition("login: already logged in on this stream")),
+        Some(C::Login(_)) => {
+            return Err(Status::failed_precondition(
+                "login: already logged in on this stream",
+            ));
+        }
         Some(C::SetState(s)) => match pb::AgentState::try_from(s.state) {
             Ok(pb::AgentState::Available) => AgentCommand::SetAway(false),
             Ok(pb::AgentState::Away) => AgentCommand::SetAway(true),
-            _ => return Err(invalid("set_state.state", "agents can set AGENT_STATE_AVAILABLE or AGENT_STATE_AWAY")),
+            _ => {
+                return Err(invalid(
+                    "set_state.state",
+                    "agents can set AGENT_STATE_AVAILABLE or AGENT_STATE_AWAY",
+                ));
+            }
         },
-        Some(C::Accept(a)) => AgentCommand::Accept(convert::offer_id("accept.offer_id", &a.offer_id)?),
-        Some(C::Reject(r)) => {
-            AgentCommand::Reject(convert::offer_id("reject.offer_id", &r.offer_id)?, convert::topic("reject.reason", &r.reason)?)
+        Some(C::Accept(a)) => {
+            AgentCommand::Accept(convert::offer_id("accept.offer_id", &a.offer_id)?)
         }
+        Some(C::Reject(r)) => AgentCommand::Reject(
+            convert::offer_id("reject.offer_id", &r.offer_id)?,
+            convert::topic("reject.reason", &r.reason)?,
+        ),
         Some(C::Reply(r)) => AgentCommand::Reply {
             conversation: convert::conversation_id("reply.conversation_id", &r.conversation_id)?,
             text: convert::text("reply.text", &r.text)?,
@@ -129,7 +161,9 @@ fn to_domain(cmd: Option<pb::agent_command::Command>) -> Result<AgentCommand, St
             conversation: convert::conversation_id("wrap_up.conversation_id", &w.conversation_id)?,
             disposition: convert::topic("wrap_up.disposition", &w.disposition)?,
         },
-        Some(C::Resolve(r)) => AgentCommand::Resolve { conversation: convert::conversation_id("resolve.conversation_id", &r.conversation_id)? },
+        Some(C::Resolve(r)) => AgentCommand::Resolve {
+            conversation: convert::conversation_id("resolve.conversation_id", &r.conversation_id)?,
+        },
     })
 }
 
@@ -138,10 +172,21 @@ fn result(request_id: u64, outcome: Result<(), Status>) -> pb::AgentEvent {
         Ok(()) => (0, String::new()),
         Err(s) => (s.code() as i32, s.message().to_owned()),
     };
-    pb::AgentEvent { event: Some(pb::agent_event::Event::Result(pb::agent_event::CommandResult { request_id, code, message })) }
+    pb::AgentEvent {
+        event: Some(pb::agent_event::Event::Result(
+            pb::agent_event::CommandResult {
+                request_id,
+                code,
+                message,
+            },
+        )),
+    }
 }
 
-async fn forward_events(mut events: mpsc::Receiver<DesktopEvent>, tx: mpsc::Sender<Result<pb::AgentEvent, Status>>) {
+async fn forward_events(
+    mut events: mpsc::Receiver<DesktopEvent>,
+    tx: mpsc::Sender<Result<pb::AgentEvent, Status>>,
+) {
     use pb::agent_event::Event as E;
     while let Some(e) = events.recv().await {
         let event = match e {
@@ -156,18 +201,32 @@ async fn forward_events(mut events: mpsc::Receiver<DesktopEvent>, tx: mpsc::Send
                 explanation: Some(convert::explanation_to_pb(&o.explanation)),
                 expires_unix_ms: o.expires_at as i64,
             }),
-            DesktopEvent::OfferRevoked { offer, reason } => E::OfferRevoked(pb::agent_event::OfferRevoked { offer_id: offer.to_string(), reason }),
-            DesktopEvent::CustomerMessage { conversation, event } => E::CustomerMessage(pb::agent_event::CustomerMessage {
+            DesktopEvent::OfferRevoked { offer, reason } => {
+                E::OfferRevoked(pb::agent_event::OfferRevoked {
+                    offer_id: offer.to_string(),
+                    reason,
+                })
+            }
+            DesktopEvent::CustomerMessage {
+                conversation,
+                event,
+            } => E::CustomerMessage(pb::agent_event::CustomerMessage {
                 conversation_id: conversation.to_string(),
                 event: Some(convert::event_to_pb(&event)),
             }),
-            DesktopEvent::StateChanged { state, load } => E::StateChanged(pb::agent_event::StateChanged {
-                state: convert::agent_state_to_pb(state),
-                load: load as u32,
-                reason: String::new(),
-            }),
+            DesktopEvent::StateChanged { state, load } => {
+                E::StateChanged(pb::agent_event::StateChanged {
+                    state: convert::agent_state_to_pb(state),
+                    load: load as u32,
+                    reason: String::new(),
+                })
+            }
         };
-        if tx.send(Ok(pb::AgentEvent { event: Some(event) })).await.is_err() {
+        if tx
+            .send(Ok(pb::AgentEvent { event: Some(event) }))
+            .await
+            .is_err()
+        {
             return;
         }
     }

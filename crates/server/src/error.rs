@@ -9,7 +9,9 @@ pub fn status(e: ActorError) -> Status {
     match e {
         ActorError::Core(c) => core_status(c),
         ActorError::Journal(JournalError::Rejected(m)) => Status::resource_exhausted(m),
-        ActorError::Journal(j) => Status::unavailable(format!("{j}; the change was not applied, retry")),
+        ActorError::Journal(j) => {
+            Status::unavailable(format!("{j}; the change was not applied, retry"))
+        }
         ActorError::Unavailable(m) => Status::unavailable(format!("{m}; retry")),
     }
 }
@@ -22,7 +24,9 @@ fn core_status(e: CoreError) -> Status {
         CoreError::UnknownOffer(_) => Status::not_found(format!("offer_id: {m}")),
         CoreError::UnknownConversation(_) => Status::not_found(format!("conversation_id: {m}")),
         CoreError::NotYourOffer { .. } => Status::permission_denied(format!("offer_id: {m}")),
-        CoreError::NotAssigned { .. } | CoreError::Closed(_) => Status::failed_precondition(format!("conversation_id: {m}")),
+        CoreError::NotAssigned { .. } | CoreError::Closed(_) => {
+            Status::failed_precondition(format!("conversation_id: {m}"))
+        }
         CoreError::AlreadyRouted(_) => Status::failed_precondition(format!("conversation_id: {m}")),
         CoreError::AgentNotLoggedIn(_) => Status::failed_precondition(format!("agent_id: {m}")),
     }

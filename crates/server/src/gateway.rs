@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use centralino_actors::Hub;
 use centralino_actors::wire::{CustomerReply, CustomerRequest, RouterReply, RouterRequest};
+use centralino_core::CustomerId;
 use centralino_core::customer::Contact;
 use centralino_core::router::Phase;
-use centralino_core::CustomerId;
 use centralino_proto::v1 as pb;
 use futures::Stream;
 use tokio_stream::StreamExt;
@@ -31,12 +31,19 @@ impl GatewayService {
         GatewayService { hub, closing }
     }
 
-    async fn customer_of(&self, who: &Option<pb::get_conversation_request::Who>) -> Result<CustomerId, Status> {
+    async fn customer_of(
+        &self,
+        who: &Option<pb::get_conversation_request::Who>,
+    ) -> Result<CustomerId, Status> {
         use pb::get_conversation_request::Who;
         match who {
             Some(Who::Identity(i)) => {
                 let identity = convert::identity("identity", Some(i))?;
-                self.hub.lookup(&identity).await.map_err(status)?.ok_or_else(|| Status::not_found("identity: no customer has this identity"))
+                self.hub
+                    .lookup(&identity)
+                    .await
+                    .map_err(status)?
+                    .ok_or_else(|| Status::not_found("identity: no customer has this identity"))
             }
             Some(Who::CustomerId(c)) => {
                 let id = convert::customer_id("customer_id", c)?;
@@ -56,14 +63,24 @@ type Deliveries = Pin<Box<dyn Stream<Item = Result<pb::Delivery, Status>> + Send
 #[tonic::async_trait]
 impl pb::gateway_server::Gateway for GatewayService {
     #[tracing::instrument(skip_all, fields(channel = req.get_ref().channel))]
-    async fn submit_contact(&self, req: Request<pb::SubmitContactRequest>) -> Result<Response<pb::SubmitContactResponse>, Status> {
+    async fn submit_contact(
+        &self,
+        req: Request<pb::SubmitContactRequest>,
+    ) -> Result<Response<pb::SubmitContactResponse>, Status> {
         let r = req.into_inner();
         let channel = convert::channel("channel", r.channel)?;
         let identity = convert::identity("identity", r.identity.as_ref())?;
         if r.link_identities.len() > convert::MAX_LINKED_IDENTITIES {
-            return Err(invalid("link_identities", format!("at most {} identities", convert::MAX_LINKED_IDENTITIES)));
+            return Err(invalid(
+                "link_identities",
+                format!("at most {} identities", convert::MAX_LINKED_IDENTITIES),
+            ));
         }
-        let links = r.link_identities.iter().map(|i| convert::identity("link_identities", Some(i))).collect::<Result<Vec<_>, _>>()?;
+        let links = r
+            .link_identities
+            .iter()
+            .map(|i| convert::identity("link_identities", Some(i)))
+            .collect::<Result<Vec<_>, _>>()?;
         let contact = Contact {
             channel,
             identity: identity.clone(),
@@ -76,8 +93,16 @@ impl pb::gateway_server::Gateway for GatewayService {
         if !resolution.conflicts.is_empty() {
             tracing::debug!(customer = %resolution.customer, conflicts = resolution.conflicts.len(), "linked identities belong to other customers; not merged");
         }
-        let request = CustomerRequest::Contact { contact, linked: resolution.linked };
-        let CustomerReply::Contact(outcome) = self.hub.ask_customer(resolution.customer, request).await.map_err(status)? else {
+        let request = CustomerRequest::Contact {
+            contact,
+            linked: resolution.linked,
+        };
+        let CustomerReply::Contact(outcome) = self
+            .hub
+            .ask_customer(resolution.customer, request)
+            .await
+            .map_err(status)?
+        else {
             return Err(unexpected("customer"));
         };
         metrics::contact(channel);
@@ -91,12 +116,20 @@ impl pb::gateway_server::Gateway for GatewayService {
 
     type DeliveriesStream = Deliveries;
 
-    async fn deliveries(&self, req: Request<pb::DeliveriesRequest>) -> Result<Response<Deliveries>, Status> {
+    async fn deliveries(
+        &self,
+        req: Request<pb::DeliveriesRequest>,
+    ) -> Result<Response<Deliveries>, Status> {
         let r = req.into_inner();
-        let channels = r.channels.iter().map(|c| convert::channel("channels", *c)).collect::<Result<Vec<_>, _>>()?;
+        let channels = r
+            .channels
+            .iter()
+            .map(|c| convert::channel("channels", *c))
+            .collect::<Result<Vec<_>, _>>()?;
         tracing::info!(gateway = %r.gateway_id, ?channels, "gateway subscribed to deliveries");
         let rx = self.hub.subscribe(channels, DELIVERY_BUFFER).await;
-        let until_closing = futures::StreamExt::take_until(ReceiverStream::new(rx), self.closing.clone().wait());
+        let until_closing =
+            futures::StreamExt::take_until(ReceiverStream::new(rx), self.closing.clone().wait());
         let stream = until_closing.map(|d| {
             Ok(pb::Delivery {
                 conversation_id: d.conversation.to_string(),
@@ -112,10 +145,17 @@ impl pb::gateway_server::Gateway for GatewayService {
         Ok(Response::new(Box::pin(stream.chain(end))))
     }
 
-    async fn request_callback(&self, req: Request<pb::RequestCallbackRequest>) -> Result<Response<pb::RequestCallbackResponse>, Status> {
+    async fn request_callback(
+        &self,
+        req: Request<pb::RequestCallbackRequest>,
+    ) -> Result<Response<pb::RequestCallbackResponse>, Status> {
         let r = req.into_inner();
         let identity = convert::identity("identity", r.identity.as_ref())?;
-        let channel = if r.channel == 0 { centralino_core::Channel::Voice } else { convert::channel("channel", r.channel)? };
+        let channel = if r.channel == 0 {
+            centralino_core::Channel::Voice
+        } else {
+            convert::channel("channel", r.channel)?
+        };
         let to = match &r.callback_to {
             Some(i) => convert::identity("callback_to", Some(i))?,
             None => identity.clone(),
@@ -124,25 +164,55 @@ impl pb::gateway_server::Gateway for GatewayService {
             return Err(invalid("not_before_unix_ms", "must not be negative"));
         }
         let not_before = (r.not_before_unix_ms > 0).then_some(r.not_before_unix_ms as u64);
-        let id = self.hub.lookup(&identity).await.map_err(status)?.ok_or_else(|| Status::not_found("identity: no customer has this identity"))?;
-        let CustomerReply::Callback(conversation, seq) =
-            self.hub.ask_customer(id, CustomerRequest::Callback { channel, to, not_before }).await.map_err(status)?
+        let id = self
+            .hub
+            .lookup(&identity)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found("identity: no customer has this identity"))?;
+        let CustomerReply::Callback(conversation, seq) = self
+            .hub
+            .ask_customer(
+                id,
+                CustomerRequest::Callback {
+                    channel,
+                    to,
+                    not_before,
+                },
+            )
+            .await
+            .map_err(status)?
         else {
             return Err(unexpected("customer"));
         };
-        Ok(Response::new(pb::RequestCallbackResponse { conversation_id: conversation.to_string(), seq }))
+        Ok(Response::new(pb::RequestCallbackResponse {
+            conversation_id: conversation.to_string(),
+            seq,
+        }))
     }
 
-    async fn get_conversation(&self, req: Request<pb::GetConversationRequest>) -> Result<Response<pb::ConversationView>, Status> {
+    async fn get_conversation(
+        &self,
+        req: Request<pb::GetConversationRequest>,
+    ) -> Result<Response<pb::ConversationView>, Status> {
         let r = req.into_inner();
         let id = self.customer_of(&r.who).await?;
-        let CustomerReply::Customer(customer) = self.hub.ask_customer(id, CustomerRequest::Get).await.map_err(status)? else {
+        let CustomerReply::Customer(customer) = self
+            .hub
+            .ask_customer(id, CustomerRequest::Get)
+            .await
+            .map_err(status)?
+        else {
             return Err(unexpected("customer"));
         };
         let mut view = pb::ConversationView {
             customer_id: id.to_string(),
             attributes: Some(convert::attributes_to_pb(&customer.attributes)),
-            identities: customer.identities.iter().map(convert::identity_to_pb).collect(),
+            identities: customer
+                .identities
+                .iter()
+                .map(convert::identity_to_pb)
+                .collect(),
             ..Default::default()
         };
         let Some(conv) = &customer.open else {
@@ -151,10 +221,28 @@ impl pb::gateway_server::Gateway for GatewayService {
         view.conversation_id = conv.id.to_string();
         view.state = convert::conversation_state_to_pb(conv.state);
         view.channel = convert::channel_to_pb(conv.channel);
-        view.queue_id = conv.queue.as_ref().map(|q| q.to_string()).unwrap_or_default();
-        view.agent_id = conv.agent.as_ref().map(|a| a.to_string()).unwrap_or_default();
-        view.history = conv.history.events().iter().map(convert::event_to_pb).collect();
-        let RouterReply::Conversation(routed) = self.hub.ask_router(RouterRequest::Conversation(conv.id)).await.map_err(status)? else {
+        view.queue_id = conv
+            .queue
+            .as_ref()
+            .map(|q| q.to_string())
+            .unwrap_or_default();
+        view.agent_id = conv
+            .agent
+            .as_ref()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        view.history = conv
+            .history
+            .events()
+            .iter()
+            .map(convert::event_to_pb)
+            .collect();
+        let RouterReply::Conversation(routed) = self
+            .hub
+            .ask_router(RouterRequest::Conversation(conv.id))
+            .await
+            .map_err(status)?
+        else {
             return Err(unexpected("router"));
         };
         if let Some(v) = routed.filter(|v| v.phase == Phase::Waiting) {

@@ -34,17 +34,29 @@ pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The fully-qualified names of our services, for health and reflection.
-pub const SERVICES: [&str; 3] = ["centralino.v1.Gateway", "centralino.v1.AgentDesktop", "centralino.v1.Admin"];
+pub const SERVICES: [&str; 3] = [
+    "centralino.v1.Gateway",
+    "centralino.v1.AgentDesktop",
+    "centralino.v1.Admin",
+];
 
 /// Serves every service on `listener` until `shutdown` resolves, then
 /// stops accepting and lets in-flight calls finish.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
     for s in SERVICES {
-        health.set_service_status(s, tonic_health::ServingStatus::Serving).await;
+        health
+            .set_service_status(s, tonic_health::ServingStatus::Serving)
+            .await;
     }
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -58,19 +70,26 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         .map_err(|e| tracing::error!(error = %e, "reflection v1alpha"))
         .ok();
 
-    let gateway = pb::gateway_server::GatewayServer::new(gateway::GatewayService::new(hub.clone(), Closing(closing.clone())))
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let desktop = pb::agent_desktop_server::AgentDesktopServer::new(desktop::DesktopService::new(hub.clone(), Closing(closing)))
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let gateway = pb::gateway_server::GatewayServer::new(gateway::GatewayService::new(
+        hub.clone(),
+        Closing(closing.clone()),
+    ))
+    .max_decoding_message_size(MAX_REQUEST_BYTES)
+    .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let desktop = pb::agent_desktop_server::AgentDesktopServer::new(desktop::DesktopService::new(
+        hub.clone(),
+        Closing(closing),
+    ))
+    .max_decoding_message_size(MAX_REQUEST_BYTES)
+    .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let admin = pb::admin_server::AdminServer::new(admin::AdminService::new(hub.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     // Envelopes carry whole histories; the same bound as responses.
-    let internal = centralino_proto::internal::node_server::NodeServer::new(internal::NodeService::new(hub))
-        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let internal =
+        centralino_proto::internal::node_server::NodeServer::new(internal::NodeService::new(hub))
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
     let health_on_stop = health.clone();
     let shutdown = async move {
@@ -79,9 +98,13 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         // reconnect (to another node), so the graceful stop can finish.
         let _ = closing_tx.send(true);
         for s in SERVICES {
-            health_on_stop.set_service_status(s, tonic_health::ServingStatus::NotServing).await;
+            health_on_stop
+                .set_service_status(s, tonic_health::ServingStatus::NotServing)
+                .await;
         }
-        health_on_stop.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        health_on_stop
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
     };
     Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
@@ -118,7 +141,10 @@ pub(crate) fn unexpected(what: &str) -> Status {
 }
 
 /// The outcome of a call to an actor that answers with a `Result`.
-pub(crate) fn ask<T, E>(r: Result<CallResult<Result<T, ActorError>>, E>, what: &str) -> Result<T, Status> {
+pub(crate) fn ask<T, E>(
+    r: Result<CallResult<Result<T, ActorError>>, E>,
+    what: &str,
+) -> Result<T, Status> {
     ask_plain(r, what)?.map_err(error::status)
 }
 
@@ -126,7 +152,11 @@ pub(crate) fn ask<T, E>(r: Result<CallResult<Result<T, ActorError>>, E>, what: &
 pub(crate) fn ask_plain<T, E>(r: Result<CallResult<T>, E>, what: &str) -> Result<T, Status> {
     match r {
         Ok(CallResult::Success(v)) => Ok(v),
-        Ok(CallResult::Timeout) => Err(Status::unavailable(format!("{what} did not answer in time; retry"))),
-        Ok(CallResult::SenderError) | Err(_) => Err(Status::unavailable(format!("{what} is unavailable; retry"))),
+        Ok(CallResult::Timeout) => Err(Status::unavailable(format!(
+            "{what} did not answer in time; retry"
+        ))),
+        Ok(CallResult::SenderError) | Err(_) => {
+            Err(Status::unavailable(format!("{what} is unavailable; retry")))
+        }
     }
 }

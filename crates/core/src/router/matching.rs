@@ -26,7 +26,12 @@ use super::state::{AgentIx, AgentSlot, Entry, Phase, QueueIx, QueueState, Timer,
 use super::{Enqueue, Output, RevokeReason, Router};
 
 impl Router {
-    pub(super) fn upsert_queue(&mut self, now: TimeMs, cfg: QueueConfig, out: &mut Vec<Output>) -> Result<()> {
+    pub(super) fn upsert_queue(
+        &mut self,
+        now: TimeMs,
+        cfg: QueueConfig,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         cfg.validate()?;
         // Take every agent out of the indexes and every waiting conversation
         // of this queue out of its set; rebuild both under the new config.
@@ -43,14 +48,23 @@ impl Router {
                 for e in self.entries.values_mut().filter(|e| e.queue == qx) {
                     e.step = e.step.min(steps);
                 }
-                for (_, conv) in old.waiting.into_iter().flat_map(|s| s.into_iter()).flatten() {
-                    let Some(e) = self.entries.get_mut(&conv) else { continue };
+                for (_, conv) in old
+                    .waiting
+                    .into_iter()
+                    .flat_map(|s| s.into_iter())
+                    .flatten()
+                {
+                    let Some(e) = self.entries.get_mut(&conv) else {
+                        continue;
+                    };
                     e.step = e.step.min(steps);
                     let q = &self.queues[qx as usize];
-                    let (deadline, breakdown) = rank_inputs(&self.cfg, q, e.channel, &e.inputs, e.enqueued_at);
+                    let (deadline, breakdown) =
+                        rank_inputs(&self.cfg, q, e.channel, &e.inputs, e.enqueued_at);
                     e.rank.deadline = deadline;
                     e.breakdown = breakdown;
-                    self.queues[qx as usize].waiting[e.step as usize][e.channel.index()].insert(e.rank, conv);
+                    self.queues[qx as usize].waiting[e.step as usize][e.channel.index()]
+                        .insert(e.rank, conv);
                 }
                 qx
             }
@@ -78,7 +92,13 @@ impl Router {
         Ok(())
     }
 
-    pub(super) fn login(&mut self, now: TimeMs, profile: AgentProfile, away: bool, out: &mut Vec<Output>) -> Result<()> {
+    pub(super) fn login(
+        &mut self,
+        now: TimeMs,
+        profile: AgentProfile,
+        away: bool,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         profile.validate()?;
         let queues = self.memberships(&profile);
         let ax = match self.agent_ix.get(&profile.id) {
@@ -118,7 +138,12 @@ impl Router {
         Ok(())
     }
 
-    pub(super) fn logout(&mut self, now: TimeMs, agent: &AgentId, out: &mut Vec<Output>) -> Result<()> {
+    pub(super) fn logout(
+        &mut self,
+        now: TimeMs,
+        agent: &AgentId,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let ax = self.agent(agent)?;
         let holding = std::mem::take(&mut self.agents[ax as usize].holding);
         let personal = std::mem::take(&mut self.agents[ax as usize].personal);
@@ -128,13 +153,23 @@ impl Router {
         });
         let mut requeue = Vec::new();
         for conv in holding {
-            let Some(e) = self.entries.get_mut(&conv) else { continue };
+            let Some(e) = self.entries.get_mut(&conv) else {
+                continue;
+            };
             match e.phase {
                 Phase::Offered { offer, .. } => {
                     self.offers.remove(&offer);
-                    out.push(Output::OfferRevoked { offer, conversation: conv, agent: agent.clone(), reason: RevokeReason::AgentLoggedOut });
+                    out.push(Output::OfferRevoked {
+                        offer,
+                        conversation: conv,
+                        agent: agent.clone(),
+                        reason: RevokeReason::AgentLoggedOut,
+                    });
                 }
-                Phase::Assigned { .. } => out.push(Output::Requeued { conversation: conv, from: agent.clone() }),
+                Phase::Assigned { .. } => out.push(Output::Requeued {
+                    conversation: conv,
+                    from: agent.clone(),
+                }),
                 Phase::WrapUp { .. } | Phase::Scheduled | Phase::Waiting => {
                     self.entries.remove(&conv);
                     self.declining.remove(&conv);
@@ -161,7 +196,10 @@ impl Router {
             // The timer chain stopped while the conversation was assigned or
             // meant for this agent by name, so without this it never widened.
             if let Some(e) = self.entries.get_mut(&conv) {
-                e.step = reached_step(&self.queues[e.queue as usize].cfg, now.saturating_sub(e.enqueued_at));
+                e.step = reached_step(
+                    &self.queues[e.queue as usize].cfg,
+                    now.saturating_sub(e.enqueued_at),
+                );
             }
             self.schedule_bullseye(conv);
             self.place(now, conv, out);
@@ -169,7 +207,13 @@ impl Router {
         Ok(())
     }
 
-    pub(super) fn set_away(&mut self, now: TimeMs, agent: &AgentId, away: bool, out: &mut Vec<Output>) -> Result<()> {
+    pub(super) fn set_away(
+        &mut self,
+        now: TimeMs,
+        agent: &AgentId,
+        away: bool,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let ax = self.agent(agent)?;
         self.reindex(ax, |a| a.away = away);
         self.report(ax, out);
@@ -185,7 +229,10 @@ impl Router {
         if !self.queue_ix.contains_key(&e.queue) {
             return Err(CoreError::UnknownQueue(e.queue));
         }
-        let previous = self.entries.get(&e.conversation).map(|p| (p.queue, p.channel));
+        let previous = self
+            .entries
+            .get(&e.conversation)
+            .map(|p| (p.queue, p.channel));
         if previous.is_some() {
             self.withdraw(now, e.conversation, false, out)?;
         }
@@ -194,7 +241,9 @@ impl Router {
         // One contact, counted where it is routed now.
         if let (Some((qx, channel)), Some(e)) = (previous, self.entries.get(&conversation)) {
             let (new_q, new_ch) = (e.queue, e.channel);
-            self.kpis.each(qx, channel, None, |c| c.offered = c.offered.saturating_sub(1));
+            self.kpis.each(qx, channel, None, |c| {
+                c.offered = c.offered.saturating_sub(1)
+            });
             self.kpis.offered(new_q, new_ch);
         }
         Ok(())
@@ -204,7 +253,13 @@ impl Router {
         self.enqueue_as(now, e, true, out)
     }
 
-    fn enqueue_as(&mut self, now: TimeMs, e: Enqueue, new_contact: bool, out: &mut Vec<Output>) -> Result<()> {
+    fn enqueue_as(
+        &mut self,
+        now: TimeMs,
+        e: Enqueue,
+        new_contact: bool,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let mut freed = None;
         if let Some(existing) = self.entries.get(&e.conversation) {
             // The customer came back while their agent was still wrapping
@@ -220,9 +275,13 @@ impl Router {
             self.report(ax, out);
             freed = Some(ax);
         }
-        let qx = *self.queue_ix.get(&e.queue).ok_or_else(|| CoreError::UnknownQueue(e.queue.clone()))?;
+        let qx = *self
+            .queue_ix
+            .get(&e.queue)
+            .ok_or_else(|| CoreError::UnknownQueue(e.queue.clone()))?;
         let q = &self.queues[qx as usize];
-        let (deadline, breakdown) = rank_inputs(&self.cfg, q, e.channel, &e.priority, e.enqueued_at);
+        let (deadline, breakdown) =
+            rank_inputs(&self.cfg, q, e.channel, &e.priority, e.enqueued_at);
         let seq = self.next_seq;
         self.next_seq += 1;
         let step = reached_step(&q.cfg, now.saturating_sub(e.enqueued_at));
@@ -244,14 +303,22 @@ impl Router {
                 target: None,
                 last_agent,
                 declined: Vec::new(),
-                phase: if scheduled.is_some() { Phase::Scheduled } else { Phase::Waiting },
+                phase: if scheduled.is_some() {
+                    Phase::Scheduled
+                } else {
+                    Phase::Waiting
+                },
                 agent: None,
             },
         );
         if new_contact {
             self.kpis.offered(qx, e.channel);
         }
-        out.push(Output::Queued { conversation: e.conversation, queue: e.queue, channel: e.channel });
+        out.push(Output::Queued {
+            conversation: e.conversation,
+            queue: e.queue,
+            channel: e.channel,
+        });
         self.schedule_bullseye(e.conversation);
         match scheduled {
             Some(t) => {
@@ -265,8 +332,17 @@ impl Router {
         Ok(())
     }
 
-    pub(super) fn withdraw(&mut self, now: TimeMs, conv: ConversationId, abandoned: bool, out: &mut Vec<Output>) -> Result<()> {
-        let e = self.entries.remove(&conv).ok_or(CoreError::UnknownConversation(conv))?;
+    pub(super) fn withdraw(
+        &mut self,
+        now: TimeMs,
+        conv: ConversationId,
+        abandoned: bool,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
+        let e = self
+            .entries
+            .remove(&conv)
+            .ok_or(CoreError::UnknownConversation(conv))?;
         self.declining.remove(&conv);
         match e.phase {
             Phase::Waiting => self.remove_waiting(&e),
@@ -274,12 +350,22 @@ impl Router {
                 self.offers.remove(&offer);
                 if let Some(ax) = e.agent {
                     let agent = self.agents[ax as usize].id.clone();
-                    out.push(Output::OfferRevoked { offer, conversation: conv, agent, reason: RevokeReason::Withdrawn });
+                    out.push(Output::OfferRevoked {
+                        offer,
+                        conversation: conv,
+                        agent,
+                        reason: RevokeReason::Withdrawn,
+                    });
                 }
             }
             Phase::Scheduled | Phase::Assigned { .. } | Phase::WrapUp { .. } => {}
         }
-        if abandoned && matches!(e.phase, Phase::Waiting | Phase::Offered { .. } | Phase::Scheduled) {
+        if abandoned
+            && matches!(
+                e.phase,
+                Phase::Waiting | Phase::Offered { .. } | Phase::Scheduled
+            )
+        {
             self.kpis.abandoned(e.queue, e.channel);
         }
         if let Some(ax) = e.agent {
@@ -290,10 +376,18 @@ impl Router {
         Ok(())
     }
 
-    pub(super) fn accept(&mut self, now: TimeMs, agent: &AgentId, offer: OfferId, out: &mut Vec<Output>) -> Result<()> {
+    pub(super) fn accept(
+        &mut self,
+        now: TimeMs,
+        agent: &AgentId,
+        offer: OfferId,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let ax = self.agent(agent)?;
         let conv = self.open_offer(ax, offer)?;
-        let Some(e) = self.entries.get_mut(&conv) else { return Err(CoreError::UnknownOffer(offer)) };
+        let Some(e) = self.entries.get_mut(&conv) else {
+            return Err(CoreError::UnknownOffer(offer));
+        };
         self.offers.remove(&offer);
         let bullseye = bullseye_timer(&self.queues[e.queue as usize].cfg, conv, e);
         e.phase = Phase::Assigned { since: now };
@@ -307,39 +401,76 @@ impl Router {
             self.timers.remove(&timer);
         }
         self.kpis.answered(qx, channel, ax, waited_ms, within);
-        out.push(Output::Assigned { offer, conversation: conv, agent: agent.clone(), waited_ms });
+        out.push(Output::Assigned {
+            offer,
+            conversation: conv,
+            agent: agent.clone(),
+            waited_ms,
+        });
         self.report(ax, out);
         Ok(())
     }
 
-    pub(super) fn reject(&mut self, now: TimeMs, agent: &AgentId, offer: OfferId, reason: String, out: &mut Vec<Output>) -> Result<()> {
+    pub(super) fn reject(
+        &mut self,
+        now: TimeMs,
+        agent: &AgentId,
+        offer: OfferId,
+        reason: String,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let ax = self.agent(agent)?;
         let conv = self.open_offer(ax, offer)?;
-        out.push(Output::Rejected { offer, conversation: conv, agent: agent.clone(), reason });
+        out.push(Output::Rejected {
+            offer,
+            conversation: conv,
+            agent: agent.clone(),
+            reason,
+        });
         self.take_back_offer(now, conv, offer, ax, false, out);
         Ok(())
     }
 
     /// An offer went unanswered: it moves on and the agent is set away.
     pub(super) fn expire_offer(&mut self, now: TimeMs, offer: OfferId, out: &mut Vec<Output>) {
-        let Some(&conv) = self.offers.get(&offer) else { return };
-        let Some(ax) = self.entries.get(&conv).and_then(|e| e.agent) else { return };
+        let Some(&conv) = self.offers.get(&offer) else {
+            return;
+        };
+        let Some(ax) = self.entries.get(&conv).and_then(|e| e.agent) else {
+            return;
+        };
         let agent = self.agents[ax as usize].id.clone();
-        out.push(Output::OfferRevoked { offer, conversation: conv, agent, reason: RevokeReason::TimedOut });
+        out.push(Output::OfferRevoked {
+            offer,
+            conversation: conv,
+            agent,
+            reason: RevokeReason::TimedOut,
+        });
         self.take_back_offer(now, conv, offer, ax, true, out);
     }
 
-    fn take_back_offer(&mut self, now: TimeMs, conv: ConversationId, offer: OfferId, ax: AgentIx, timed_out: bool, out: &mut Vec<Output>) {
+    fn take_back_offer(
+        &mut self,
+        now: TimeMs,
+        conv: ConversationId,
+        offer: OfferId,
+        ax: AgentIx,
+        timed_out: bool,
+        out: &mut Vec<Output>,
+    ) {
         self.offers.remove(&offer);
         let ttl = self.cfg.decline_ttl_ms;
-        let Some(e) = self.entries.get_mut(&conv) else { return };
+        let Some(e) = self.entries.get_mut(&conv) else {
+            return;
+        };
         e.phase = Phase::Waiting;
         e.agent = None;
         let channel = e.channel;
         if !timed_out && ttl > 0 {
             e.declined.push((ax, now + ttl));
             self.declining.insert(conv);
-            self.timers.insert((now + ttl, Timer::DeclineExpiry(conv, ax)));
+            self.timers
+                .insert((now + ttl, Timer::DeclineExpiry(conv, ax)));
         }
         self.release(now, ax, conv, channel);
         // Back in the indexes before `place`, so that the explanation lists
@@ -350,22 +481,44 @@ impl Router {
         self.fill_agent(now, ax, out);
     }
 
-    pub(super) fn transfer(&mut self, now: TimeMs, agent: &AgentId, conv: ConversationId, to: TransferTarget, out: &mut Vec<Output>) -> Result<()> {
+    pub(super) fn transfer(
+        &mut self,
+        now: TimeMs,
+        agent: &AgentId,
+        conv: ConversationId,
+        to: TransferTarget,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let ax = self.agent(agent)?;
         let e = self.entry(conv)?;
         if !matches!(e.phase, Phase::Assigned { .. }) || e.agent != Some(ax) {
-            return Err(CoreError::NotAssigned { conversation: conv, agent: agent.clone() });
+            return Err(CoreError::NotAssigned {
+                conversation: conv,
+                agent: agent.clone(),
+            });
         }
         let (qx, target) = match &to {
-            TransferTarget::Queue(q) => (*self.queue_ix.get(q).ok_or_else(|| CoreError::UnknownQueue(q.clone()))?, None),
+            TransferTarget::Queue(q) => (
+                *self
+                    .queue_ix
+                    .get(q)
+                    .ok_or_else(|| CoreError::UnknownQueue(q.clone()))?,
+                None,
+            ),
             TransferTarget::Agent(a) => (e.queue, Some(self.agent(a)?)),
         };
         let (channel, from_queue) = (e.channel, e.queue);
         let q = &self.queues[qx as usize];
         let (deadline, breakdown) = rank_inputs(&self.cfg, q, channel, &e.inputs, e.enqueued_at);
-        let step = if target.is_some() { 0 } else { reached_step(&q.cfg, now.saturating_sub(e.enqueued_at)) };
+        let step = if target.is_some() {
+            0
+        } else {
+            reached_step(&q.cfg, now.saturating_sub(e.enqueued_at))
+        };
         self.kpis.transferred(from_queue, channel, ax);
-        let Some(e) = self.entries.get_mut(&conv) else { return Err(CoreError::UnknownConversation(conv)) };
+        let Some(e) = self.entries.get_mut(&conv) else {
+            return Err(CoreError::UnknownConversation(conv));
+        };
         e.queue = qx;
         e.rank.deadline = deadline;
         e.breakdown = breakdown;
@@ -376,7 +529,11 @@ impl Router {
         self.declining.remove(&conv);
         e.phase = Phase::Waiting;
         e.agent = None;
-        out.push(Output::Transferred { conversation: conv, from: agent.clone(), to });
+        out.push(Output::Transferred {
+            conversation: conv,
+            from: agent.clone(),
+            to,
+        });
         self.release(now, ax, conv, channel);
         self.sync_index(ax);
         self.report(ax, out);
@@ -386,9 +543,18 @@ impl Router {
         Ok(())
     }
 
-    pub(super) fn wrap_up(&mut self, now: TimeMs, agent: &AgentId, conv: ConversationId, out: &mut Vec<Output>) -> Result<()> {
+    pub(super) fn wrap_up(
+        &mut self,
+        now: TimeMs,
+        agent: &AgentId,
+        conv: ConversationId,
+        out: &mut Vec<Output>,
+    ) -> Result<()> {
         let ax = self.agent(agent)?;
-        let e = self.entries.get_mut(&conv).ok_or(CoreError::UnknownConversation(conv))?;
+        let e = self
+            .entries
+            .get_mut(&conv)
+            .ok_or(CoreError::UnknownConversation(conv))?;
         if let (Phase::WrapUp { .. }, Some(holder)) = (e.phase, e.agent)
             && holder == ax
         {
@@ -396,14 +562,21 @@ impl Router {
             return Ok(());
         }
         let (Phase::Assigned { since }, Some(holder)) = (e.phase, e.agent) else {
-            return Err(CoreError::NotAssigned { conversation: conv, agent: agent.clone() });
+            return Err(CoreError::NotAssigned {
+                conversation: conv,
+                agent: agent.clone(),
+            });
         };
         if holder != ax {
-            return Err(CoreError::NotAssigned { conversation: conv, agent: agent.clone() });
+            return Err(CoreError::NotAssigned {
+                conversation: conv,
+                agent: agent.clone(),
+            });
         }
         let (qx, channel) = (e.queue, e.channel);
         let acw = self.cfg.acw_ms[channel.index()];
-        self.kpis.handled(qx, channel, ax, now.saturating_sub(since));
+        self.kpis
+            .handled(qx, channel, ax, now.saturating_sub(since));
         if acw == 0 {
             self.entries.remove(&conv);
             self.declining.remove(&conv);
@@ -421,12 +594,18 @@ impl Router {
     /// Customer side: `conv` has just become `Waiting` and is in no set;
     /// offer it to the best eligible routable agent, or let it wait.
     pub(super) fn place(&mut self, now: TimeMs, conv: ConversationId, out: &mut Vec<Output>) {
-        let Some(e) = self.entries.get(&conv) else { return };
+        let Some(e) = self.entries.get(&conv) else {
+            return;
+        };
         debug_assert_eq!(e.phase, Phase::Waiting);
         if let Some(tx) = e.target {
             let t = &self.agents[tx as usize];
             if t.fits(e.channel) && !e.declined_by(tx) {
-                let cands = vec![Candidate { agent: t.id.clone(), key: 0, passed_over: None }];
+                let cands = vec![Candidate {
+                    agent: t.id.clone(),
+                    key: 0,
+                    passed_over: None,
+                }];
                 self.offer(now, conv, tx, Rule::DirectTransfer, cands, out);
             } else {
                 let rank = e.rank;
@@ -436,8 +615,15 @@ impl Router {
         }
         if let Some((la, at)) = e.last_agent {
             let a = &self.agents[la as usize];
-            if now.saturating_sub(at) <= self.cfg.continuity_window_ms && a.fits(e.channel) && !e.declined_by(la) {
-                let cands = vec![Candidate { agent: a.id.clone(), key: 0, passed_over: None }];
+            if now.saturating_sub(at) <= self.cfg.continuity_window_ms
+                && a.fits(e.channel)
+                && !e.declined_by(la)
+            {
+                let cands = vec![Candidate {
+                    agent: a.id.clone(),
+                    key: 0,
+                    passed_over: None,
+                }];
                 self.offer(now, conv, la, Rule::Continuity, cands, out);
                 return;
             }
@@ -454,7 +640,11 @@ impl Router {
             let a = &self.agents[ax as usize];
             let note = if chosen.is_some() {
                 PassedOver::RankedLower
-            } else if !a.queues.iter().any(|&(qx, level, _)| qx == e.queue && level <= e.step) {
+            } else if !a
+                .queues
+                .iter()
+                .any(|&(qx, level, _)| qx == e.queue && level <= e.step)
+            {
                 PassedOver::SkillsNotMet
             } else if !a.fits(e.channel) {
                 PassedOver::NoCapacity
@@ -462,11 +652,22 @@ impl Router {
                 PassedOver::DeclinedEarlier
             } else {
                 chosen = Some(ax);
-                cands.insert(0, Candidate { agent: a.id.clone(), key, passed_over: None });
+                cands.insert(
+                    0,
+                    Candidate {
+                        agent: a.id.clone(),
+                        key,
+                        passed_over: None,
+                    },
+                );
                 continue;
             };
             if cands.len() < MAX_CANDIDATES - usize::from(chosen.is_none()) {
-                cands.push(Candidate { agent: a.id.clone(), key, passed_over: Some(note) });
+                cands.push(Candidate {
+                    agent: a.id.clone(),
+                    key,
+                    passed_over: Some(note),
+                });
             } else if chosen.is_some() {
                 break;
             }
@@ -488,10 +689,20 @@ impl Router {
     pub(super) fn fill_agent(&mut self, now: TimeMs, ax: AgentIx, out: &mut Vec<Output>) {
         while self.agents[ax as usize].routable() {
             let Some(conv) = self.best_for(ax) else { break };
-            let Some(slot) = self.entries.get(&conv).map(Entry::slot) else { break };
+            let Some(slot) = self.entries.get(&conv).map(Entry::slot) else {
+                break;
+            };
             self.remove_waiting_at(slot);
-            let cands = vec![Candidate { agent: self.agents[ax as usize].id.clone(), key: 0, passed_over: None }];
-            let rule = if slot.target.is_some() { Rule::DirectTransfer } else { Rule::AgentFreed };
+            let cands = vec![Candidate {
+                agent: self.agents[ax as usize].id.clone(),
+                key: 0,
+                passed_over: None,
+            }];
+            let rule = if slot.target.is_some() {
+                Rule::DirectTransfer
+            } else {
+                Rule::AgentFreed
+            };
             self.offer(now, conv, ax, rule, cands, out);
         }
         self.sync_index(ax);
@@ -515,13 +726,17 @@ impl Router {
         // entry's cost is checked; a queue's set is one channel that fits.
         // Entries are looked up only when they may carry a decline: a
         // freed agent's choice then touches no conversation but the chosen.
-        let consider = |set: &BTreeMap<Rank, ConversationId>, mixed: bool, best: &mut Option<(Rank, ConversationId)>| {
+        let consider = |set: &BTreeMap<Rank, ConversationId>,
+                        mixed: bool,
+                        best: &mut Option<(Rank, ConversationId)>| {
             for (rank, conv) in set {
                 if best.is_some_and(|(b, _)| *rank >= b) {
                     return;
                 }
                 if mixed || self.declining.contains(conv) {
-                    let Some(e) = self.entries.get(conv) else { continue };
+                    let Some(e) = self.entries.get(conv) else {
+                        continue;
+                    };
                     if e.channel.cost() > free || e.declined_by(ax) {
                         continue;
                     }
@@ -544,11 +759,21 @@ impl Router {
         best.map(|(_, conv)| conv)
     }
 
-    fn offer(&mut self, now: TimeMs, conv: ConversationId, ax: AgentIx, rule: Rule, candidates: Vec<Candidate>, out: &mut Vec<Output>) {
+    fn offer(
+        &mut self,
+        now: TimeMs,
+        conv: ConversationId,
+        ax: AgentIx,
+        rule: Rule,
+        candidates: Vec<Candidate>,
+        out: &mut Vec<Output>,
+    ) {
         let offer = OfferId(self.next_offer);
         self.next_offer += 1;
         let expires_at = now + self.cfg.offer_timeout_ms;
-        let Some(e) = self.entries.get_mut(&conv) else { return };
+        let Some(e) = self.entries.get_mut(&conv) else {
+            return;
+        };
         e.phase = Phase::Offered { offer, expires_at };
         e.agent = Some(ax);
         let channel = e.channel;
@@ -572,7 +797,15 @@ impl Router {
         self.offers.insert(offer, conv);
         self.offer_expiries.push_back((expires_at, offer));
         let agent = self.agents[ax as usize].id.clone();
-        out.push(Output::Offered { offer, conversation: conv, agent, channel, queue, expires_at, explanation });
+        out.push(Output::Offered {
+            offer,
+            conversation: conv,
+            agent,
+            channel,
+            queue,
+            expires_at,
+            explanation,
+        });
         self.report(ax, out);
     }
 
@@ -580,7 +813,13 @@ impl Router {
     /// idle indexes; the caller must end with [`Router::fill_agent`], which
     /// gives it work first and indexes it again only if room is left (one
     /// index update per decision instead of three).
-    pub(super) fn release(&mut self, now: TimeMs, ax: AgentIx, conv: ConversationId, channel: Channel) {
+    pub(super) fn release(
+        &mut self,
+        now: TimeMs,
+        ax: AgentIx,
+        conv: ConversationId,
+        channel: Channel,
+    ) {
         self.unindex(ax);
         let a = &mut self.agents[ax as usize];
         let before = a.holding.len();
@@ -603,14 +842,22 @@ impl Router {
                 self.agents[tx as usize].personal.remove(&w.rank);
             }
             None => {
-                self.queues[w.queue as usize].waiting[w.step as usize][w.channel.index()].remove(&w.rank);
+                self.queues[w.queue as usize].waiting[w.step as usize][w.channel.index()]
+                    .remove(&w.rank);
             }
         }
     }
 
     fn open_offer(&self, ax: AgentIx, offer: OfferId) -> Result<ConversationId> {
-        let conv = *self.offers.get(&offer).ok_or(CoreError::UnknownOffer(offer))?;
-        let owner = self.entries.get(&conv).and_then(|e| e.agent).ok_or(CoreError::UnknownOffer(offer))?;
+        let conv = *self
+            .offers
+            .get(&offer)
+            .ok_or(CoreError::UnknownOffer(offer))?;
+        let owner = self
+            .entries
+            .get(&conv)
+            .and_then(|e| e.agent)
+            .ok_or(CoreError::UnknownOffer(offer))?;
         if owner != ax {
             return Err(CoreError::NotYourOffer {
                 offer,
@@ -652,16 +899,27 @@ impl Router {
     pub(super) fn report(&mut self, ax: AgentIx, out: &mut Vec<Output>) {
         let a = &self.agents[ax as usize];
         let wrapping_only = !a.holding.is_empty()
-            && a.holding.iter().all(|c| matches!(self.entries.get(c).map(|e| e.phase), Some(Phase::WrapUp { .. })));
+            && a.holding.iter().all(|c| {
+                matches!(
+                    self.entries.get(c).map(|e| e.phase),
+                    Some(Phase::WrapUp { .. })
+                )
+            });
         let state = a.state(wrapping_only);
         if state != a.reported {
-            out.push(Output::AgentStateChanged { agent: a.id.clone(), state, load: a.load });
+            out.push(Output::AgentStateChanged {
+                agent: a.id.clone(),
+                state,
+                load: a.load,
+            });
             self.agents[ax as usize].reported = state;
         }
     }
 
     pub(super) fn schedule_bullseye(&mut self, conv: ConversationId) {
-        let Some(e) = self.entries.get(&conv) else { return };
+        let Some(e) = self.entries.get(&conv) else {
+            return;
+        };
         if let Some(timer) = bullseye_timer(&self.queues[e.queue as usize].cfg, conv, e) {
             self.timers.insert(timer);
         }
@@ -671,7 +929,11 @@ impl Router {
         self.queues
             .iter()
             .enumerate()
-            .filter_map(|(qx, q)| q.cfg.level_of(profile).map(|level| (qx as QueueIx, level, q.cfg.proficiency_of(profile))))
+            .filter_map(|(qx, q)| {
+                q.cfg
+                    .level_of(profile)
+                    .map(|level| (qx as QueueIx, level, q.cfg.proficiency_of(profile)))
+            })
             .collect()
     }
 
@@ -687,7 +949,10 @@ fn bullseye_timer(q: &QueueConfig, conv: ConversationId, e: &Entry) -> Option<(T
         return None;
     }
     let next = q.bullseye.get(e.step as usize)?;
-    Some((e.enqueued_at + next.after_ms, Timer::Bullseye(conv, e.step + 1)))
+    Some((
+        e.enqueued_at + next.after_ms,
+        Timer::Bullseye(conv, e.step + 1),
+    ))
 }
 
 fn rank_inputs(
@@ -697,13 +962,20 @@ fn rank_inputs(
     inputs: &PriorityInputs,
     enqueued_at: TimeMs,
 ) -> (i64, crate::priority::PriorityBreakdown) {
-    let inputs = PriorityInputs { channel_sla_ms: q.cfg.sla_ms(channel), topic_boost_ms: q.cfg.priority_boost_ms, ..inputs.clone() };
+    let inputs = PriorityInputs {
+        channel_sla_ms: q.cfg.sla_ms(channel),
+        topic_boost_ms: q.cfg.priority_boost_ms,
+        ..inputs.clone()
+    };
     cfg.priority.deadline(enqueued_at, &inputs)
 }
 
 /// How many bullseye steps a conversation that waited `waited` has reached.
 pub(super) fn reached_step(q: &QueueConfig, waited: u64) -> u8 {
-    q.bullseye.iter().take_while(|s| s.after_ms <= waited).count() as u8
+    q.bullseye
+        .iter()
+        .take_while(|s| s.after_ms <= waited)
+        .count() as u8
 }
 
 fn strategy_rule(s: Strategy) -> Rule {

@@ -55,10 +55,18 @@ pub enum Input {
     /// Define or redefine a queue.
     UpsertQueue(QueueConfig),
     /// An agent logs in (or logs in again after a reconnect).
-    Login { profile: AgentProfile, away: bool },
-    Logout { agent: AgentId },
+    Login {
+        profile: AgentProfile,
+        away: bool,
+    },
+    Logout {
+        agent: AgentId,
+    },
     /// Available (`away = false`) or away.
-    SetAway { agent: AgentId, away: bool },
+    SetAway {
+        agent: AgentId,
+        away: bool,
+    },
     /// A conversation needs an agent.
     Enqueue(Enqueue),
     /// A conversation the router may already hold is routed again, keeping
@@ -66,12 +74,29 @@ pub enum Input {
     Reroute(Enqueue),
     /// The conversation no longer needs routing: the customer abandoned, or
     /// it was resolved without an agent.
-    Withdraw { conversation: ConversationId, abandoned: bool },
-    Accept { agent: AgentId, offer: OfferId },
-    Reject { agent: AgentId, offer: OfferId, reason: String },
-    Transfer { agent: AgentId, conversation: ConversationId, to: TransferTarget },
+    Withdraw {
+        conversation: ConversationId,
+        abandoned: bool,
+    },
+    Accept {
+        agent: AgentId,
+        offer: OfferId,
+    },
+    Reject {
+        agent: AgentId,
+        offer: OfferId,
+        reason: String,
+    },
+    Transfer {
+        agent: AgentId,
+        conversation: ConversationId,
+        to: TransferTarget,
+    },
     /// The agent ended the interaction; after-contact work follows.
-    WrapUp { agent: AgentId, conversation: ConversationId },
+    WrapUp {
+        agent: AgentId,
+        conversation: ConversationId,
+    },
 }
 
 /// A conversation entering routing.
@@ -101,7 +126,11 @@ pub enum RevokeReason {
 /// What the router decided.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Output {
-    Queued { conversation: ConversationId, queue: QueueId, channel: Channel },
+    Queued {
+        conversation: ConversationId,
+        queue: QueueId,
+        channel: Channel,
+    },
     Offered {
         offer: OfferId,
         conversation: ConversationId,
@@ -111,13 +140,39 @@ pub enum Output {
         expires_at: TimeMs,
         explanation: Box<Explanation>,
     },
-    OfferRevoked { offer: OfferId, conversation: ConversationId, agent: AgentId, reason: RevokeReason },
-    Rejected { offer: OfferId, conversation: ConversationId, agent: AgentId, reason: String },
-    Assigned { offer: OfferId, conversation: ConversationId, agent: AgentId, waited_ms: u64 },
-    Transferred { conversation: ConversationId, from: AgentId, to: TransferTarget },
+    OfferRevoked {
+        offer: OfferId,
+        conversation: ConversationId,
+        agent: AgentId,
+        reason: RevokeReason,
+    },
+    Rejected {
+        offer: OfferId,
+        conversation: ConversationId,
+        agent: AgentId,
+        reason: String,
+    },
+    Assigned {
+        offer: OfferId,
+        conversation: ConversationId,
+        agent: AgentId,
+        waited_ms: u64,
+    },
+    Transferred {
+        conversation: ConversationId,
+        from: AgentId,
+        to: TransferTarget,
+    },
     /// An assignment ended because its agent left; the conversation waits again.
-    Requeued { conversation: ConversationId, from: AgentId },
-    AgentStateChanged { agent: AgentId, state: crate::agent::AgentState, load: u16 },
+    Requeued {
+        conversation: ConversationId,
+        from: AgentId,
+    },
+    AgentStateChanged {
+        agent: AgentId,
+        state: crate::agent::AgentState,
+        load: u16,
+    },
 }
 
 /// The routing state machine. See the module docs.
@@ -175,11 +230,25 @@ impl Router {
             Input::SetAway { agent, away } => self.set_away(now, &agent, away, out),
             Input::Enqueue(e) => self.enqueue(now, e, out),
             Input::Reroute(e) => self.reroute(now, e, out),
-            Input::Withdraw { conversation, abandoned } => self.withdraw(now, conversation, abandoned, out),
+            Input::Withdraw {
+                conversation,
+                abandoned,
+            } => self.withdraw(now, conversation, abandoned, out),
             Input::Accept { agent, offer } => self.accept(now, &agent, offer, out),
-            Input::Reject { agent, offer, reason } => self.reject(now, &agent, offer, reason, out),
-            Input::Transfer { agent, conversation, to } => self.transfer(now, &agent, conversation, to, out),
-            Input::WrapUp { agent, conversation } => self.wrap_up(now, &agent, conversation, out),
+            Input::Reject {
+                agent,
+                offer,
+                reason,
+            } => self.reject(now, &agent, offer, reason, out),
+            Input::Transfer {
+                agent,
+                conversation,
+                to,
+            } => self.transfer(now, &agent, conversation, to, out),
+            Input::WrapUp {
+                agent,
+                conversation,
+            } => self.wrap_up(now, &agent, conversation, out),
         }
     }
 
@@ -199,7 +268,9 @@ impl Router {
 
     /// Records a resolution for the KPIs.
     pub fn note_resolved(&mut self, queue: &QueueId, channel: Channel, agent: Option<&AgentId>) {
-        let Some(&qx) = self.queue_ix.get(queue) else { return };
+        let Some(&qx) = self.queue_ix.get(queue) else {
+            return;
+        };
         let ax = agent.and_then(|a| self.agent_ix.get(a)).copied();
         self.kpis.each(qx, channel, ax, |c| c.resolved += 1);
     }
@@ -224,6 +295,8 @@ impl Router {
     }
 
     fn entry(&self, conversation: ConversationId) -> Result<&Entry> {
-        self.entries.get(&conversation).ok_or(CoreError::UnknownConversation(conversation))
+        self.entries
+            .get(&conversation)
+            .ok_or(CoreError::UnknownConversation(conversation))
     }
 }

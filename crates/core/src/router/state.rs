@@ -52,10 +52,17 @@ pub enum Phase {
     Scheduled,
     /// In a queue's waiting set.
     Waiting,
-    Offered { offer: OfferId, expires_at: TimeMs },
-    Assigned { since: TimeMs },
+    Offered {
+        offer: OfferId,
+        expires_at: TimeMs,
+    },
+    Assigned {
+        since: TimeMs,
+    },
     /// After-contact work until the given time.
-    WrapUp { until: TimeMs },
+    WrapUp {
+        until: TimeMs,
+    },
 }
 
 /// A conversation the router holds.
@@ -91,7 +98,13 @@ pub(super) struct WaitSlot {
 
 impl Entry {
     pub fn slot(&self) -> WaitSlot {
-        WaitSlot { target: self.target, queue: self.queue, step: self.step, channel: self.channel, rank: self.rank }
+        WaitSlot {
+            target: self.target,
+            queue: self.queue,
+            step: self.step,
+            channel: self.channel,
+            rank: self.rank,
+        }
     }
 
     pub fn declined_by(&self, ax: AgentIx) -> bool {
@@ -178,11 +191,19 @@ pub(super) struct QueueState {
 impl QueueState {
     pub fn new(cfg: QueueConfig) -> Self {
         let steps = cfg.max_step() as usize + 1;
-        QueueState { cfg, waiting: (0..steps).map(|_| Default::default()).collect(), idle: BTreeSet::new() }
+        QueueState {
+            cfg,
+            waiting: (0..steps).map(|_| Default::default()).collect(),
+            idle: BTreeSet::new(),
+        }
     }
 
     pub fn waiting_len(&self) -> usize {
-        self.waiting.iter().flat_map(|s| s.iter()).map(BTreeMap::len).sum()
+        self.waiting
+            .iter()
+            .flat_map(|s| s.iter())
+            .map(BTreeMap::len)
+            .sum()
     }
 }
 

@@ -23,8 +23,13 @@ impl Router {
     pub fn tick(&mut self, now: TimeMs, out: &mut Vec<Output>) {
         loop {
             let set = self.timers.first().copied();
-            let fifo = self.offer_expiries.front().map(|&(at, offer)| (at, Timer::OfferExpiry(offer)));
-            let Some((at, timer)) = set.into_iter().chain(fifo).min() else { break };
+            let fifo = self
+                .offer_expiries
+                .front()
+                .map(|&(at, offer)| (at, Timer::OfferExpiry(offer)));
+            let Some((at, timer)) = set.into_iter().chain(fifo).min() else {
+                break;
+            };
             if at > now {
                 break;
             }
@@ -44,8 +49,12 @@ impl Router {
     }
 
     fn end_acw(&mut self, now: TimeMs, conv: ConversationId, out: &mut Vec<Output>) {
-        let Some(e) = self.entries.get(&conv) else { return };
-        let (Phase::WrapUp { until }, Some(ax)) = (e.phase, e.agent) else { return };
+        let Some(e) = self.entries.get(&conv) else {
+            return;
+        };
+        let (Phase::WrapUp { until }, Some(ax)) = (e.phase, e.agent) else {
+            return;
+        };
         if until != now {
             return;
         }
@@ -58,7 +67,9 @@ impl Router {
     }
 
     fn scheduled_due(&mut self, now: TimeMs, conv: ConversationId, out: &mut Vec<Output>) {
-        let Some(e) = self.entries.get_mut(&conv) else { return };
+        let Some(e) = self.entries.get_mut(&conv) else {
+            return;
+        };
         if e.phase != Phase::Scheduled {
             return;
         }
@@ -74,13 +85,21 @@ impl Router {
     /// trusting it widened too early or past the queue's last step, which
     /// indexed out of its waiting sets and panicked.
     fn widen(&mut self, now: TimeMs, conv: ConversationId, _scheduled: u8, out: &mut Vec<Output>) {
-        let Some(e) = self.entries.get(&conv) else { return };
-        let step = reached_step(&self.queues[e.queue as usize].cfg, now.saturating_sub(e.enqueued_at));
+        let Some(e) = self.entries.get(&conv) else {
+            return;
+        };
+        let step = reached_step(
+            &self.queues[e.queue as usize].cfg,
+            now.saturating_sub(e.enqueued_at),
+        );
         if e.step >= step || e.target.is_some() {
             return;
         }
         let waiting = e.phase == Phase::Waiting;
-        if !matches!(e.phase, Phase::Waiting | Phase::Offered { .. } | Phase::Scheduled) {
+        if !matches!(
+            e.phase,
+            Phase::Waiting | Phase::Offered { .. } | Phase::Scheduled
+        ) {
             return;
         }
         if waiting {
@@ -96,8 +115,16 @@ impl Router {
         }
     }
 
-    fn forget_decline(&mut self, now: TimeMs, conv: ConversationId, ax: AgentIx, out: &mut Vec<Output>) {
-        let Some(e) = self.entries.get_mut(&conv) else { return };
+    fn forget_decline(
+        &mut self,
+        now: TimeMs,
+        conv: ConversationId,
+        ax: AgentIx,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(e) = self.entries.get_mut(&conv) else {
+            return;
+        };
         e.declined.retain(|&(a, until)| a != ax || until > now);
         if e.declined.is_empty() {
             self.declining.remove(&conv);

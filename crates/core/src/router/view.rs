@@ -55,7 +55,11 @@ impl Router {
                 capacity: a.profile.capacity,
                 skills: a.profile.skills.clone(),
                 conversations: a.holding.clone(),
-                queues: a.queues.iter().map(|&(qx, _, _)| self.queue_id(qx).clone()).collect(),
+                queues: a
+                    .queues
+                    .iter()
+                    .map(|&(qx, _, _)| self.queue_id(qx).clone())
+                    .collect(),
             })
             .collect()
     }
@@ -65,7 +69,9 @@ impl Router {
             .iter()
             .enumerate()
             .map(|(qx, q)| {
-                let member = |a: &&super::state::AgentSlot| a.logged_in && a.queues.iter().any(|&(x, _, _)| x as usize == qx);
+                let member = |a: &&super::state::AgentSlot| {
+                    a.logged_in && a.queues.iter().any(|&(x, _, _)| x as usize == qx)
+                };
                 let oldest = q
                     .waiting
                     .iter()
@@ -87,7 +93,11 @@ impl Router {
     }
 
     /// Every conversation the router holds, optionally of one queue.
-    pub fn conversation_views(&self, now: TimeMs, queue: Option<&QueueId>) -> Vec<ConversationView> {
+    pub fn conversation_views(
+        &self,
+        now: TimeMs,
+        queue: Option<&QueueId>,
+    ) -> Vec<ConversationView> {
         let mut v: Vec<_> = self
             .entries
             .keys()
@@ -98,11 +108,20 @@ impl Router {
         v
     }
 
-    pub fn conversation_view(&self, now: TimeMs, conversation: ConversationId) -> Option<ConversationView> {
+    pub fn conversation_view(
+        &self,
+        now: TimeMs,
+        conversation: ConversationId,
+    ) -> Option<ConversationView> {
         let e = self.entries.get(&conversation)?;
         let position = (e.phase == Phase::Waiting).then(|| {
             let q = &self.queues[e.queue as usize];
-            let ahead: usize = q.waiting.iter().flat_map(|s| s.iter()).map(|m| m.range(..e.rank).count()).sum();
+            let ahead: usize = q
+                .waiting
+                .iter()
+                .flat_map(|s| s.iter())
+                .map(|m| m.range(..e.rank).count())
+                .sum();
             ahead as u32 + 1
         });
         Some(ConversationView {
@@ -129,9 +148,22 @@ impl Router {
     pub fn kpi_report(&self) -> crate::kpi::KpiReport {
         let k = &self.kpis;
         crate::kpi::KpiReport {
-            queues: self.queues.iter().zip(&k.queues).map(|(q, c)| (q.cfg.id.to_string(), *c)).collect(),
-            channels: Channel::ALL.iter().map(|&ch| (ch, k.channels[ch.index()])).collect(),
-            agents: self.agents.iter().zip(&k.agents).map(|(a, c)| (a.id.to_string(), *c)).collect(),
+            queues: self
+                .queues
+                .iter()
+                .zip(&k.queues)
+                .map(|(q, c)| (q.cfg.id.to_string(), *c))
+                .collect(),
+            channels: Channel::ALL
+                .iter()
+                .map(|&ch| (ch, k.channels[ch.index()]))
+                .collect(),
+            agents: self
+                .agents
+                .iter()
+                .zip(&k.agents)
+                .map(|(a, c)| (a.id.to_string(), *c))
+                .collect(),
             total: k.total,
         }
     }
