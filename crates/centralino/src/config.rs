@@ -328,15 +328,11 @@ impl Config {
     }
 }
 
-fn channel(name: &str) -> anyhow::Result<Channel> {
-    Channel::ALL
-        .into_iter()
-        .find(|c| c.name() == name)
-        .with_context(|| {
-            format!(
-                "unknown channel {name:?}: use voice, chat, email, sms, whatsapp, social or app"
-            )
-        })
+/// A channel by its name, with an error naming the choices.
+pub fn channel(name: &str) -> anyhow::Result<Channel> {
+    Channel::from_name(name).with_context(|| {
+        format!("unknown channel {name:?}: use voice, chat, email, sms, whatsapp, social or app")
+    })
 }
 
 #[cfg(test)]

@@ -60,6 +60,13 @@ impl Channel {
         }
     }
 
+    /// The channel named `name` (as [`Channel::name`] spells it, any case).
+    pub fn from_name(name: &str) -> Option<Channel> {
+        Channel::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name))
+    }
+
     /// Lower-case name used in metrics labels, logs and KPIs.
     pub const fn name(self) -> &'static str {
         match self {

@@ -123,30 +123,11 @@ impl Class {
     }
 }
 
-/// A channel by its name (`voice`, `chat`, `email`, `sms`, `whatsapp`,
-/// `social`, `app`).
-pub fn channel(name: &str) -> anyhow::Result<Channel> {
-    let name = name.to_lowercase();
-    Channel::ALL
-        .into_iter()
-        .find(|c| c.name() == name)
-        .with_context(|| {
-            format!(
-                "unknown channel {name:?}: use voice, chat, email, sms, whatsapp, social or app"
-            )
-        })
-}
+pub use crate::config::channel;
 
 pub fn channel_to_pb(c: Channel) -> pb::Channel {
-    match c {
-        Channel::Voice => pb::Channel::Voice,
-        Channel::Chat => pb::Channel::Chat,
-        Channel::Email => pb::Channel::Email,
-        Channel::Sms => pb::Channel::Sms,
-        Channel::WhatsApp => pb::Channel::Whatsapp,
-        Channel::Social => pb::Channel::Social,
-        Channel::App => pb::Channel::App,
-    }
+    pb::Channel::try_from(centralino_server::convert::channel_to_pb(c))
+        .unwrap_or(pb::Channel::Unspecified)
 }
 
 /// The identity a gateway on `channel` would see for bench customer `n` of
