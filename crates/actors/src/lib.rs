@@ -5,23 +5,28 @@
 //!   change through the [`Journal`] port before acknowledging it;
 //! - one [`agent::AgentActor`] per logged-in agent: owns the desktop
 //!   session and forwards the agent's commands to whoever decides them;
-//! - one [`router::RouterActor`]: owns the [`Router`] and so every pairing
-//!   decision; the single writer of agent capacity (invariant 1).
+//! - one [`router::RouterActor`] per cluster, on the node that owns it: owns
+//!   the [`Router`] and so every pairing decision; the single writer of
+//!   agent capacity (invariant 1).
+//!
+//! Actors are addressed by id through the [`Hub`], which asks the
+//! [`Cluster`] port where each lives and carries [`wire`] requests to other
+//! nodes; [`Standalone`] is the one-node port.
 //!
 //! Each actor turns a message into one core call and carries out the
 //! returned decisions (persist, send, reply); the decisions themselves are
 //! made in `centralino-core`.
 //!
 //! Supervision: the [`supervisor::Supervisor`] actor is the parent of every
-//! customer and agent actor. When one fails it is dropped from the
-//! [`Hub`]; the next message for that customer spawns it again from the
+//! customer and agent actor. When one fails the hub notices it is stopped;
+//! the next message for that customer claims and spawns it again from the
 //! journal. The router actor is linked to the supervisor too; its failure
-//! is fatal for the node (it holds no durable state, and a node without a
-//! router must not keep serving).
+//! is fatal for the node (a node whose router died must not keep serving).
 //!
-//! Message discipline that keeps this deadlock-free: the router never
-//! *calls* another actor, it only casts; customers and agents may call the
-//! router.
+//! Message discipline that keeps this deadlock-free, on one node or across
+//! nodes: the router never *asks* another actor, it only tells (through the
+//! hub's delivery lanes, never waiting on the network); customers and agents
+//! may ask the router.
 //!
 //! [`Customer`]: centralino_core::customer::Customer
 //! [`Router`]: centralino_core::Router
