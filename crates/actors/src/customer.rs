@@ -228,8 +228,10 @@ async fn request(
 /// the journal for the archive) and, once durable, closes it here.
 async fn persist(st: &mut CustomerState, closing: bool) -> Result<()> {
     let conv = st.customer.open.as_ref();
+    // A close carries the whole history, for the archive.
+    let since = if closing { 0 } else { st.durable_seq };
     let events = conv
-        .map(|c| c.history.since(st.durable_seq).to_vec())
+        .map(|c| c.history.since(since).to_vec())
         .unwrap_or_default();
     let last = conv.map_or(0, |c| c.history.last_seq());
     let mut record = CustomerRecord::of(&st.customer);

@@ -45,8 +45,10 @@ pub struct JournalBatch {
     /// New events of `record.open` (or of the conversation just closed).
     pub conversation: Option<ConversationId>,
     pub events: Vec<HistoryEvent>,
-    /// The conversation was resolved: its history may leave the journal
-    /// for the archive.
+    /// The conversation was resolved: its history leaves the journal for
+    /// the archive. A closing batch should carry the whole history (from
+    /// seq 1), so the store need not read it back; one that carries only
+    /// the new events is accepted too.
     pub closed: bool,
     /// The owner's fencing token.
     pub token: u64,

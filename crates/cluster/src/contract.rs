@@ -344,6 +344,24 @@ pub async fn journal_close(c: &dyn Coordination) {
             .await,
         "a close is fenced too",
     );
+    assert_fenced(
+        c.append(closing_batch(customer, second, token + 1, 1..=3))
+            .await,
+        "a close with the whole history is fenced too",
+    );
+    c.append(closing_batch(customer, second, token, 1..=3))
+        .await
+        .expect("close with the whole history");
+    let r = c
+        .load(customer)
+        .await
+        .expect("load")
+        .expect("the record stays");
+    assert_eq!(
+        r.events,
+        vec![],
+        "a close with the whole history leaves no open events"
+    );
     c.leave(lease).await.expect("leave f");
 }
 

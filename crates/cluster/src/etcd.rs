@@ -419,6 +419,28 @@ impl EtcdCoordination {
         let events_prefix = self.events_prefix(conv);
         let record = encode(&batch.record)?;
         let mut kv = self.kv.clone();
+        if batch.events.first().is_some_and(|e| e.seq == 1) {
+            // The whole history came with the batch: archive it as is, in
+            // one fenced transaction, without reading the events back.
+            let mut ops = Ops::default();
+            ops.put(self.record_key(customer), record);
+            ops.delete_prefix(events_prefix.clone());
+            ops.put(self.archive_key(conv), encode(&batch.events)?);
+            self.check_limits(customer, &ops)?;
+            let txn = Txn::new()
+                .when([fence(&owner_key, batch.token)])
+                .and_then(ops.ops);
+            let resp = self
+                .call("journal append (closing a conversation)", None, kv.txn(txn))
+                .await?;
+            if resp.succeeded() {
+                return Ok(());
+            }
+            return Err(ClusterError::Fenced {
+                key: owner.to_string(),
+                token: batch.token,
+            });
+        }
         for _ in 0..CLOSE_ATTEMPTS {
             let stored = self
                 .call(

@@ -200,14 +200,17 @@ impl Coordination for MemoryCoordination {
             stored.conversation = batch.conversation;
             stored.events.clear();
         }
-        if let (Some(first), Some(last)) = (batch.events.first(), stored.events.last()) {
+        // A closing batch may carry the whole history: keep what is new.
+        let last = stored.events.last().map_or(0, |e| e.seq);
+        let new: Vec<_> = batch.events.into_iter().filter(|e| e.seq > last).collect();
+        if let Some(first) = new.first() {
             debug_assert_eq!(
                 first.seq,
-                last.seq + 1,
+                last + 1,
                 "journal batch for {customer} is not contiguous"
             );
         }
-        stored.events.extend(batch.events);
+        stored.events.extend(new);
         stored.record = batch.record;
         if batch.closed {
             let events = std::mem::take(&mut stored.events);
