@@ -21,6 +21,67 @@ pub async fn run_all(c: &dyn Coordination) {
     journal_close(c).await;
     directory(c).await;
     gateways(c).await;
+    group_commit(c).await;
+}
+
+/// Several customers' batches in one call: each is fenced on its own, so a
+/// fenced-out one fails alone and the others are written.
+pub async fn group_commit(c: &dyn Coordination) {
+    let lease = c
+        .join(&node("contract-h"), Duration::from_secs(10))
+        .await
+        .expect("join h");
+    let (a, b, z) = (
+        CustomerId(900_201),
+        CustomerId(900_202),
+        CustomerId(900_203),
+    );
+    let conv = |customer| ConversationId {
+        customer,
+        number: 1,
+    };
+    let ta = c
+        .claim(&ActorKey::Customer(a), "contract-h", lease)
+        .await
+        .expect("claim a");
+    let tb = c
+        .claim(&ActorKey::Customer(b), "contract-h", lease)
+        .await
+        .expect("claim b");
+    let results = c
+        .append_many(vec![
+            batch(a, conv(a), ta, 1..=2),
+            batch(b, conv(b), tb + 1, 1..=1),
+            batch(z, conv(z), 0, 1..=3),
+            closing_batch(a, conv(a), ta, 1..=3),
+        ])
+        .await;
+    assert_eq!(results.len(), 4, "one result per batch");
+    assert!(results[0].is_ok(), "a's batch is written: {:?}", results[0]);
+    assert_fenced(results[1].clone(), "b's batch with a wrong token");
+    assert!(
+        results[2].is_ok(),
+        "an unowned customer with token 0: {:?}",
+        results[2]
+    );
+    assert!(
+        results[3].is_ok(),
+        "a's close after its batch: {:?}",
+        results[3]
+    );
+    let load = |id| async move { c.load(id).await.expect("load") };
+    assert_eq!(
+        load(b).await,
+        None,
+        "nothing of the fenced batch was written"
+    );
+    assert_eq!(load(z).await.expect("z journaled").events.len(), 3);
+    assert_eq!(
+        load(a).await.expect("a journaled").events,
+        vec![],
+        "a's conversation closed"
+    );
+    c.leave(lease).await.expect("leave h");
 }
 
 /// An identity belongs to one customer: the first link wins, later links

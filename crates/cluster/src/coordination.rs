@@ -71,6 +71,17 @@ pub trait Coordination: Send + Sync + 'static {
     /// Appends a batch to the customer's journal, fenced by `batch.token`
     /// against the ownership of `ActorKey::Customer`.
     async fn append(&self, batch: JournalBatch) -> Result<()>;
+    /// Appends several customers' batches (group commit), each fenced by
+    /// its own token; one result per batch, in order. A backend may write
+    /// them in fewer requests than batches.
+    async fn append_many(&self, batches: Vec<JournalBatch>) -> Vec<Result<()>> {
+        let mut results = Vec::with_capacity(batches.len());
+        for b in batches {
+            results.push(self.append(b).await);
+        }
+        results
+    }
+
     /// The customer's record and open conversation's events.
     async fn load(&self, customer: CustomerId) -> Result<Option<Recovered>>;
 

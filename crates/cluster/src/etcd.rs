@@ -372,8 +372,9 @@ impl EtcdCoordination {
         Ok(())
     }
 
-    /// The fenced write of a batch that does not close a conversation.
-    async fn append_open(&self, batch: JournalBatch) -> Result<()> {
+    /// The fence and the writes of a batch that does not close a
+    /// conversation.
+    fn open_ops(&self, batch: &JournalBatch) -> Result<(Compare, Ops)> {
         let customer = batch.record.id;
         let owner = ActorKey::Customer(customer);
         let mut ops = Ops::default();
@@ -396,18 +397,95 @@ impl EtcdCoordination {
             None => {}
         }
         self.check_limits(customer, &ops)?;
-        let txn = Txn::new()
-            .when([fence(&self.owner_key(&owner), batch.token)])
-            .and_then(ops.ops);
+        Ok((fence(&self.owner_key(&owner), batch.token), ops))
+    }
+
+    /// The fenced write of a batch that does not close a conversation.
+    async fn append_open(&self, batch: JournalBatch) -> Result<()> {
+        let (fence, ops) = self.open_ops(&batch)?;
+        let txn = Txn::new().when([fence]).and_then(ops.ops);
         let mut kv = self.kv.clone();
         let resp = self.call("journal append", None, kv.txn(txn)).await?;
         if !resp.succeeded() {
+            let owner = ActorKey::Customer(batch.record.id);
             return Err(ClusterError::Fenced {
                 key: owner.to_string(),
                 token: batch.token,
             });
         }
         Ok(())
+    }
+
+    /// Group commit: the open batches of several customers in as few
+    /// transactions as etcd's limits allow, each guarded by every member's
+    /// fence. A group whose transaction fails (one member was fenced out)
+    /// is retried member by member, so only the fenced one fails.
+    async fn append_group(&self, batches: Vec<JournalBatch>) -> Vec<Result<()>> {
+        let mut results: Vec<Option<Result<()>>> = vec![None; batches.len()];
+        let mut groups: Vec<(Vec<usize>, Vec<Compare>, Ops)> = Vec::new();
+        for (i, b) in batches.iter().enumerate() {
+            let (fence, ops) = match self.open_ops(b) {
+                Ok(x) => x,
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            let fits = groups.last().is_some_and(|(members, _, g)| {
+                members.len() < self.opts.max_txn_ops
+                    && g.ops.len() + ops.ops.len() <= self.opts.max_txn_ops
+                    && g.bytes + ops.bytes <= self.opts.max_request_bytes
+            });
+            if !fits {
+                groups.push((Vec::new(), Vec::new(), Ops::default()));
+            }
+            if let Some((members, fences, g)) = groups.last_mut() {
+                members.push(i);
+                fences.push(fence);
+                g.bytes += ops.bytes;
+                g.ops.extend(ops.ops);
+            }
+        }
+        let mut kv = self.kv.clone();
+        for (members, fences, ops) in groups {
+            let outcome = if members.len() == 1 {
+                None
+            } else {
+                let txn = Txn::new().when(fences).and_then(ops.ops);
+                Some(
+                    self.call("journal append (group commit)", None, kv.txn(txn))
+                        .await,
+                )
+            };
+            match outcome {
+                Some(Ok(resp)) if resp.succeeded() => {
+                    for i in members {
+                        results[i] = Some(Ok(()));
+                    }
+                }
+                Some(Err(e)) => {
+                    for i in members {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+                // One member, or a member fenced out: each on its own.
+                _ => {
+                    for i in members {
+                        results[i] = Some(self.append_open(batches[i].clone()).await);
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(ClusterError::Unavailable(
+                        "journal batch not committed".into(),
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// The fenced write of a batch that closes `conv`: the record, and the
@@ -640,6 +718,21 @@ impl Coordination for EtcdCoordination {
             (true, Some(conv)) => self.append_closed(batch, conv).await,
             _ => self.append_open(batch).await,
         }
+    }
+
+    async fn append_many(&self, batches: Vec<JournalBatch>) -> Vec<Result<()>> {
+        let (closing, open): (Vec<_>, Vec<_>) = batches
+            .into_iter()
+            .enumerate()
+            .partition(|(_, b)| b.closed && b.conversation.is_some());
+        let mut results: Vec<(usize, Result<()>)> = Vec::new();
+        let (open_ix, open): (Vec<usize>, Vec<JournalBatch>) = open.into_iter().unzip();
+        results.extend(open_ix.into_iter().zip(self.append_group(open).await));
+        for (i, b) in closing {
+            results.push((i, self.append(b).await));
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
     }
 
     async fn load(&self, customer: CustomerId) -> Result<Option<Recovered>> {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod etcd;
 pub mod journal;
 pub mod memory;
+pub mod metrics;
 pub mod node;
 pub mod topology;
 
