@@ -190,11 +190,6 @@ impl Hub {
             .ok_or_else(|| ActorError::unavailable("supervisor"))
     }
 
-    /// Whether the router runs on this node.
-    pub fn hosts_router(&self) -> bool {
-        self.local_router().is_some()
-    }
-
     fn local_router(&self) -> Option<ActorRef<RouterMsg>> {
         lock(&self.router).clone().filter(|r| alive(r.get_status()))
     }

@@ -62,11 +62,6 @@ impl MemoryCoordination {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    /// Number of closed conversations archived.
-    pub fn archived(&self) -> usize {
-        self.inner().archive.len()
-    }
 }
 
 impl Inner {

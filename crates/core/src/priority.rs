@@ -18,7 +18,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::channel::Channel;
 use crate::time::{DurationMs, TimeMs};
 
 /// Boosts that operators configure. A boost is how many milliseconds earlier
@@ -113,11 +112,6 @@ impl PriorityPolicy {
             - sentiment_boost_ms as i64;
         (deadline, breakdown)
     }
-}
-
-/// The default SLA target of a channel; queues may override it.
-pub fn default_sla(channel: Channel) -> DurationMs {
-    channel.default_sla_ms()
 }
 
 #[cfg(test)]

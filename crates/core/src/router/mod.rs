@@ -262,10 +262,6 @@ impl Router {
             .map(|q| q.cfg.id.clone())
     }
 
-    pub fn queue_config(&self, id: &QueueId) -> Option<&QueueConfig> {
-        self.queue_ix.get(id).map(|&q| &self.queues[q as usize].cfg)
-    }
-
     /// Records a resolution for the KPIs.
     pub fn note_resolved(&mut self, queue: &QueueId, channel: Channel, agent: Option<&AgentId>) {
         let Some(&qx) = self.queue_ix.get(queue) else {
@@ -273,11 +269,6 @@ impl Router {
         };
         let ax = agent.and_then(|a| self.agent_ix.get(a)).copied();
         self.kpis.each(qx, channel, ax, |c| c.resolved += 1);
-    }
-
-    /// The phase of a conversation the router holds.
-    pub fn phase(&self, conversation: ConversationId) -> Option<Phase> {
-        self.entries.get(&conversation).map(|e| e.phase)
     }
 
     /// The earliest pending timer, so a driver knows when to call `tick`.
