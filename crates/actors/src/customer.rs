@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use centralino_core::customer::{
-    Contact, ContactOutcome, ConversationState, Customer, RoutingNeed,
+    Contact, ContactOutcome, Conversation, ConversationState, Customer, RoutingNeed,
 };
 use centralino_core::history::{EventKind, TransferTarget};
 use centralino_core::priority::PriorityInputs;
@@ -263,7 +263,6 @@ async fn contact_in(
     contact: Contact,
     linked: Vec<Identity>,
 ) -> Result<ContactOutcome> {
-    let topic = contact.topic.clone();
     let outcome = st.customer.contact(now, contact);
     for identity in linked {
         if !st.customer.identities.contains(&identity) {
@@ -279,34 +278,25 @@ async fn contact_in(
     let Some(conv) = st.customer.open.as_ref() else {
         return Ok(outcome);
     };
-    let request = |replace| RouteRequest {
-        conversation: conv.id,
-        topic: if topic.is_empty() {
-            conv.topic.clone()
-        } else {
-            topic.clone()
-        },
-        channel: conv.channel,
-        enqueued_at: conv.waiting_since,
-        priority: PriorityInputs {
-            channel_sla_ms: 0,
-            tier: st.customer.attributes.tier.clone(),
-            topic_boost_ms: 0,
-            sentiment: conv.sentiment,
-        },
-        last_agent: st.customer.last_agent.clone(),
-        not_before: None,
-        replace,
-    };
     match &outcome.need {
         RoutingNeed::Enqueue => {
             st.hub
-                .tell_router(RouterRequest::Route(request(false)))
+                .tell_router(RouterRequest::Route(route_request(
+                    &st.customer,
+                    conv,
+                    None,
+                    false,
+                )))
                 .await
         }
         RoutingNeed::Reroute { .. } => {
             st.hub
-                .tell_router(RouterRequest::Route(request(true)))
+                .tell_router(RouterRequest::Route(route_request(
+                    &st.customer,
+                    conv,
+                    None,
+                    true,
+                )))
                 .await
         }
         RoutingNeed::Forward(agent) => {
@@ -633,6 +623,32 @@ async fn resolve(
     Ok(())
 }
 
+/// What the router needs to route `conv` (as it stands now: its latest
+/// topic and channel, its waiting time kept), and whether it replaces a
+/// routing round already under way.
+fn route_request(
+    customer: &Customer,
+    conv: &Conversation,
+    not_before: Option<TimeMs>,
+    replace: bool,
+) -> RouteRequest {
+    RouteRequest {
+        conversation: conv.id,
+        topic: conv.topic.clone(),
+        channel: conv.channel,
+        enqueued_at: conv.waiting_since,
+        priority: PriorityInputs {
+            channel_sla_ms: 0,
+            tier: customer.attributes.tier.clone(),
+            topic_boost_ms: 0,
+            sentiment: conv.sentiment,
+        },
+        last_agent: customer.last_agent.clone(),
+        not_before,
+        replace,
+    }
+}
+
 /// A callback replaces waiting: same conversation, same place in the queue
 /// (the original waiting time), offered on the chosen channel.
 async fn callback(
@@ -672,22 +688,7 @@ async fn callback(
     let Some(conv) = st.customer.open.as_ref() else {
         return Ok((id, seq));
     };
-    st.hub
-        .tell_router(RouterRequest::Route(RouteRequest {
-            conversation: id,
-            topic: conv.topic.clone(),
-            channel,
-            enqueued_at: conv.waiting_since,
-            priority: PriorityInputs {
-                channel_sla_ms: 0,
-                tier: st.customer.attributes.tier.clone(),
-                topic_boost_ms: 0,
-                sentiment: conv.sentiment,
-            },
-            last_agent: st.customer.last_agent.clone(),
-            not_before,
-            replace: true,
-        }))
-        .await;
+    let request = route_request(&st.customer, conv, not_before, true);
+    st.hub.tell_router(RouterRequest::Route(request)).await;
     Ok((id, seq))
 }
