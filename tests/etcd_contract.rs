@@ -279,6 +279,7 @@ async fn etcd_layout_is_readable() {
         "owners/agent/alice",
         "owners/customer/cu-42",
         "owners/router/main",
+        "placed/cu-42",
     ]
     .map(|k| format!("{prefix}{k}"));
     assert_eq!(keys, expected, "the key layout");
@@ -287,6 +288,11 @@ async fn etcd_layout_is_readable() {
         etcd.value(&format!("{prefix}owners/customer/cu-42"))
             .as_deref(),
         Some("n1")
+    );
+    assert_eq!(
+        etcd.value(&format!("{prefix}placed/cu-42")).as_deref(),
+        Some("n1"),
+        "the placement names the owner"
     );
     let member = etcd
         .value(&format!("{prefix}members/n1"))

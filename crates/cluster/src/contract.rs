@@ -22,6 +22,95 @@ pub async fn run_all(c: &dyn Coordination) {
     directory(c).await;
     gateways(c).await;
     group_commit(c).await;
+    migration_and_orphans(c).await;
+}
+
+/// A transfer hands ownership over in one step and fences the old owner's
+/// token; a dead owner's customers are listed as orphans until a survivor
+/// claims them; a release forgets the placement.
+pub async fn migration_and_orphans(c: &dyn Coordination) {
+    let la = c
+        .join(&node("contract-m1"), Duration::from_secs(10))
+        .await
+        .expect("join m1");
+    let lb = c
+        .join(&node("contract-m2"), Duration::from_secs(10))
+        .await
+        .expect("join m2");
+    let (moved, left, released) = (
+        CustomerId(900_301),
+        CustomerId(900_302),
+        CustomerId(900_303),
+    );
+    let conv = ConversationId {
+        customer: moved,
+        number: 1,
+    };
+    let key = ActorKey::Customer(moved);
+    let t1 = c.claim(&key, "contract-m1", la).await.expect("claim");
+    c.append(batch(moved, conv, t1, 1..=2))
+        .await
+        .expect("owner appends");
+    let t2 = c
+        .transfer(&key, t1, "contract-m2", lb)
+        .await
+        .expect("transfer with the owner's token");
+    assert!(t2 > t1, "a transfer gives a newer token");
+    assert_eq!(
+        c.owner(&key).await.expect("owner"),
+        Some(("contract-m2".into(), t2))
+    );
+    assert_fenced(
+        c.append(batch(moved, conv, t1, 3..=3)).await,
+        "the old owner after a transfer",
+    );
+    c.append(batch(moved, conv, t2, 3..=3))
+        .await
+        .expect("the new owner appends");
+    match c.transfer(&key, t1, "contract-m1", la).await {
+        Err(ClusterError::Fenced { .. }) => {}
+        other => panic!("a transfer with a stale token must be fenced, got {other:?}"),
+    }
+    c.claim(&ActorKey::Customer(left), "contract-m1", la)
+        .await
+        .expect("claim left");
+    let tr = c
+        .claim(&ActorKey::Customer(released), "contract-m1", la)
+        .await
+        .expect("claim released");
+    c.release(&ActorKey::Customer(released), tr)
+        .await
+        .expect("release");
+    let mine = |o: Vec<(String, CustomerId)>| -> Vec<(String, CustomerId)> {
+        let mut o: Vec<_> = o
+            .into_iter()
+            .filter(|(_, id)| [moved, left, released].contains(id))
+            .collect();
+        o.sort();
+        o
+    };
+    let live = vec!["contract-m1".to_string(), "contract-m2".to_string()];
+    assert_eq!(
+        mine(c.orphans(&live).await.expect("orphans")),
+        vec![],
+        "no orphans while their owners live"
+    );
+    c.leave(la).await.expect("leave m1");
+    let live = vec!["contract-m2".to_string()];
+    assert_eq!(
+        mine(c.orphans(&live).await.expect("orphans")),
+        vec![("contract-m1".to_string(), left)],
+        "the dead owner's customer is an orphan; the moved and the released ones are not"
+    );
+    c.claim(&ActorKey::Customer(left), "contract-m2", lb)
+        .await
+        .expect("a survivor claims the orphan");
+    assert_eq!(
+        mine(c.orphans(&live).await.expect("orphans")),
+        vec![],
+        "a claimed orphan is placed on its new owner"
+    );
+    c.leave(lb).await.expect("leave m2");
 }
 
 /// Several customers' batches in one call: each is fenced on its own, so a

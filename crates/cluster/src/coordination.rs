@@ -67,6 +67,17 @@ pub trait Coordination: Send + Sync + 'static {
     async fn release(&self, key: &ActorKey, token: u64) -> Result<()>;
     /// The owner node and its token.
     async fn owner(&self, key: &ActorKey) -> Result<Option<(String, u64)>>;
+    /// Hands ownership of `key` from the holder of token `from` to `node`
+    /// (under `lease`) in one step, so the old token is superseded at once:
+    /// this is how a planned migration moves an actor. Returns the new
+    /// token; `Fenced` if `from` is no longer the owner's.
+    async fn transfer(&self, key: &ActorKey, from: u64, node: &str, lease: i64) -> Result<u64>;
+    /// Customers whose placement record names a node that is not in
+    /// `live`: their owner died (its lease took the ownership record with
+    /// it), and a survivor must recover them from the journal. A customer's
+    /// placement record is written with every claim and transfer, outlives
+    /// its owner's lease, and goes when the owner releases it.
+    async fn orphans(&self, live: &[String]) -> Result<Vec<(String, CustomerId)>>;
 
     /// Appends a batch to the customer's journal, fenced by `batch.token`
     /// against the ownership of `ActorKey::Customer`.

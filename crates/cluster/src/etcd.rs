@@ -268,6 +268,26 @@ impl EtcdCoordination {
         self.key(format_args!("owners/{key}"))
     }
 
+    /// The node that last claimed the customer; not on any lease, so it
+    /// outlives a dead owner and tells survivors whom to recover.
+    fn placed_key(&self, customer: CustomerId) -> String {
+        self.key(format_args!("placed/{customer}"))
+    }
+
+    /// The writes that make `node` the owner of `key`: the ownership record
+    /// on the node's lease and, for a customer, its placement record.
+    fn owner_puts(&self, key: &ActorKey, owner_key: &str, node: &str, lease: i64) -> Vec<TxnOp> {
+        let mut puts = vec![TxnOp::put(
+            owner_key,
+            node,
+            Some(PutOptions::new().with_lease(lease)),
+        )];
+        if let ActorKey::Customer(c) = key {
+            puts.push(TxnOp::put(self.placed_key(*c), node, None));
+        }
+        puts
+    }
+
     fn record_key(&self, customer: CustomerId) -> String {
         self.key(format_args!("journal/{customer}/record"))
     }
@@ -650,11 +670,7 @@ impl Coordination for EtcdCoordination {
                 CompareOp::Equal,
                 0,
             )])
-            .and_then([TxnOp::put(
-                owner_key.as_str(),
-                node,
-                Some(PutOptions::new().with_lease(lease)),
-            )])
+            .and_then(self.owner_puts(key, &owner_key, node, lease))
             .or_else([TxnOp::get(owner_key.as_str(), None)]);
         let mut kv = self.kv.clone();
         let resp = self
@@ -684,9 +700,13 @@ impl Coordination for EtcdCoordination {
 
     async fn release(&self, key: &ActorKey, token: u64) -> Result<()> {
         let owner_key = self.owner_key(key);
+        let mut deletes = vec![TxnOp::delete(owner_key.as_str(), None)];
+        if let ActorKey::Customer(c) = key {
+            deletes.push(TxnOp::delete(self.placed_key(*c), None));
+        }
         let txn = Txn::new()
             .when([fence(&owner_key, token)])
-            .and_then([TxnOp::delete(owner_key.as_str(), None)])
+            .and_then(deletes)
             .or_else([TxnOp::get(owner_key.as_str(), None)]);
         let mut kv = self.kv.clone();
         let resp = self.call("releasing an actor", None, kv.txn(txn)).await?;
@@ -711,6 +731,53 @@ impl Coordination for EtcdCoordination {
                 kv.mod_revision() as u64,
             )
         }))
+    }
+
+    async fn transfer(&self, key: &ActorKey, from: u64, node: &str, lease: i64) -> Result<u64> {
+        let owner_key = self.owner_key(key);
+        let txn = Txn::new()
+            .when([fence(&owner_key, from)])
+            .and_then(self.owner_puts(key, &owner_key, node, lease));
+        let mut kv = self.kv.clone();
+        let resp = self
+            .call("transferring an actor", Some(lease), kv.txn(txn))
+            .await?;
+        if !resp.succeeded() {
+            return Err(ClusterError::Fenced {
+                key: key.to_string(),
+                token: from,
+            });
+        }
+        Ok(resp.header().map_or(0, |h| h.revision()) as u64)
+    }
+
+    async fn orphans(&self, live: &[String]) -> Result<Vec<(String, CustomerId)>> {
+        let prefix = self.key("placed/");
+        let mut kv = self.kv.clone();
+        let resp = self
+            .call(
+                "listing placements",
+                None,
+                kv.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let mut orphans = Vec::new();
+        for kv in resp.kvs() {
+            let node = String::from_utf8_lossy(kv.value()).into_owned();
+            if live.contains(&node) {
+                continue;
+            }
+            let id = kv
+                .key_str()
+                .ok()
+                .and_then(|k| k.strip_prefix(prefix.as_str()))
+                .and_then(|k| k.parse::<CustomerId>().ok());
+            match id {
+                Some(id) => orphans.push((node, id)),
+                None => tracing::warn!(key = ?String::from_utf8_lossy(kv.key()), "unreadable placement key; skipped"),
+            }
+        }
+        Ok(orphans)
     }
 
     async fn append(&self, batch: JournalBatch) -> Result<()> {

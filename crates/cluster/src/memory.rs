@@ -32,6 +32,8 @@ struct Inner {
     next_lease: i64,
     leases: BTreeMap<i64, NodeInfo>,
     owners: BTreeMap<ActorKey, Owner>,
+    /// Customer → the node that last claimed it (outlives leases).
+    placed: BTreeMap<CustomerId, String>,
     journals: BTreeMap<CustomerId, Stored>,
     /// Closed conversations' histories (the archive's stand-in).
     archive: BTreeMap<ConversationId, Vec<HistoryEvent>>,
@@ -145,7 +147,46 @@ impl Coordination for MemoryCoordination {
                 lease,
             },
         );
+        if let ActorKey::Customer(c) = key {
+            g.placed.insert(*c, node.to_owned());
+        }
         Ok(token)
+    }
+
+    async fn transfer(&self, key: &ActorKey, from: u64, node: &str, lease: i64) -> Result<u64> {
+        let mut g = self.inner();
+        if !g.leases.contains_key(&lease) {
+            return Err(ClusterError::LeaseExpired(lease));
+        }
+        if g.owners.get(key).map(|o| o.token) != Some(from) {
+            return Err(ClusterError::Fenced {
+                key: key.to_string(),
+                token: from,
+            });
+        }
+        let token = g.bump();
+        g.owners.insert(
+            key.clone(),
+            Owner {
+                node: node.to_owned(),
+                token,
+                lease,
+            },
+        );
+        if let ActorKey::Customer(c) = key {
+            g.placed.insert(*c, node.to_owned());
+        }
+        Ok(token)
+    }
+
+    async fn orphans(&self, live: &[String]) -> Result<Vec<(String, CustomerId)>> {
+        Ok(self
+            .inner()
+            .placed
+            .iter()
+            .filter(|(_, n)| !live.contains(n))
+            .map(|(c, n)| (n.clone(), *c))
+            .collect())
     }
 
     async fn release(&self, key: &ActorKey, token: u64) -> Result<()> {
@@ -153,6 +194,9 @@ impl Coordination for MemoryCoordination {
         match g.owners.get(key) {
             Some(o) if o.token == token => {
                 g.owners.remove(key);
+                if let ActorKey::Customer(c) = key {
+                    g.placed.remove(c);
+                }
                 g.bump();
                 Ok(())
             }
