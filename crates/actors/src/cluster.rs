@@ -45,6 +45,31 @@ pub trait Cluster: Send + Sync + 'static {
     async fn claim_customer(&self, id: CustomerId) -> Result<Claim>;
     /// Gives it up (the actor stopped here).
     async fn release_customer(&self, id: CustomerId, token: u64);
+    /// Takes the customer over from the owner holding `from` (a planned
+    /// migration to this node): ownership moves in one fenced step, so the
+    /// previous owner can no longer write. Returns this node's token.
+    async fn adopt_customer(&self, id: CustomerId, from: u64) -> Result<u64> {
+        let _ = from;
+        Err(crate::error::ActorError::unavailable(format!(
+            "migration of {id} (this node is not part of a cluster)"
+        )))
+    }
+    /// The customer now lives on `node`: forget it here.
+    fn customer_moved(&self, _id: CustomerId, _node: &str) {}
+    /// Where a customer should go when it leaves this node (a drain): the
+    /// live member other than this one that placement would pick.
+    fn drain_target(&self, _id: CustomerId) -> Option<String> {
+        None
+    }
+    /// The live members' ids, this node included.
+    fn member_ids(&self) -> Vec<String> {
+        vec![self.node_id().to_owned()]
+    }
+    /// Customers of dead nodes that placement gives to this node now: they
+    /// must be recovered here from the journal.
+    async fn orphans_here(&self) -> Result<Vec<CustomerId>> {
+        Ok(Vec::new())
+    }
     /// Where the router lives.
     async fn router_home(&self) -> Result<Home>;
 

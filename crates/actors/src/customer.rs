@@ -12,9 +12,34 @@
 //! - a commit refused by the fencing check means another node owns the
 //!   customer now: the actor stops at once.
 //!
+//! # Migration
+//!
+//! A planned migration ([`CustomerMsg::Migrate`]) hands the whole customer,
+//! history included, to another node while messages keep arriving, and
+//! loses, duplicates and reorders none of them:
+//!
+//! 1. The owner commits anything not yet durable, then sends the state to
+//!    the target (`Envelope::Adopt`). The target moves ownership to itself
+//!    in one fenced step (the old token is dead from then on) and starts
+//!    the actor in [`Mode::Adopting`]: what reaches it directly waits in a
+//!    stash.
+//! 2. The old actor switches to [`Mode::Moved`] and forwards, in order,
+//!    everything still in its mailbox as `Envelope::Handoff` (the target
+//!    takes these at once). Then it tells its hub to forward anything new
+//!    straight to the target, forwards what slipped in meanwhile, sends
+//!    `HandoffDone` and stops.
+//! 3. On `HandoffDone` (or after [`HANDOFF_WAIT`], should the old owner
+//!    die) the target takes its stash, in arrival order, and is live.
+//!
+//! The pause is the time between the owner taking the `Migrate` message
+//! and the target being ready: one journal flush at most, one node-to-node
+//! call and one etcd transaction.
+//!
 //! [`Checkpoint`]: centralino_core::customer::Checkpoint
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use centralino_core::customer::{
     Contact, ContactOutcome, Conversation, ConversationState, Customer, RoutingNeed,
@@ -33,7 +58,7 @@ use crate::error::{ActorError, Result};
 use crate::hub::{Delivery, DesktopEvent, Hub, OfferDelivery};
 use crate::journal::{CustomerRecord, JournalBatch, JournalError, rebuild};
 use crate::router::RouteRequest;
-use crate::wire::{CustomerReply, CustomerRequest, RouterRequest};
+use crate::wire::{CustomerReply, CustomerRequest, Envelope, EnvelopeReply, RouterRequest};
 
 pub enum CustomerMsg {
     /// A request; answered if a port is given.
@@ -42,12 +67,42 @@ pub enum CustomerMsg {
     Routed(Output),
     /// Retry committing what the journal has not confirmed yet.
     Flush,
+    /// Hand the customer over to node `to`; answered with the pause.
+    Migrate(String, RpcReplyPort<Result<Duration>>),
+    /// A message the previous owner had queued (see the module docs).
+    Handoff(Box<CustomerMsg>),
+    /// The previous owner has forwarded everything it had queued.
+    HandoffDone,
+    /// Moved: the mailbox is forwarded up to here (`last`: nothing can
+    /// arrive after it).
+    Drained { last: bool },
 }
 
 /// How soon a failed commit of routing decisions is retried.
-pub const FLUSH_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+pub const FLUSH_RETRY: Duration = Duration::from_millis(500);
+
+/// How long an adopted customer waits for the previous owner's
+/// `HandoffDone` before it takes what reached it directly anyway.
+pub const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 
 pub struct CustomerActor;
+
+/// How a customer actor starts.
+pub enum Start {
+    /// From the journal, owning the customer with `token`.
+    Recover { token: u64 },
+    /// From the state another node handed over (a planned migration).
+    Adopted { customer: Box<Customer>, token: u64 },
+}
+
+/// Where the actor stands in a migration (see the module docs).
+pub enum Mode {
+    Live,
+    /// Adopted: messages sent here directly wait for the handoff to end.
+    Adopting { stash: VecDeque<CustomerMsg> },
+    /// Handed over to `node`: everything is forwarded there.
+    Moved { node: String },
+}
 
 pub struct CustomerState {
     customer: Customer,
@@ -57,6 +112,7 @@ pub struct CustomerState {
     /// Last sequence number of the open conversation that is durable.
     durable_seq: u64,
     flush_scheduled: bool,
+    mode: Mode,
 }
 
 impl CustomerState {
@@ -72,16 +128,26 @@ impl CustomerState {
 impl Actor for CustomerActor {
     type Msg = CustomerMsg;
     type State = CustomerState;
-    type Arguments = (CustomerId, Arc<Hub>, u64);
+    type Arguments = (CustomerId, Arc<Hub>, Start);
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<CustomerMsg>,
-        (id, hub, token): Self::Arguments,
+        myself: ActorRef<CustomerMsg>,
+        (id, hub, start): Self::Arguments,
     ) -> Result<CustomerState, ActorProcessingErr> {
-        let customer = match hub.journal().recover(id).await? {
-            Some(r) => rebuild(r),
-            None => Customer::new(id, Vec::new()),
+        let (customer, token, mode) = match start {
+            Start::Recover { token } => {
+                let customer = match hub.journal().recover(id).await? {
+                    Some(r) => rebuild(r),
+                    None => Customer::new(id, Vec::new()),
+                };
+                (customer, token, Mode::Live)
+            }
+            Start::Adopted { customer, token } => {
+                myself.send_after(HANDOFF_WAIT, || CustomerMsg::HandoffDone);
+                let stash = VecDeque::new();
+                (*customer, token, Mode::Adopting { stash })
+            }
         };
         let durable_seq = customer.open.as_ref().map_or(0, |c| c.history.last_seq());
         Ok(CustomerState {
@@ -90,7 +156,30 @@ impl Actor for CustomerActor {
             token,
             durable_seq,
             flush_scheduled: false,
+            mode,
         })
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<CustomerMsg>,
+        st: &mut CustomerState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Recovered after its node died: a customer who was waiting is
+        // routed again, keeping their place (the router ignores it if it
+        // still holds the conversation).
+        if let Mode::Live = st.mode
+            && let Some(conv) = st.customer.open.as_ref()
+            && matches!(
+                conv.state,
+                ConversationState::Queued | ConversationState::Offered
+            )
+        {
+            let mut request = route_request(&st.customer, conv, None, false);
+            request.recovered = true;
+            st.hub.tell_router(RouterRequest::Route(request)).await;
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -99,44 +188,23 @@ impl Actor for CustomerActor {
         msg: CustomerMsg,
         st: &mut CustomerState,
     ) -> Result<(), ActorProcessingErr> {
-        let now = now_ms();
-        let outcome = match msg {
-            CustomerMsg::Routed(o) => routed(now, st, o).await,
-            CustomerMsg::Flush => {
-                st.flush_scheduled = false;
-                if st.pending() {
-                    persist(st, false).await
-                } else {
-                    Ok(())
-                }
+        match (&mut st.mode, msg) {
+            (Mode::Moved { node }, msg) => {
+                let node = node.clone();
+                forward(&myself, st, &node, msg).await;
             }
-            CustomerMsg::Request(req, reply) => {
-                // An acknowledged change must be durable: if the commit
-                // fails, the change is undone and the caller told so.
-                let cp = st.customer.checkpoint();
-                let r = request(now, st, req).await;
-                let outcome = match &r {
-                    Err(ActorError::Journal(e)) => {
-                        st.customer.restore(cp, None);
-                        Err(e.clone())
-                    }
-                    _ => Ok(()),
+            (Mode::Adopting { .. }, CustomerMsg::HandoffDone) => {
+                let Mode::Adopting { stash } = std::mem::replace(&mut st.mode, Mode::Live) else {
+                    unreachable!("matched Adopting above");
                 };
-                if let Some(reply) = reply {
-                    let _ = reply.send(r);
+                for msg in stash {
+                    live(&myself, st, msg).await;
                 }
-                outcome.map_err(ActorError::from)
             }
-        };
-        if let Err(ActorError::Journal(JournalError::Fenced { .. })) = outcome {
-            tracing::warn!(customer = %st.customer.id, "fenced out: another node owns this customer now; stopping");
-            myself.stop(Some("fenced out".into()));
-        } else if st.pending() && !st.flush_scheduled {
-            // Routing decisions recorded here but not yet durable are kept
-            // and committed as soon as the journal answers again.
-            tracing::warn!(customer = %st.customer.id, "journal behind; retrying");
-            st.flush_scheduled = true;
-            myself.send_after(FLUSH_RETRY, || CustomerMsg::Flush);
+            (Mode::Adopting { .. }, CustomerMsg::Handoff(msg)) => live(&myself, st, *msg).await,
+            (Mode::Adopting { stash }, msg) => stash.push_back(msg),
+            (Mode::Live, CustomerMsg::Handoff(msg)) => live(&myself, st, *msg).await,
+            (Mode::Live, msg) => live(&myself, st, msg).await,
         }
         Ok(())
     }
@@ -146,11 +214,156 @@ impl Actor for CustomerActor {
         _myself: ActorRef<CustomerMsg>,
         st: &mut CustomerState,
     ) -> Result<(), ActorProcessingErr> {
-        st.hub
-            .cluster()
-            .release_customer(st.customer.id, st.token)
-            .await;
+        // A moved customer's ownership went with it.
+        if !matches!(st.mode, Mode::Moved { .. }) {
+            st.hub
+                .cluster()
+                .release_customer(st.customer.id, st.token)
+                .await;
+        }
         Ok(())
+    }
+}
+
+/// Handles a message as the customer's owner.
+async fn live(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, msg: CustomerMsg) {
+    let now = now_ms();
+    let outcome = match msg {
+        CustomerMsg::Routed(o) => routed(now, st, o).await,
+        CustomerMsg::Flush => {
+            st.flush_scheduled = false;
+            if st.pending() {
+                persist(st, false).await
+            } else {
+                Ok(())
+            }
+        }
+        CustomerMsg::Request(req, reply) => {
+            // An acknowledged change must be durable: if the commit
+            // fails, the change is undone and the caller told so.
+            let cp = st.customer.checkpoint();
+            let r = request(now, st, req).await;
+            let outcome = match &r {
+                Err(ActorError::Journal(e)) => {
+                    st.customer.restore(cp, None);
+                    Err(e.clone())
+                }
+                _ => Ok(()),
+            };
+            if let Some(reply) = reply {
+                let _ = reply.send(r);
+            }
+            outcome.map_err(ActorError::from)
+        }
+        CustomerMsg::Migrate(to, reply) => {
+            let r = hand_over(myself, st, to).await;
+            let outcome = match &r {
+                Err(e @ ActorError::Journal(JournalError::Fenced { .. })) => Err(e.clone()),
+                _ => Ok(()),
+            };
+            let _ = reply.send(r);
+            outcome
+        }
+        // Late or stray: nothing to do for a live owner.
+        CustomerMsg::HandoffDone | CustomerMsg::Drained { .. } => Ok(()),
+        CustomerMsg::Handoff(msg) => {
+            Box::pin(live(myself, st, *msg)).await;
+            Ok(())
+        }
+    };
+    if let Err(ActorError::Journal(JournalError::Fenced { .. })) = outcome {
+        tracing::warn!(customer = %st.customer.id, "fenced out: another node owns this customer now; stopping");
+        myself.stop(Some("fenced out".into()));
+    } else if st.pending() && !st.flush_scheduled {
+        // Routing decisions recorded here but not yet durable are kept
+        // and committed as soon as the journal answers again.
+        tracing::warn!(customer = %st.customer.id, "journal behind; retrying");
+        st.flush_scheduled = true;
+        myself.send_after(FLUSH_RETRY, || CustomerMsg::Flush);
+    }
+}
+
+/// Hands the customer to node `to` (step 1 of the module docs); returns
+/// the pause. On failure the customer stays here, live.
+async fn hand_over(
+    myself: &ActorRef<CustomerMsg>,
+    st: &mut CustomerState,
+    to: String,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let id = st.customer.id;
+    if to == st.hub.cluster().node_id() {
+        return Ok(Duration::ZERO);
+    }
+    if st.pending() {
+        persist(st, false).await?;
+    }
+    let envelope = Envelope::Adopt {
+        customer: Box::new(st.customer.clone()),
+        token: st.token,
+    };
+    match st.hub.send_to(&to, envelope).await? {
+        EnvelopeReply::Migrated(Ok(_)) => {}
+        EnvelopeReply::Migrated(Err(e)) => return Err(e),
+        other => {
+            return Err(ActorError::unavailable(format!(
+                "node {to} answered a migration with {other:?}"
+            )));
+        }
+    }
+    st.hub.cluster().customer_moved(id, &to);
+    st.mode = Mode::Moved { node: to.clone() };
+    let _ = myself.cast(CustomerMsg::Drained { last: false });
+    let pause = started.elapsed();
+    crate::metrics::migration_pause(pause);
+    tracing::info!(customer = %id, to = %to, pause_us = pause.as_micros() as u64, "customer migrated");
+    Ok(pause)
+}
+
+/// Moved: forwards one message to the new owner, in order (step 2).
+async fn forward(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, node: &str, msg: CustomerMsg) {
+    let id = st.customer.id;
+    let hub = st.hub.clone();
+    match msg {
+        CustomerMsg::Request(req, reply) => {
+            let r = hub
+                .send_to(node, Envelope::Handoff(Box::new(Envelope::AskCustomer(id, req))))
+                .await
+                .and_then(|reply| match reply {
+                    EnvelopeReply::Customer(r) => r,
+                    other => Err(ActorError::unavailable(format!(
+                        "customer {id}: unexpected answer {other:?}"
+                    ))),
+                });
+            if let Some(reply) = reply {
+                let _ = reply.send(r);
+            }
+        }
+        CustomerMsg::Routed(o) => {
+            let envelope = Envelope::Handoff(Box::new(Envelope::TellCustomer(id, o)));
+            if let Err(e) = hub.send_to(node, envelope).await {
+                tracing::error!(customer = %id, to = %node, error = %e, "routing decision not handed over");
+            }
+        }
+        CustomerMsg::Migrate(_, reply) => {
+            let _ = reply.send(Err(ActorError::unavailable(format!(
+                "customer {id} (it has moved to node {node})"
+            ))));
+        }
+        CustomerMsg::Handoff(msg) => Box::pin(forward(myself, st, node, *msg)).await,
+        CustomerMsg::Drained { last: false } => {
+            // From now on the hub forwards new messages itself; whatever
+            // reached this mailbox before that is ahead of the next marker.
+            hub.customer_moved(id, node, myself);
+            let _ = myself.cast(CustomerMsg::Drained { last: true });
+        }
+        CustomerMsg::Drained { last: true } => {
+            if let Err(e) = hub.send_to(node, Envelope::HandoffDone(id)).await {
+                tracing::warn!(customer = %id, to = %node, error = %e, "handoff end not delivered; the new owner goes on after its wait");
+            }
+            myself.stop(Some("moved".into()));
+        }
+        CustomerMsg::Flush | CustomerMsg::HandoffDone => {}
     }
 }
 
@@ -646,6 +859,7 @@ fn route_request(
         last_agent: customer.last_agent.clone(),
         not_before,
         replace,
+        recovered: false,
     }
 }
 

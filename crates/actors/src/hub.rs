@@ -25,7 +25,7 @@ use tokio::sync::{OnceCell, mpsc};
 
 use crate::agent::AgentMsg;
 use crate::cluster::{Claim, Cluster, Home};
-use crate::customer::{CustomerActor, CustomerMsg};
+use crate::customer::{CustomerActor, CustomerMsg, Start};
 use crate::error::{ActorError, Result, call_result};
 use crate::journal::Journal;
 use crate::router::RouterMsg;
@@ -96,12 +96,17 @@ pub struct Hub {
     cluster: Arc<dyn Cluster>,
     journal: Arc<dyn Journal>,
     customers: Mutex<FxHashMap<CustomerId, Arc<OnceCell<ActorRef<CustomerMsg>>>>>,
+    /// Customers that migrated away from here, and where to: messages that
+    /// still arrive here are forwarded (see `actors::customer`).
+    moved: Mutex<FxHashMap<CustomerId, String>>,
     agents: Mutex<FxHashMap<AgentId, ActorRef<AgentMsg>>>,
     gateways: Mutex<(Vec<GatewaySub>, VecDeque<Delivery>)>,
     router: Mutex<Option<ActorRef<RouterMsg>>>,
     supervisor: OnceLock<ActorCell>,
     /// Ordered delivery lanes for what is told (see [`Hub::post_customer`]).
     lanes: Vec<mpsc::UnboundedSender<Told>>,
+    /// Draining: no customer actor starts here any more.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Something told to a customer or a desktop, waiting in a lane.
@@ -131,11 +136,13 @@ impl Hub {
                 cluster,
                 journal,
                 customers: Default::default(),
+                moved: Default::default(),
                 agents: Default::default(),
                 gateways: Default::default(),
                 router: Mutex::new(None),
                 supervisor: OnceLock::new(),
                 lanes,
+                draining: Default::default(),
             }
         })
     }
@@ -238,27 +245,68 @@ impl Hub {
         id: CustomerId,
         req: CustomerRequest,
     ) -> Result<CustomerReply> {
-        match self.local_customer(id).await? {
-            Ok(actor) => call_result(
-                "customer",
-                actor
-                    .call(|reply| CustomerMsg::Request(req, Some(reply)), None)
-                    .await,
-            )?,
-            Err(owner) => self.ask_remote_customer(&owner, id, req).await,
+        self.ask_local_customer_as(id, req, false).await
+    }
+
+    /// `handoff`: the request was queued at the previous owner when the
+    /// customer migrated here (it goes ahead of what came here directly).
+    async fn ask_local_customer_as(
+        self: &Arc<Self>,
+        id: CustomerId,
+        req: CustomerRequest,
+        handoff: bool,
+    ) -> Result<CustomerReply> {
+        // An actor that stops as we reach it (it migrated, or was fenced
+        // out) did not take the request: look again, once.
+        for attempt in 0..2 {
+            let actor = match self.local_customer(id).await? {
+                Ok(actor) => actor,
+                Err(owner) => return self.ask_remote_customer(&owner, id, req).await,
+            };
+            let r = actor
+                .call(
+                    |reply| wrap(handoff, CustomerMsg::Request(req.clone(), Some(reply))),
+                    None,
+                )
+                .await;
+            match r {
+                Ok(ractor::rpc::CallResult::SenderError) | Err(_)
+                    if attempt == 0 && !alive(actor.get_status()) =>
+                {
+                    continue;
+                }
+                r => return call_result("customer", r)?,
+            }
         }
+        Err(ActorError::unavailable(format!("customer {id} (stopping)")))
     }
 
     async fn tell_local_customer(self: &Arc<Self>, id: CustomerId, o: Output) -> Result<()> {
-        match self.local_customer(id).await? {
-            Ok(actor) => actor
-                .cast(CustomerMsg::Routed(o))
-                .map_err(|_| ActorError::unavailable(format!("customer {id}"))),
-            Err(owner) => self
-                .send(&owner, Envelope::TellCustomer(id, o))
-                .await
-                .map(|_| ()),
+        self.tell_local_customer_as(id, o, false).await
+    }
+
+    async fn tell_local_customer_as(
+        self: &Arc<Self>,
+        id: CustomerId,
+        o: Output,
+        handoff: bool,
+    ) -> Result<()> {
+        for attempt in 0..2 {
+            match self.local_customer(id).await? {
+                Ok(actor) => match actor.cast(wrap(handoff, CustomerMsg::Routed(o.clone()))) {
+                    Ok(()) => return Ok(()),
+                    Err(_) if attempt == 0 => continue,
+                    Err(_) => break,
+                },
+                Err(owner) => {
+                    return self
+                        .send(&owner, Envelope::TellCustomer(id, o))
+                        .await
+                        .map(|_| ());
+                }
+            }
         }
+        Err(ActorError::unavailable(format!("customer {id} (stopping)")))
     }
 
     async fn ask_remote_customer(
@@ -286,6 +334,16 @@ impl Hub {
         self: &Arc<Self>,
         id: CustomerId,
     ) -> Result<Result<ActorRef<CustomerMsg>, String>> {
+        if let Some(node) = lock(&self.moved).get(&id).cloned() {
+            return Ok(Err(node));
+        }
+        if self.is_draining() && !lock(&self.customers).contains_key(&id) {
+            // Leaving: a customer not running here starts where it will
+            // live after the drain (that node's hub claims it).
+            if let Some(node) = self.cluster.drain_target(id) {
+                return Ok(Err(node));
+            }
+        }
         let cell = {
             let mut customers = lock(&self.customers);
             let cell = customers.entry(id).or_default();
@@ -302,7 +360,12 @@ impl Hub {
                 };
                 let supervisor = self.supervisor_cell()?;
                 let (actor, _) =
-                    Actor::spawn_linked(None, CustomerActor, (id, self.clone(), token), supervisor)
+                    Actor::spawn_linked(
+                        None,
+                        CustomerActor,
+                        (id, self.clone(), Start::Recover { token }),
+                        supervisor,
+                    )
                         .await
                         .map_err(|e| ActorError::unavailable(format!("customer {id} ({e})")))?;
                 Ok(actor)
@@ -330,6 +393,154 @@ impl Hub {
     /// Number of customer actors on this node.
     pub fn customer_count(&self) -> usize {
         lock(&self.customers).len()
+    }
+
+    /// From now on no customer actor starts here: the node is leaving, and
+    /// [`Hub::drain`] moves the running ones away.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The customers whose actors run here.
+    pub fn local_customers(&self) -> Vec<CustomerId> {
+        lock(&self.customers)
+            .iter()
+            .filter(|(_, cell)| cell.get().is_some_and(|a| alive(a.get_status())))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    // ---------------------------------------------------------- migration
+
+    /// Moves the customer's actor, with its whole history, to node `to`
+    /// (see `actors::customer` for the protocol), wherever it lives now;
+    /// returns the pause it saw.
+    pub async fn migrate_customer(
+        self: &Arc<Self>,
+        id: CustomerId,
+        to: &str,
+    ) -> Result<std::time::Duration> {
+        let owner = match self.cluster.customer_home(id).await? {
+            Home::Here => match self.local_customer(id).await? {
+                Ok(actor) => {
+                    let to = to.to_owned();
+                    return call_result(
+                        "customer",
+                        actor
+                            .call(|reply| CustomerMsg::Migrate(to, reply), None)
+                            .await,
+                    )?;
+                }
+                Err(owner) => owner,
+            },
+            Home::There(owner) => owner,
+        };
+        let envelope = Envelope::Migrate {
+            customer: id,
+            to: to.to_owned(),
+        };
+        match self.send(&owner, envelope).await? {
+            EnvelopeReply::Migrated(r) => r.map(std::time::Duration::from_micros),
+            other => Err(ActorError::unavailable(format!(
+                "customer {id}: unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Moves every customer actor running here to the node placement picks
+    /// among the others (a drain), `parallel` at a time. Returns how many
+    /// moved and the customers that could not be moved.
+    pub async fn drain(self: &Arc<Self>, parallel: usize) -> (usize, Vec<(CustomerId, ActorError)>) {
+        use futures::StreamExt;
+        self.start_draining();
+        let ids = self.local_customers();
+        let results: Vec<_> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let Some(to) = self.cluster.drain_target(id) else {
+                    return (id, Err(ActorError::unavailable("drain target (no other live node)")));
+                };
+                (id, self.migrate_customer(id, &to).await)
+            })
+            .buffer_unordered(parallel.max(1))
+            .collect()
+            .await;
+        let mut moved = 0;
+        let mut failed = Vec::new();
+        for (id, r) in results {
+            match r {
+                Ok(_) => moved += 1,
+                Err(e) => failed.push((id, e)),
+            }
+        }
+        (moved, failed)
+    }
+
+    /// Starts, from the journal, the actors of dead nodes' customers that
+    /// placement gives to this node (failover). A recovered customer who
+    /// was waiting is routed again with their original waiting time.
+    /// Returns how many were started here.
+    pub async fn recover_orphans(self: &Arc<Self>, parallel: usize) -> Result<usize> {
+        use futures::StreamExt;
+        let orphans = self.cluster.orphans_here().await?;
+        let started: Vec<bool> = futures::stream::iter(orphans)
+            .map(|id| async move {
+                match self.local_customer(id).await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(_)) => false,
+                    Err(e) => {
+                        tracing::warn!(customer = %id, error = %e, "recovering a dead node's customer; it will be recovered on its next message");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(parallel.max(1))
+            .collect()
+            .await;
+        let n = started.into_iter().filter(|s| *s).count();
+        crate::metrics::recovered_customers(n);
+        Ok(n)
+    }
+
+    /// The customer's actor here stopped after migrating to `node`: from now
+    /// on the hub forwards its messages there. Does nothing if another
+    /// actor runs here for the customer by now (it migrated back).
+    pub(crate) fn customer_moved(&self, id: CustomerId, node: &str, actor: &ActorRef<CustomerMsg>) {
+        let mut customers = lock(&self.customers);
+        let current = customers
+            .get(&id)
+            .and_then(|c| c.get())
+            .is_some_and(|a| a.get_id() == actor.get_id());
+        if current {
+            customers.remove(&id);
+            lock(&self.moved).insert(id, node.to_owned());
+        }
+    }
+
+    /// Takes over a customer handed over by another node (see
+    /// `actors::customer`): ownership moves here, then its actor starts
+    /// from the state it was given.
+    async fn adopt(self: &Arc<Self>, customer: Box<centralino_core::customer::Customer>, from: u64) -> Result<()> {
+        let id = customer.id;
+        let token = self.cluster.adopt_customer(id, from).await?;
+        let supervisor = self.supervisor_cell()?;
+        let (actor, _) = Actor::spawn_linked(
+            None,
+            CustomerActor,
+            (id, self.clone(), Start::Adopted { customer, token }),
+            supervisor,
+        )
+        .await
+        .map_err(|e| ActorError::unavailable(format!("customer {id} ({e})")))?;
+        let cell = Arc::new(OnceCell::new_with(Some(actor)));
+        lock(&self.moved).remove(&id);
+        lock(&self.customers).insert(id, cell);
+        crate::metrics::customer_actors(lock(&self.customers).len());
+        Ok(())
     }
 
     // -------------------------------------------------------------- router
@@ -516,6 +727,11 @@ impl Hub {
         self.cluster.send(node, envelope).await
     }
 
+    /// Carries an envelope to another node's hub.
+    pub(crate) async fn send_to(&self, node: &str, envelope: Envelope) -> Result<EnvelopeReply> {
+        self.send(node, envelope).await
+    }
+
     /// Serves an envelope another node sent here.
     pub async fn handle(self: &Arc<Self>, envelope: Envelope) -> EnvelopeReply {
         match envelope {
@@ -558,6 +774,33 @@ impl Hub {
                 }
                 EnvelopeReply::Done
             }
+            Envelope::Adopt { customer, token } => {
+                EnvelopeReply::Migrated(self.adopt(customer, token).await.map(|()| 0))
+            }
+            Envelope::Handoff(inner) => match *inner {
+                Envelope::AskCustomer(id, req) => {
+                    EnvelopeReply::Customer(self.ask_local_customer_as(id, req, true).await)
+                }
+                Envelope::TellCustomer(id, o) => {
+                    if let Err(e) = self.tell_local_customer_as(id, o, true).await {
+                        tracing::warn!(customer = %id, error = %e, "handed-over routing decision not delivered");
+                    }
+                    EnvelopeReply::Done
+                }
+                other => Box::pin(self.handle(other)).await,
+            },
+            Envelope::HandoffDone(id) => {
+                let running = lock(&self.customers).get(&id).and_then(|c| c.get().cloned());
+                if let Some(actor) = running {
+                    let _ = actor.cast(CustomerMsg::HandoffDone);
+                }
+                EnvelopeReply::Done
+            }
+            Envelope::Migrate { customer, to } => EnvelopeReply::Migrated(
+                self.migrate_customer(customer, &to)
+                    .await
+                    .map(|d| d.as_micros() as u64),
+            ),
         }
     }
 }
@@ -596,6 +839,15 @@ async fn run_lane(hub: std::sync::Weak<Hub>, mut rx: mpsc::UnboundedReceiver<Tol
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
         }
+    }
+}
+
+/// A message as the previous owner hands it over, or as sent directly.
+fn wrap(handoff: bool, msg: CustomerMsg) -> CustomerMsg {
+    if handoff {
+        CustomerMsg::Handoff(Box::new(msg))
+    } else {
+        msg
     }
 }
 

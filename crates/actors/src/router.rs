@@ -38,6 +38,10 @@ pub struct RouteRequest {
     /// Route it again keeping its place (it changed channel, or a callback
     /// replaces its waiting).
     pub replace: bool,
+    /// Sent by a customer recovered after its node died: route it only if
+    /// the router does not hold it already.
+    #[serde(default)]
+    pub recovered: bool,
 }
 
 pub enum RouterMsg {
@@ -178,8 +182,13 @@ fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
     } else {
         Input::Enqueue(enqueue)
     };
-    if let Err(e) = st.router.step(now, input, &mut st.out) {
-        tracing::warn!(conversation = %req.conversation, error = %e, "enqueue refused");
+    match st.router.step(now, input, &mut st.out) {
+        Err(centralino_core::CoreError::AlreadyRouted(_)) if req.recovered => {}
+        Err(e) => tracing::warn!(conversation = %req.conversation, error = %e, "enqueue refused"),
+        Ok(()) if req.recovered => {
+            tracing::info!(conversation = %req.conversation, "recovered conversation queued again")
+        }
+        Ok(()) => {}
     }
 }
 

@@ -117,6 +117,19 @@ pub enum Envelope {
     TellRouter(RouterRequest),
     Desktop(AgentId, DesktopEvent),
     Deliver(Delivery),
+    /// Planned migration: take this customer over from the owner holding
+    /// `token`; the state carries the open conversation's whole history.
+    Adopt {
+        customer: Box<Customer>,
+        token: u64,
+    },
+    /// A message the previous owner had queued when it handed the customer
+    /// over: the new owner takes these before anything sent to it directly.
+    Handoff(Box<Envelope>),
+    /// The previous owner has forwarded everything it had queued.
+    HandoffDone(CustomerId),
+    /// Move the customer (owned by the receiving node) to node `to`.
+    Migrate { customer: CustomerId, to: String },
 }
 
 /// The answer to an [`Envelope`].
@@ -124,5 +137,7 @@ pub enum Envelope {
 pub enum EnvelopeReply {
     Customer(Result<CustomerReply, ActorError>),
     Router(Result<RouterReply, ActorError>),
+    /// A migration's outcome: the pause the customer saw, in microseconds.
+    Migrated(Result<u64, ActorError>),
     Done,
 }

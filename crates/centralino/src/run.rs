@@ -24,8 +24,9 @@ pub fn init_tracing() {
 }
 
 /// Starts the node (and the simulation, in dev), serves until Ctrl-C or
-/// SIGTERM, then shuts down in order: stop the simulation, stop accepting
-/// and let calls finish, stop the actors, leave the cluster.
+/// SIGTERM, then shuts down in order: stop the simulation, drain (move
+/// every customer actor to the other nodes, with its history), stop
+/// accepting and let calls finish, stop the actors, leave the cluster.
 pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> {
     if let Some(addr) = cfg.node.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -84,6 +85,11 @@ pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> 
     tracing::info!(lease_lost, "shutting down");
     if let Some(s) = simulation {
         s.stop().await;
+    }
+    // Drain while the server still serves: other nodes keep reaching the
+    // customers here (forwarded once moved) until every one has moved.
+    if !lease_lost {
+        node.drain().await;
     }
     let _ = stop_tx.send(true);
     match tokio::time::timeout(GRACE, server).await {

@@ -46,6 +46,7 @@ pub struct Node {
     supervisor_done: ractor::concurrency::JoinHandle<()>,
     keep_alive: JoinHandle<()>,
     lease_lost: watch::Receiver<bool>,
+    failover: Option<JoinHandle<()>>,
 }
 
 impl Node {
@@ -58,12 +59,14 @@ impl Node {
         let (lost_tx, lease_lost) = watch::channel(false);
         let keep_alive = tokio::spawn(keep_alive(coord.clone(), lease, opts.lease_ttl, lost_tx));
         let journal = Arc::new(CoordinatedJournal::new(coord.clone()));
+        let mut topology = None;
         let (cluster, hosts_router): (Arc<dyn Cluster>, bool) = match mode {
             Mode::Standalone => (Arc::new(Standalone::new(opts.node.id.clone())), true),
             Mode::Clustered => {
-                let topology = Topology::start(coord.clone(), opts.node.clone(), lease).await?;
-                let hosts = topology.claim_router().await?;
-                (topology, hosts)
+                let t = Topology::start(coord.clone(), opts.node.clone(), lease).await?;
+                let hosts = t.claim_router().await?;
+                topology = Some(t.clone());
+                (t, hosts)
             }
         };
         let hub = Hub::new(journal, cluster);
@@ -71,6 +74,7 @@ impl Node {
         let (supervisor, supervisor_done) = supervisor::start(hub.clone(), router)
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        let failover = topology.map(|t| tokio::spawn(failover(hub.clone(), t.members_left())));
         tracing::info!(node = %opts.node.id, advertise = %opts.node.advertise, lease, router = hosts_router, ?mode, "node started");
         Ok(Node {
             hub,
@@ -81,6 +85,7 @@ impl Node {
             supervisor_done,
             keep_alive,
             lease_lost,
+            failover,
         })
     }
 
@@ -101,9 +106,30 @@ impl Node {
         !self.supervisor_done.is_finished()
     }
 
+    /// Moves every customer actor of this node to the other live nodes,
+    /// with its history (the first step of a planned shutdown). Returns how
+    /// many moved and how many could not (those stop here, and recover from
+    /// the journal wherever their next message takes them).
+    pub async fn drain(&self) -> (usize, usize) {
+        if let Some(f) = &self.failover {
+            f.abort();
+        }
+        let started = std::time::Instant::now();
+        let (moved, failed) = self.hub.drain(DRAIN_PARALLEL).await;
+        for (customer, e) in failed.iter().take(10) {
+            tracing::warn!(%customer, error = %e, "not moved during the drain");
+        }
+        crate::metrics::drain(started.elapsed());
+        tracing::info!(node = %self.info.id, moved, failed = failed.len(), ms = started.elapsed().as_millis() as u64, "drained");
+        (moved, failed.len())
+    }
+
     /// Stops the actors, then leaves the cluster (revokes the lease). The
     /// server has stopped accepting before this is called.
     pub async fn shutdown(self) {
+        if let Some(f) = &self.failover {
+            f.abort();
+        }
         let stop = Duration::from_secs(10);
         self.supervisor
             .stop_children_and_wait(Some("node shutting down".into()), Some(stop.into()))
@@ -120,6 +146,31 @@ impl Node {
             tracing::warn!(error = %e, "leaving the cluster");
         }
         tracing::info!(node = %self.info.id, "node stopped");
+    }
+}
+
+/// Customers moved at once during a drain.
+pub const DRAIN_PARALLEL: usize = 32;
+/// Dead nodes' customers recovered at once.
+pub const RECOVER_PARALLEL: usize = 64;
+
+/// Failover: whenever a member leaves, recovers here the customers it owned
+/// that placement now gives to this node (once at start too, for what died
+/// while this node was away, its own previous incarnation included).
+async fn failover(hub: Arc<Hub>, mut left: tokio::sync::broadcast::Receiver<String>) {
+    let mut dead = None;
+    loop {
+        let started = std::time::Instant::now();
+        match hub.recover_orphans(RECOVER_PARALLEL).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(recovered = n, from = ?dead, ms = started.elapsed().as_millis() as u64, "recovered customers of a dead node"),
+            Err(e) => tracing::warn!(error = %e, "listing dead nodes' customers"),
+        }
+        match left.recv().await {
+            Ok(node) => dead = Some(node),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => dead = None,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

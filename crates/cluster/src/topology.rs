@@ -62,6 +62,8 @@ pub struct Topology {
     gateways: Mutex<Option<(Vec<(String, Vec<Vec<Channel>>)>, Instant)>>,
     router: Mutex<Option<String>>,
     peers: Mutex<HashMap<String, NodeClient<Conn>>>,
+    /// Ids of members that left (died or drained), for failover.
+    left: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Topology {
@@ -86,6 +88,7 @@ impl Topology {
             gateways: Default::default(),
             router: Default::default(),
             peers: Default::default(),
+            left: tokio::sync::broadcast::channel(64).0,
         });
         let weak = Arc::downgrade(&t);
         tokio::spawn(async move {
@@ -115,8 +118,15 @@ impl Topology {
                 tracing::info!(node = %id, "member left");
                 lock(&self.members).remove(&id);
                 self.forget_node(&id);
+                let _ = self.left.send(id);
             }
         }
+    }
+
+    /// Ids of members as they leave: the node recovers the dead ones'
+    /// customers that placement now gives it.
+    pub fn members_left(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.left.subscribe()
     }
 
     /// Drops every cached fact that points at `node`.
@@ -152,8 +162,15 @@ impl Topology {
 
     /// The live member rendezvous hashing picks for `key`.
     fn rendezvous(&self, key: u64) -> Option<String> {
+        self.rendezvous_except(key, None)
+    }
+
+    /// The live member rendezvous hashing picks for `key`, leaving out
+    /// `except`.
+    fn rendezvous_except(&self, key: u64, except: Option<&str>) -> Option<String> {
         lock(&self.members)
             .keys()
+            .filter(|node| Some(node.as_str()) != except)
             .max_by_key(|node| mix(key ^ fnv(node.as_bytes())))
             .cloned()
     }
@@ -294,6 +311,40 @@ impl Cluster for Topology {
         if let Err(e) = self.coord.release(&ActorKey::Customer(id), token).await {
             tracing::debug!(customer = %id, error = %e, "releasing ownership");
         }
+    }
+
+    async fn adopt_customer(&self, id: CustomerId, from: u64) -> Result<u64> {
+        let token = self
+            .coord
+            .transfer(&ActorKey::Customer(id), from, &self.me.id, self.lease)
+            .await
+            .map_err(unavailable)?;
+        lock(&self.mine).insert(id, token);
+        lock(&self.owners).remove(&id);
+        Ok(token)
+    }
+
+    fn customer_moved(&self, id: CustomerId, node: &str) {
+        lock(&self.mine).remove(&id);
+        lock(&self.owners).insert(id, node.to_owned());
+    }
+
+    fn drain_target(&self, id: CustomerId) -> Option<String> {
+        self.rendezvous_except(id.0, Some(&self.me.id))
+    }
+
+    fn member_ids(&self) -> Vec<String> {
+        lock(&self.members).keys().cloned().collect()
+    }
+
+    async fn orphans_here(&self) -> Result<Vec<CustomerId>> {
+        let live = self.member_ids();
+        let orphans = self.coord.orphans(&live).await.map_err(unavailable)?;
+        Ok(orphans
+            .into_iter()
+            .filter(|(_, id)| self.rendezvous(id.0).as_deref() == Some(self.me.id.as_str()))
+            .map(|(_, id)| id)
+            .collect())
     }
 
     async fn router_home(&self) -> Result<Home> {

@@ -39,6 +39,50 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(reply))
     }
 
+    async fn list_nodes(
+        &self,
+        _req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let cluster = self.hub.cluster();
+        Ok(Response::new(pb::ListNodesResponse {
+            node_ids: cluster.member_ids(),
+            answered_by: cluster.node_id().to_owned(),
+            local_customers: self.hub.local_customers().len() as u32,
+            draining: self.hub.is_draining(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer = %req.get_ref().customer_id, to = %req.get_ref().to_node))]
+    async fn move_customer(
+        &self,
+        req: Request<pb::MoveCustomerRequest>,
+    ) -> Result<Response<pb::MoveCustomerResponse>, Status> {
+        let req = req.into_inner();
+        let customer = convert::customer_id("customer_id", &req.customer_id)?;
+        if !self.hub.cluster().member_ids().contains(&req.to_node) {
+            return Err(convert::invalid(
+                "to_node",
+                format!(
+                    "{:?} is not a live node of this cluster; ListNodes gives the live ones",
+                    req.to_node
+                ),
+            ));
+        }
+        if !self.hub.customer_exists(customer).await.map_err(status)? {
+            return Err(Status::not_found(format!(
+                "customer_id: no customer {customer}"
+            )));
+        }
+        let pause = self
+            .hub
+            .migrate_customer(customer, &req.to_node)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::MoveCustomerResponse {
+            pause_us: pause.as_micros() as i64,
+        }))
+    }
+
     async fn list_queues(
         &self,
         _req: Request<pb::ListQueuesRequest>,
