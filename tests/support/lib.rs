@@ -79,6 +79,7 @@ impl TestNode {
             router,
             queues,
             lease_ttl: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(2),
         };
         let node = Node::start(opts, Arc::new(MemoryCoordination::new()), Mode::Standalone)
             .await

@@ -38,10 +38,13 @@ pub struct NodeSection {
     /// Cluster name: the nodes of one cluster share it, and their keys live
     /// under `/centralino/<cluster>/` in etcd.
     pub cluster: String,
-    /// Membership lease time-to-live, ms. The lease is renewed every third
-    /// of it; a node that dies is noticed by the others after at most this
-    /// long.
+    /// Membership lease time-to-live, ms (etcd rounds it up to whole
+    /// seconds). A node that dies is noticed by the others once it expires,
+    /// and its customers are recovered then: this bounds failover.
     pub lease_ttl_ms: u64,
+    /// How often the lease is renewed, ms; at most a third of the TTL, so
+    /// that two renewals in a row may be late without the lease expiring.
+    pub keep_alive_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -123,6 +126,14 @@ impl Default for Config {
     }
 }
 
+/// 2 s: a dead node's customers are back on the others about 2.5 s after
+/// it died (etcd checks expiries every 500 ms), under the 3 s target.
+pub const DEFAULT_LEASE_TTL_MS: u64 = 2_000;
+/// Four renewals per TTL: a loaded 2-core machine may stall a node for
+/// over a second (a debug build, the benchmark on the same cores) without
+/// its lease expiring falsely.
+pub const DEFAULT_KEEP_ALIVE_MS: u64 = 500;
+
 impl Default for NodeSection {
     fn default() -> Self {
         NodeSection {
@@ -132,7 +143,8 @@ impl Default for NodeSection {
             metrics_listen: None,
             etcd: Vec::new(),
             cluster: "default".into(),
-            lease_ttl_ms: 6_000,
+            lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
+            keep_alive_ms: DEFAULT_KEEP_ALIVE_MS,
         }
     }
 }
@@ -172,6 +184,7 @@ pub struct Overrides {
     pub etcd: Option<Vec<String>>,
     pub cluster: Option<String>,
     pub lease_ttl_ms: Option<u64>,
+    pub keep_alive_ms: Option<u64>,
 }
 
 impl Config {
@@ -207,6 +220,9 @@ impl Config {
         if let Some(ttl) = o.lease_ttl_ms {
             cfg.node.lease_ttl_ms = ttl;
         }
+        if let Some(every) = o.keep_alive_ms {
+            cfg.node.keep_alive_ms = every;
+        }
         if cfg.node.id.is_empty() {
             cfg.node.id = format!("node-{}", cfg.node.listen.port());
         }
@@ -241,6 +257,13 @@ impl Config {
             bail!(
                 "node.lease_ttl_ms: must be at least 1000, got {}",
                 self.node.lease_ttl_ms
+            );
+        }
+        if self.node.keep_alive_ms == 0 || self.node.keep_alive_ms * 3 > self.node.lease_ttl_ms {
+            bail!(
+                "node.keep_alive_ms: must be between 1 and a third of node.lease_ttl_ms ({}), got {}",
+                self.node.lease_ttl_ms / 3,
+                self.node.keep_alive_ms
             );
         }
         Ok(())

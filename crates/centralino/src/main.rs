@@ -63,6 +63,9 @@ struct NodeArgs {
     /// Membership lease TTL, ms.
     #[arg(long, env = "CENTRALINO_LEASE_TTL_MS")]
     lease_ttl_ms: Option<u64>,
+    /// Lease renewal interval, ms (at most a third of the TTL).
+    #[arg(long, env = "CENTRALINO_KEEP_ALIVE_MS")]
+    keep_alive_ms: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +99,7 @@ impl NodeArgs {
             etcd: self.etcd.clone(),
             cluster: self.cluster.clone(),
             lease_ttl_ms: self.lease_ttl_ms,
+            keep_alive_ms: self.keep_alive_ms,
         };
         let mut cfg = config::Config::load(self.config.as_deref(), overrides)?;
         if dev && self.config.is_none() {

@@ -47,6 +47,7 @@ pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> 
         router: cfg.router()?,
         queues: cfg.queues()?,
         lease_ttl: Duration::from_millis(cfg.node.lease_ttl_ms),
+        keep_alive: Duration::from_millis(cfg.node.keep_alive_ms),
     };
     let node = if cfg.node.etcd.is_empty() {
         Node::start(opts, Arc::new(MemoryCoordination::new()), Mode::Standalone).await

@@ -24,6 +24,8 @@ pub struct NodeOptions {
     /// Queues defined at start; the first is the default queue.
     pub queues: Vec<QueueConfig>,
     pub lease_ttl: Duration,
+    /// How often the lease is renewed.
+    pub keep_alive: Duration,
 }
 
 /// How the node relates to others.
@@ -57,7 +59,7 @@ impl Node {
     ) -> Result<Node> {
         let lease = coord.join(&opts.node, opts.lease_ttl).await?;
         let (lost_tx, lease_lost) = watch::channel(false);
-        let keep_alive = tokio::spawn(keep_alive(coord.clone(), lease, opts.lease_ttl, lost_tx));
+        let keep_alive = tokio::spawn(keep_alive(coord.clone(), lease, opts.keep_alive, lost_tx));
         let journal = Arc::new(CoordinatedJournal::new(coord.clone()));
         let mut topology = None;
         let (cluster, hosts_router): (Arc<dyn Cluster>, bool) = match mode {
@@ -174,16 +176,16 @@ async fn failover(hub: Arc<Hub>, mut left: tokio::sync::broadcast::Receiver<Stri
     }
 }
 
-/// Renews the lease every third of its TTL. Failures while the store is
-/// unreachable are retried; a lease the store no longer knows is lost for
-/// good, and says so.
+/// Renews the lease every `every`. Failures while the store is unreachable
+/// are retried; a lease the store no longer knows is lost for good, and
+/// says so.
 async fn keep_alive(
     coord: Arc<dyn Coordination>,
     lease: i64,
-    ttl: Duration,
+    every: Duration,
     lost: watch::Sender<bool>,
 ) {
-    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
