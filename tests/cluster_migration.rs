@@ -76,7 +76,8 @@ async fn send_all(name: &'static str, gateway: pb::gateway_client::GatewayClient
         for attempt in 0.. {
             let text = format!("{name} message {n} attempt {attempt}");
             let mut g = gateway.clone();
-            let r = tokio::time::timeout(CALL_TIMEOUT, g.submit_contact(message(text.clone()))).await;
+            let r =
+                tokio::time::timeout(CALL_TIMEOUT, g.submit_contact(message(text.clone()))).await;
             match r {
                 Ok(Ok(ack)) => {
                     sent.acked.push((text, ack.into_inner().seq));
@@ -92,7 +93,10 @@ async fn send_all(name: &'static str, gateway: pb::gateway_client::GatewayClient
                 }
                 Err(_) => sent.refused.push(text),
             }
-            assert!(Instant::now() < give_up, "{name} message {n} never acknowledged");
+            assert!(
+                Instant::now() < give_up,
+                "{name} message {n} never acknowledged"
+            );
             tokio::time::sleep(POLL).await;
         }
     }
@@ -137,7 +141,14 @@ async fn a_customer_moved_back_and_forth_under_load_keeps_every_message_in_order
     let mut pauses = Vec::new();
     let mut owner = owner;
     for m in 0..MOVES {
-        let to = ids[(ids.iter().position(|n| *n == owner).expect("owner is a node") + 1 + m % 2) % 3].clone();
+        let to = ids[(ids
+            .iter()
+            .position(|n| *n == owner)
+            .expect("owner is a node")
+            + 1
+            + m % 2)
+            % 3]
+        .clone();
         let via = &nodes[m % 3];
         let reply = via
             .admin()
@@ -146,12 +157,20 @@ async fn a_customer_moved_back_and_forth_under_load_keeps_every_message_in_order
                 to_node: to.clone(),
             })
             .await
-            .unwrap_or_else(|s| panic!("move {m} of {customer} from {owner} to {to} via {}: {s:?}", via.node_id))
+            .unwrap_or_else(|s| {
+                panic!(
+                    "move {m} of {customer} from {owner} to {to} via {}: {s:?}",
+                    via.node_id
+                )
+            })
             .into_inner();
         pauses.push(reply.pause_us);
         let give_up = Instant::now() + WAIT;
         while owner_of(&etcd, &customer).as_deref() != Some(to.as_str()) {
-            assert!(Instant::now() < give_up, "etcd never named {to} the owner after move {m}");
+            assert!(
+                Instant::now() < give_up,
+                "etcd never named {to} the owner after move {m}"
+            );
             tokio::time::sleep(POLL).await;
         }
         owner = to;
@@ -194,7 +213,9 @@ async fn a_customer_moved_back_and_forth_under_load_keeps_every_message_in_order
                 None => problems.push(format!("{text:?} (acknowledged as seq {seq}) is missing")),
             }
             if *seq <= last {
-                problems.push(format!("sender {name}: {text:?} acknowledged as seq {seq} after seq {last}"));
+                problems.push(format!(
+                    "sender {name}: {text:?} acknowledged as seq {seq} after seq {last}"
+                ));
             }
             last = *seq;
         }
@@ -215,10 +236,19 @@ async fn a_customer_moved_back_and_forth_under_load_keeps_every_message_in_order
         pauses[pauses.len() / 2],
         pauses[pauses.len() - 1]
     );
-    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 
     for n in &mut nodes {
         let status = n.terminate().await;
-        assert!(status.success(), "node {} exits cleanly: {status:?}", n.node_id);
+        assert!(
+            status.success(),
+            "node {} exits cleanly: {status:?}",
+            n.node_id
+        );
     }
 }

@@ -99,9 +99,13 @@ pub enum Start {
 pub enum Mode {
     Live,
     /// Adopted: messages sent here directly wait for the handoff to end.
-    Adopting { stash: VecDeque<CustomerMsg> },
+    Adopting {
+        stash: VecDeque<CustomerMsg>,
+    },
     /// Handed over to `node`: everything is forwarded there.
-    Moved { node: String },
+    Moved {
+        node: String,
+    },
 }
 
 pub struct CustomerState {
@@ -188,24 +192,7 @@ impl Actor for CustomerActor {
         msg: CustomerMsg,
         st: &mut CustomerState,
     ) -> Result<(), ActorProcessingErr> {
-        match (&mut st.mode, msg) {
-            (Mode::Moved { node }, msg) => {
-                let node = node.clone();
-                forward(&myself, st, &node, msg).await;
-            }
-            (Mode::Adopting { .. }, CustomerMsg::HandoffDone) => {
-                let Mode::Adopting { stash } = std::mem::replace(&mut st.mode, Mode::Live) else {
-                    unreachable!("matched Adopting above");
-                };
-                for msg in stash {
-                    live(&myself, st, msg).await;
-                }
-            }
-            (Mode::Adopting { .. }, CustomerMsg::Handoff(msg)) => live(&myself, st, *msg).await,
-            (Mode::Adopting { stash }, msg) => stash.push_back(msg),
-            (Mode::Live, CustomerMsg::Handoff(msg)) => live(&myself, st, *msg).await,
-            (Mode::Live, msg) => live(&myself, st, msg).await,
-        }
+        dispatch(&myself, st, msg).await;
         Ok(())
     }
 
@@ -222,6 +209,29 @@ impl Actor for CustomerActor {
                 .await;
         }
         Ok(())
+    }
+}
+
+/// Handles a message as the migration mode says (see the module docs).
+async fn dispatch(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, msg: CustomerMsg) {
+    match (&mut st.mode, msg) {
+        (Mode::Moved { node }, msg) => {
+            let node = node.clone();
+            forward(myself, st, &node, msg).await;
+        }
+        (Mode::Adopting { .. }, CustomerMsg::HandoffDone) => {
+            let Mode::Adopting { stash } = std::mem::replace(&mut st.mode, Mode::Live) else {
+                unreachable!("matched Adopting above");
+            };
+            // Each through the mode it finds: a stashed move turns what
+            // follows it into forwards.
+            for msg in stash {
+                Box::pin(dispatch(myself, st, msg)).await;
+            }
+        }
+        (Mode::Adopting { .. }, CustomerMsg::Handoff(msg)) => live(myself, st, *msg).await,
+        (Mode::Adopting { stash }, msg) => stash.push_back(msg),
+        (Mode::Live, msg) => live(myself, st, msg).await,
     }
 }
 
@@ -321,13 +331,21 @@ async fn hand_over(
 }
 
 /// Moved: forwards one message to the new owner, in order (step 2).
-async fn forward(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, node: &str, msg: CustomerMsg) {
+async fn forward(
+    myself: &ActorRef<CustomerMsg>,
+    st: &mut CustomerState,
+    node: &str,
+    msg: CustomerMsg,
+) {
     let id = st.customer.id;
     let hub = st.hub.clone();
     match msg {
         CustomerMsg::Request(req, reply) => {
             let r = hub
-                .send_to(node, Envelope::Handoff(Box::new(Envelope::AskCustomer(id, req))))
+                .send_to(
+                    node,
+                    Envelope::Handoff(Box::new(Envelope::AskCustomer(id, req))),
+                )
                 .await
                 .and_then(|reply| match reply {
                     EnvelopeReply::Customer(r) => r,

@@ -359,15 +359,14 @@ impl Hub {
                     Claim::Elsewhere(node) => return Err(Elsewhere::Owner(node)),
                 };
                 let supervisor = self.supervisor_cell()?;
-                let (actor, _) =
-                    Actor::spawn_linked(
-                        None,
-                        CustomerActor,
-                        (id, self.clone(), Start::Recover { token }),
-                        supervisor,
-                    )
-                        .await
-                        .map_err(|e| ActorError::unavailable(format!("customer {id} ({e})")))?;
+                let (actor, _) = Actor::spawn_linked(
+                    None,
+                    CustomerActor,
+                    (id, self.clone(), Start::Recover { token }),
+                    supervisor,
+                )
+                .await
+                .map_err(|e| ActorError::unavailable(format!("customer {id} ({e})")))?;
                 Ok(actor)
             })
             .await;
@@ -455,14 +454,20 @@ impl Hub {
     /// Moves every customer actor running here to the node placement picks
     /// among the others (a drain), `parallel` at a time. Returns how many
     /// moved and the customers that could not be moved.
-    pub async fn drain(self: &Arc<Self>, parallel: usize) -> (usize, Vec<(CustomerId, ActorError)>) {
+    pub async fn drain(
+        self: &Arc<Self>,
+        parallel: usize,
+    ) -> (usize, Vec<(CustomerId, ActorError)>) {
         use futures::StreamExt;
         self.start_draining();
         let ids = self.local_customers();
         let results: Vec<_> = futures::stream::iter(ids)
             .map(|id| async move {
                 let Some(to) = self.cluster.drain_target(id) else {
-                    return (id, Err(ActorError::unavailable("drain target (no other live node)")));
+                    return (
+                        id,
+                        Err(ActorError::unavailable("drain target (no other live node)")),
+                    );
                 };
                 (id, self.migrate_customer(id, &to).await)
             })
@@ -524,7 +529,11 @@ impl Hub {
     /// Takes over a customer handed over by another node (see
     /// `actors::customer`): ownership moves here, then its actor starts
     /// from the state it was given.
-    async fn adopt(self: &Arc<Self>, customer: Box<centralino_core::customer::Customer>, from: u64) -> Result<()> {
+    async fn adopt(
+        self: &Arc<Self>,
+        customer: Box<centralino_core::customer::Customer>,
+        from: u64,
+    ) -> Result<()> {
         let id = customer.id;
         let token = self.cluster.adopt_customer(id, from).await?;
         let supervisor = self.supervisor_cell()?;
@@ -790,7 +799,9 @@ impl Hub {
                 other => Box::pin(self.handle(other)).await,
             },
             Envelope::HandoffDone(id) => {
-                let running = lock(&self.customers).get(&id).and_then(|c| c.get().cloned());
+                let running = lock(&self.customers)
+                    .get(&id)
+                    .and_then(|c| c.get().cloned());
                 if let Some(actor) = running {
                     let _ = actor.cast(CustomerMsg::HandoffDone);
                 }

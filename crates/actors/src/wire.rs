@@ -129,7 +129,10 @@ pub enum Envelope {
     /// The previous owner has forwarded everything it had queued.
     HandoffDone(CustomerId),
     /// Move the customer (owned by the receiving node) to node `to`.
-    Migrate { customer: CustomerId, to: String },
+    Migrate {
+        customer: CustomerId,
+        to: String,
+    },
 }
 
 /// The answer to an [`Envelope`].

@@ -774,7 +774,9 @@ impl Coordination for EtcdCoordination {
                 .and_then(|k| k.parse::<CustomerId>().ok());
             match id {
                 Some(id) => orphans.push((node, id)),
-                None => tracing::warn!(key = ?String::from_utf8_lossy(kv.key()), "unreadable placement key; skipped"),
+                None => {
+                    tracing::warn!(key = ?String::from_utf8_lossy(kv.key()), "unreadable placement key; skipped")
+                }
             }
         }
         Ok(orphans)

@@ -165,7 +165,9 @@ async fn failover(hub: Arc<Hub>, mut left: tokio::sync::broadcast::Receiver<Stri
         let started = std::time::Instant::now();
         match hub.recover_orphans(RECOVER_PARALLEL).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(recovered = n, from = ?dead, ms = started.elapsed().as_millis() as u64, "recovered customers of a dead node"),
+            Ok(n) => {
+                tracing::info!(recovered = n, from = ?dead, ms = started.elapsed().as_millis() as u64, "recovered customers of a dead node")
+            }
             Err(e) => tracing::warn!(error = %e, "listing dead nodes' customers"),
         }
         match left.recv().await {

@@ -21,7 +21,6 @@ use centralino_actors::{ActorError, Hub};
 use centralino_proto::v1 as pb;
 use ractor::rpc::CallResult;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 use tonic::transport::Server;
 
@@ -108,7 +107,6 @@ pub async fn serve(
     };
     Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
@@ -116,7 +114,13 @@ pub async fn serve(
         .add_service(desktop)
         .add_service(admin)
         .add_service(internal)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // The builder's `tcp_nodelay` only reaches sockets tonic binds
+        // itself: without it here, a reply written in two segments waits
+        // for a delayed ACK (40 ms) on every node-to-node hand-over.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }
 

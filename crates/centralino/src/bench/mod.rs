@@ -25,8 +25,12 @@
 //!   after the first one the system cannot keep up with; the report takes
 //!   the step that routed the most.
 //! - `all`: `latency`, then `throughput`, on the same nodes.
-//! - `migration`, `failover`, `scale`: accepted names, not implemented
-//!   yet: their fields are `null` and the summary says "not measured yet".
+//! - `migration`: one customer with a 1,000-event history moved 200 times
+//!   between the nodes (3 unless `--nodes`) while a gateway keeps writing
+//!   to it: the migration pause p50/p99 (target: p99 < 10 ms), see
+//!   [`migration`].
+//! - `failover`, `scale`: accepted names, not implemented yet: their
+//!   fields are `null` and the summary says "not measured yet".
 //!
 //! Outputs under `--out`: `report.json`, `contacts.csv` (one row per
 //! contact sent), and for spawned clusters the nodes' and etcd's logs, the
@@ -34,6 +38,7 @@
 
 mod ceiling;
 mod load;
+mod migration;
 mod report;
 mod system;
 mod tracker;
@@ -210,10 +215,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Scenario::Migration | Scenario::Failover | Scenario::Scale => vec![],
     };
     let not_measured: Vec<String> = match args.scenario {
-        Scenario::All => vec!["migration".into(), "failover".into(), "scale".into()],
-        Scenario::Migration | Scenario::Failover | Scenario::Scale => {
-            vec![args.scenario.name().into()]
-        }
+        Scenario::All => vec![
+            "migration (run --scenario migration)".into(),
+            "failover".into(),
+            "scale".into(),
+        ],
+        Scenario::Failover | Scenario::Scale => vec![args.scenario.name().into()],
+        Scenario::Migration => vec![],
         Scenario::Latency | Scenario::Throughput => vec![],
     };
     let mean_cost = workload::mean_cost(&channels);
@@ -288,6 +296,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         parameters,
         ..Report::default()
     };
+    if args.scenario == Scenario::Migration {
+        return run_migration(&args, report, &tag, &classes, &channels).await;
+    }
     if specs.is_empty() {
         report.system =
             serde_json::json!({ "note": "nothing started: the scenario is not measured yet" });
@@ -426,6 +437,70 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The `migration` scenario (see [`migration`]) on a cluster of
+/// `--nodes` (3 unless given) or `--target` nodes.
+async fn run_migration(
+    args: &Args,
+    mut report: Report,
+    tag: &str,
+    classes: &Mix<Class>,
+    channels: &Mix<centralino_core::Channel>,
+) -> anyhow::Result<()> {
+    let system = match &args.target {
+        Some(t) => System::external(t, args.etcd.clone())?,
+        None => {
+            let nodes = args.nodes.unwrap_or(3);
+            eprintln!(
+                "bench: starting {nodes} node(s) and etcd on loopback; logs in {}",
+                args.out.display()
+            );
+            System::spawn(nodes, &args.out).await?
+        }
+    };
+    let outcome = tokio::select! {
+        r = migration::measure(&system.targets, tag) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    system.save_node_metrics(&args.out).await;
+    let description = system.description.clone();
+    eprintln!("bench: tearing down");
+    system.shutdown().await;
+    let m = outcome?;
+    report.migration_pause_p50_ms = Some(m.pause.p50_ms);
+    report.migration_pause_p99_ms = Some(m.pause.p99_ms);
+    report.system = serde_json::json!({
+        "under_test": description,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "migration": {
+            "history_events": m.history,
+            "moves": m.moves,
+            "pause": m.pause,
+            "acks_during_moves": m.acks_during_moves,
+        },
+    });
+    let header = format!(
+        "centralino bench: scenario migration, {description}: {} moves of a customer with {} events; pause p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; slowest ack of a message sent meanwhile {} ms",
+        m.moves,
+        m.history,
+        m.pause.p50_ms,
+        m.pause.p99_ms,
+        m.pause.max_ms,
+        m.acks_during_moves
+            .as_ref()
+            .map_or("-".into(), |a| format!("{:.2}", a.max_ms)),
+    );
+    finish(
+        &args.out,
+        &report,
+        &[],
+        &[],
+        &[],
+        classes,
+        channels,
+        &header,
+    )
 }
 
 type Measured = (
