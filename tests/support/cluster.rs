@@ -405,6 +405,12 @@ impl ClusterProcess {
         self.exit
     }
 
+    /// The node's process id, while it runs (for signals the harness has
+    /// no method for, such as SIGSTOP and SIGCONT).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Sends SIGTERM (the node drains and leaves the cluster); does not wait.
     pub fn sigterm(&mut self) {
         if self.try_exit().is_some() {
