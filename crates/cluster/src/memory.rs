@@ -72,6 +72,24 @@ impl Inner {
         self.revision
     }
 
+    /// Makes `node` the owner of `key` (and, for a customer, places it
+    /// there); returns the new token.
+    fn own(&mut self, key: &ActorKey, node: &str, lease: i64) -> u64 {
+        let token = self.bump();
+        self.owners.insert(
+            key.clone(),
+            Owner {
+                node: node.to_owned(),
+                token,
+                lease,
+            },
+        );
+        if let ActorKey::Customer(c) = key {
+            self.placed.insert(*c, node.to_owned());
+        }
+        token
+    }
+
     fn notify(&mut self, e: MemberEvent) {
         self.watchers
             .retain(|w| w.try_send(e.clone()).is_ok() || !w.is_closed());
@@ -138,19 +156,7 @@ impl Coordination for MemoryCoordination {
             }
             return Ok(o.token);
         }
-        let token = g.bump();
-        g.owners.insert(
-            key.clone(),
-            Owner {
-                node: node.to_owned(),
-                token,
-                lease,
-            },
-        );
-        if let ActorKey::Customer(c) = key {
-            g.placed.insert(*c, node.to_owned());
-        }
-        Ok(token)
+        Ok(g.own(key, node, lease))
     }
 
     async fn transfer(&self, key: &ActorKey, from: u64, node: &str, lease: i64) -> Result<u64> {
@@ -164,19 +170,7 @@ impl Coordination for MemoryCoordination {
                 token: from,
             });
         }
-        let token = g.bump();
-        g.owners.insert(
-            key.clone(),
-            Owner {
-                node: node.to_owned(),
-                token,
-                lease,
-            },
-        );
-        if let ActorKey::Customer(c) = key {
-            g.placed.insert(*c, node.to_owned());
-        }
-        Ok(token)
+        Ok(g.own(key, node, lease))
     }
 
     async fn orphans(&self, live: &[String]) -> Result<Vec<(String, CustomerId)>> {
