@@ -48,8 +48,7 @@ pub trait Cluster: Send + Sync + 'static {
     /// Takes the customer over from the owner holding `from` (a planned
     /// migration to this node): ownership moves in one fenced step, so the
     /// previous owner can no longer write. Returns this node's token.
-    async fn adopt_customer(&self, id: CustomerId, from: u64) -> Result<u64> {
-        let _ = from;
+    async fn adopt_customer(&self, id: CustomerId, _from: u64) -> Result<u64> {
         Err(crate::error::ActorError::unavailable(format!(
             "migration of {id} (this node is not part of a cluster)"
         )))

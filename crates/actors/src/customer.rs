@@ -312,7 +312,7 @@ async fn hand_over(
         customer: Box::new(st.customer.clone()),
         token: st.token,
     };
-    match st.hub.send_to(&to, envelope).await? {
+    match st.hub.send(&to, envelope).await? {
         EnvelopeReply::Migrated(Ok(_)) => {}
         EnvelopeReply::Migrated(Err(e)) => return Err(e),
         other => {
@@ -342,7 +342,7 @@ async fn forward(
     match msg {
         CustomerMsg::Request(req, reply) => {
             let r = hub
-                .send_to(
+                .send(
                     node,
                     Envelope::Handoff(Box::new(Envelope::AskCustomer(id, req))),
                 )
@@ -359,7 +359,7 @@ async fn forward(
         }
         CustomerMsg::Routed(o) => {
             let envelope = Envelope::Handoff(Box::new(Envelope::TellCustomer(id, o)));
-            if let Err(e) = hub.send_to(node, envelope).await {
+            if let Err(e) = hub.send(node, envelope).await {
                 tracing::error!(customer = %id, to = %node, error = %e, "routing decision not handed over");
             }
         }
@@ -376,7 +376,7 @@ async fn forward(
             let _ = myself.cast(CustomerMsg::Drained { last: true });
         }
         CustomerMsg::Drained { last: true } => {
-            if let Err(e) = hub.send_to(node, Envelope::HandoffDone(id)).await {
+            if let Err(e) = hub.send(node, Envelope::HandoffDone(id)).await {
                 tracing::warn!(customer = %id, to = %node, error = %e, "handoff end not delivered; the new owner goes on after its wait");
             }
             myself.stop(Some("moved".into()));

@@ -732,13 +732,9 @@ impl Hub {
 
     // ------------------------------------------------------------- network
 
-    async fn send(&self, node: &str, envelope: Envelope) -> Result<EnvelopeReply> {
-        self.cluster.send(node, envelope).await
-    }
-
     /// Carries an envelope to another node's hub.
-    pub(crate) async fn send_to(&self, node: &str, envelope: Envelope) -> Result<EnvelopeReply> {
-        self.send(node, envelope).await
+    pub(crate) async fn send(&self, node: &str, envelope: Envelope) -> Result<EnvelopeReply> {
+        self.cluster.send(node, envelope).await
     }
 
     /// Serves an envelope another node sent here.

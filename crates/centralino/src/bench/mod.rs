@@ -316,17 +316,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let load_at_start = load::load_avg();
-    let mut system = match &args.target {
-        Some(t) => System::external(t, args.etcd.clone())?,
-        None => {
-            eprintln!(
-                "bench: starting {} node(s) on loopback; logs in {}",
-                args.nodes.unwrap_or(1),
-                args.out.display()
-            );
-            System::spawn(args.nodes.unwrap_or(1), &args.out).await?
-        }
-    };
+    let mut system = start_system(&args, 1).await?;
     let env = Env {
         clock,
         tracker: Arc::new(Tracker::new()),
@@ -439,6 +429,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The nodes under test: `--target`'s, or `--nodes` (`default_nodes`
+/// unless given) started here, with etcd when more than one.
+async fn start_system(args: &Args, default_nodes: usize) -> anyhow::Result<System> {
+    match &args.target {
+        Some(t) => System::external(t, args.etcd.clone()),
+        None => {
+            let nodes = args.nodes.unwrap_or(default_nodes);
+            eprintln!(
+                "bench: starting {nodes} node(s) on loopback; logs in {}",
+                args.out.display()
+            );
+            System::spawn(nodes, &args.out).await
+        }
+    }
+}
+
 /// The `migration` scenario (see [`migration`]) on a cluster of
 /// `--nodes` (3 unless given) or `--target` nodes.
 async fn run_migration(
@@ -448,17 +454,7 @@ async fn run_migration(
     classes: &Mix<Class>,
     channels: &Mix<centralino_core::Channel>,
 ) -> anyhow::Result<()> {
-    let system = match &args.target {
-        Some(t) => System::external(t, args.etcd.clone())?,
-        None => {
-            let nodes = args.nodes.unwrap_or(3);
-            eprintln!(
-                "bench: starting {nodes} node(s) and etcd on loopback; logs in {}",
-                args.out.display()
-            );
-            System::spawn(nodes, &args.out).await?
-        }
-    };
+    let system = start_system(args, 3).await?;
     let outcome = tokio::select! {
         r = migration::measure(&system.targets, tag) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
