@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 use centralino_proto::v1 as pb;
 use centralino_tests::cluster::{ClusterProcess, NodeSpec, etcd_prefix};
 use centralino_tests::etcd::EtcdServer;
-use centralino_tests::{cmd, login};
+use centralino_tests::{Rng, cmd, login};
 use pb::agent_command::Command;
 use pb::agent_event::Event;
 use pb::gateway_client::GatewayClient;
@@ -96,22 +96,6 @@ macro_rules! say {
     ($t0:expr, $($arg:tt)*) => {
         eprintln!("[{:>6.1?}] {}", $t0.elapsed(), format!($($arg)*))
     };
-}
-
-/// splitmix64: a small seeded generator, so a run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -298,6 +282,36 @@ fn pick_victim(owners: &BTreeMap<String, String>, router: &str) -> String {
         .max_by_key(|n| (by.get(*n).copied().unwrap_or(0), *n))
         .expect("a node that is not the router's")
         .to_owned()
+}
+
+/// The customers `owners` says `node` owns.
+fn owned_by(owners: &BTreeMap<String, String>, node: &str) -> BTreeSet<String> {
+    owners
+        .iter()
+        .filter(|(_, n)| *n == node)
+        .map(|(cu, _)| cu.clone())
+        .collect()
+}
+
+/// Of `customers`, those the survivors have not taken over from `victim`
+/// yet: no survivor owns them, or `placed/` still names `victim`.
+async fn not_taken_over<'a>(
+    c: &TestCluster,
+    customers: impl IntoIterator<Item = &'a String>,
+    survivors: &[&str],
+    victim: &str,
+) -> Vec<String> {
+    let (placed, owners) = (c.placed().await, c.owners().await);
+    customers
+        .into_iter()
+        .filter(|cu| {
+            !owners
+                .get(*cu)
+                .is_some_and(|n| survivors.contains(&n.as_str()))
+                || placed.get(*cu).is_some_and(|n| n == victim)
+        })
+        .cloned()
+        .collect()
 }
 
 /// The router's node, asserted to be `n1` (the first to start).
@@ -1314,11 +1328,7 @@ async fn drain_moves_every_customer_and_loses_nothing() {
     let owners = c.owners().await;
     let victim = pick_victim(&owners, &router);
     assert_ne!(victim, router, "the victim must not host the router");
-    let victim_customers: BTreeSet<String> = owners
-        .iter()
-        .filter(|(_, n)| **n == victim)
-        .map(|(cu, _)| cu.clone())
-        .collect();
+    let victim_customers = owned_by(&owners, &victim);
     say!(
         t0,
         "{seeded} customers acknowledged; owners {:?}; draining {victim} ({} customers)",
@@ -1530,11 +1540,7 @@ async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
         "{seeded} customers acknowledged; owners {by_node:?}; killing {victim}"
     );
 
-    let victim_customers: BTreeSet<String> = owners
-        .iter()
-        .filter(|(_, n)| **n == victim)
-        .map(|(cu, _)| cu.clone())
-        .collect();
+    let victim_customers = owned_by(&owners, &victim);
     focus_on(&log, &victim_customers);
     let load = Background::start(all.clone(), &log, &counters, 4);
     wait_acks(&log, seeded + 20, "background load before the kill").await;
@@ -1542,11 +1548,7 @@ async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
     let t_kill = Instant::now();
     // Whom survivors must recover: what it owned, and what names it in
     // placed/ now that it is dead (read after the kill, so complete).
-    let mut orphans: BTreeSet<String> = owners
-        .iter()
-        .filter(|(_, n)| **n == victim)
-        .map(|(cu, _)| cu.clone())
-        .collect();
+    let mut orphans = owned_by(&owners, &victim);
     orphans.extend(
         c.placed()
             .await
@@ -1562,25 +1564,19 @@ async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
 
     // Failover: no placement names the dead node, survivors own its customers.
     let give_up = Instant::now() + WAIT;
+    // `orphans` holds every placed/ key that named the dead node after the
+    // kill (a dead node writes no new ones), so checking each of them
+    // covers "no placed/ key names it".
     let failover = loop {
-        let (placed, owners) = (c.placed().await, c.owners().await);
-        let stale = placed.values().filter(|n| **n == victim).count();
-        let unowned: Vec<&String> = orphans
-            .iter()
-            .filter(|cu| {
-                !owners
-                    .get(*cu)
-                    .is_some_and(|n| survivors.contains(&n.as_str()))
-            })
-            .collect();
-        if stale == 0 && unowned.is_empty() {
+        let pending = not_taken_over(&c, &orphans, &survivors, &victim).await;
+        if pending.is_empty() {
             break Some(t_kill.elapsed());
         }
         if Instant::now() >= give_up {
             problems.push(format!(
-                "{WAIT:?} after SIGKILL, {stale} placed/ keys still name {victim} and {} of its customers have no survivor owner, e.g. {:?}",
-                unowned.len(),
-                &unowned[..unowned.len().min(10)]
+                "{WAIT:?} after SIGKILL, {} of {victim}'s customers have no survivor owner or are still placed on it, e.g. {:?}",
+                pending.len(),
+                &pending[..pending.len().min(10)]
             ));
             break None;
         }
@@ -1736,11 +1732,7 @@ async fn a_zombie_node_is_fenced_out_and_steps_down() {
         .into_iter()
         .filter(|n| *n != victim)
         .collect();
-    let former: Vec<String> = owners
-        .iter()
-        .filter(|(_, n)| **n == victim)
-        .map(|(cu, _)| cu.clone())
-        .collect();
+    let former: Vec<String> = owned_by(&owners, &victim).into_iter().collect();
     assert!(
         former.len() >= ZOMBIE_WRITES + 2,
         "{victim} owns too few customers: {:?}",
@@ -1783,16 +1775,7 @@ async fn a_zombie_node_is_fenced_out_and_steps_down() {
     // The survivors take its customers over.
     let give_up = Instant::now() + WAIT;
     let takeover = loop {
-        let (placed, owners) = (c.placed().await, c.owners().await);
-        let pending: Vec<&String> = former
-            .iter()
-            .filter(|cu| {
-                !owners
-                    .get(*cu)
-                    .is_some_and(|n| survivors.contains(&n.as_str()))
-                    || placed.get(*cu).is_some_and(|n| *n == victim)
-            })
-            .collect();
+        let pending = not_taken_over(&c, &former, &survivors, &victim).await;
         if pending.is_empty() {
             break t_stop.elapsed();
         }

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use centralino_proto::v1 as pb;
 use centralino_tests::cluster::{ClusterProcess, NodeSpec, customer_owners};
 use centralino_tests::etcd::EtcdServer;
-use centralino_tests::{Desktop, cmd, login};
+use centralino_tests::{Desktop, Rng, cmd, login};
 use pb::agent_command::Command;
 use pb::agent_event::Event;
 use pb::gateway_client::GatewayClient;
@@ -94,25 +94,6 @@ const CONFIG: &str = r#"
 offer_timeout_ms = 15000
 acw_ms = { voice = 0, chat = 0, email = 0, sms = 0, whatsapp = 0, social = 0, app = 0 }
 "#;
-
-/// splitmix64: a small seeded generator, so a run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-}
 
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
