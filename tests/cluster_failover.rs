@@ -1308,6 +1308,49 @@ fn finish(t0: Instant, problems: Vec<String>) {
     say!(t0, "done");
 }
 
+/// A started cluster whose customers wait (no agent yet), with what a
+/// scenario needs to load it further.
+struct Seeded {
+    c: TestCluster,
+    t0: Instant,
+    /// The router's node (`n1`).
+    router: String,
+    /// A gateway client on every node.
+    all: Arc<Vec<Gw>>,
+    log: Log,
+    counters: Counters,
+    /// Contacts acknowledged while seeding.
+    seeded: usize,
+    /// Customer → owner, from etcd, once seeded.
+    owners: BTreeMap<String, String>,
+}
+
+impl Seeded {
+    /// Starts cluster `name` and creates `customers` waiting customers
+    /// through gateways on random nodes.
+    async fn start(name: &str, customers: usize) -> Seeded {
+        let c = TestCluster::start(name).await;
+        let t0 = c.t0;
+        let router = router_is_n1(&c).await;
+        let all = c.gateways(&["n1", "n2", "n3"]);
+        let log: Log = Arc::default();
+        let counters = Counters::new(&c.name);
+        seed(all.clone(), &log, &counters, customers, 8).await;
+        let seeded = lock(&log).acks.len();
+        let owners = c.owners().await;
+        Seeded {
+            c,
+            t0,
+            router,
+            all,
+            log,
+            counters,
+            seeded,
+            owners,
+        }
+    }
+}
+
 // ------------------------------------------------------------------- tests
 
 /// Customers created before the drain.
@@ -1315,17 +1358,17 @@ const DRAIN_CUSTOMERS: usize = 300;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_moves_every_customer_and_loses_nothing() {
-    let mut c = TestCluster::start("failover-drain").await;
-    let t0 = c.t0;
+    let Seeded {
+        mut c,
+        t0,
+        router,
+        all,
+        log,
+        counters,
+        seeded,
+        owners,
+    } = Seeded::start("failover-drain", DRAIN_CUSTOMERS).await;
     let mut problems: Vec<String> = Vec::new();
-    let router = router_is_n1(&c).await;
-    let all = c.gateways(&["n1", "n2", "n3"]);
-    let log: Log = Arc::default();
-    let counters = Counters::new(&c.name);
-
-    seed(all.clone(), &log, &counters, DRAIN_CUSTOMERS, 8).await;
-    let seeded = lock(&log).acks.len();
-    let owners = c.owners().await;
     let victim = pick_victim(&owners, &router);
     assert_ne!(victim, router, "the victim must not host the router");
     let victim_customers = owned_by(&owners, &victim);
@@ -1511,17 +1554,17 @@ const KILL_CUSTOMERS: usize = 150;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
-    let mut c = TestCluster::start("failover-kill").await;
-    let t0 = c.t0;
+    let Seeded {
+        mut c,
+        t0,
+        router,
+        all,
+        log,
+        counters,
+        seeded,
+        owners,
+    } = Seeded::start("failover-kill", KILL_CUSTOMERS).await;
     let mut problems: Vec<String> = Vec::new();
-    let router = router_is_n1(&c).await;
-    let all = c.gateways(&["n1", "n2", "n3"]);
-    let log: Log = Arc::default();
-    let counters = Counters::new(&c.name);
-
-    seed(all.clone(), &log, &counters, KILL_CUSTOMERS, 8).await;
-    let seeded = lock(&log).acks.len();
-    let owners = c.owners().await;
     let by_node = count_by_node(&owners);
     assert!(
         ["n1", "n2", "n3"]
@@ -1716,16 +1759,15 @@ const SURVIVOR_WRITES: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_node_is_fenced_out_and_steps_down() {
-    let mut c = TestCluster::start("failover-zombie").await;
-    let t0 = c.t0;
+    let Seeded {
+        mut c,
+        t0,
+        router,
+        log,
+        owners,
+        ..
+    } = Seeded::start("failover-zombie", ZOMBIE_CUSTOMERS).await;
     let mut problems: Vec<String> = Vec::new();
-    let router = router_is_n1(&c).await;
-    let all = c.gateways(&["n1", "n2", "n3"]);
-    let log: Log = Arc::default();
-    let counters = Counters::new(&c.name);
-
-    seed(all.clone(), &log, &counters, ZOMBIE_CUSTOMERS, 8).await;
-    let owners = c.owners().await;
     let victim = pick_victim(&owners, &router);
     assert_ne!(victim, router, "the victim must not host the router");
     let survivors: Vec<&str> = ["n1", "n2", "n3"]
