@@ -284,6 +284,14 @@ fn pick_victim(owners: &BTreeMap<String, String>, router: &str) -> String {
         .to_owned()
 }
 
+/// The nodes other than `victim`.
+fn survivors_of(victim: &str) -> Vec<&'static str> {
+    ["n1", "n2", "n3"]
+        .into_iter()
+        .filter(|n| *n != victim)
+        .collect()
+}
+
 /// The customers `owners` says `node` owns.
 fn owned_by(owners: &BTreeMap<String, String>, node: &str) -> BTreeSet<String> {
     owners
@@ -1450,10 +1458,7 @@ async fn drain_moves_every_customer_and_loses_nothing() {
     if members_after.contains(&victim) {
         problems.push(format!("members/{victim} is still in etcd after it exited"));
     }
-    let survivors: Vec<&str> = ["n1", "n2", "n3"]
-        .into_iter()
-        .filter(|n| *n != victim)
-        .collect();
+    let survivors = survivors_of(&victim);
     for s in &survivors {
         c.wait_members(c.node(s), &survivors).await;
     }
@@ -1574,10 +1579,7 @@ async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
     );
     let victim = pick_victim(&owners, &router);
     assert_ne!(victim, router, "the victim must not host the router");
-    let survivors: Vec<&str> = ["n1", "n2", "n3"]
-        .into_iter()
-        .filter(|n| *n != victim)
-        .collect();
+    let survivors = survivors_of(&victim);
     say!(
         t0,
         "{seeded} customers acknowledged; owners {by_node:?}; killing {victim}"
@@ -1770,10 +1772,7 @@ async fn a_zombie_node_is_fenced_out_and_steps_down() {
     let mut problems: Vec<String> = Vec::new();
     let victim = pick_victim(&owners, &router);
     assert_ne!(victim, router, "the victim must not host the router");
-    let survivors: Vec<&str> = ["n1", "n2", "n3"]
-        .into_iter()
-        .filter(|n| *n != victim)
-        .collect();
+    let survivors = survivors_of(&victim);
     let former: Vec<String> = owned_by(&owners, &victim).into_iter().collect();
     assert!(
         former.len() >= ZOMBIE_WRITES + 2,
