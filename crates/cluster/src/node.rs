@@ -116,6 +116,12 @@ impl Node {
         if let Some(f) = &self.failover {
             f.abort();
         }
+        if self.hub.cluster().member_ids().len() <= 1 {
+            // Standalone, or the last node of its cluster: nowhere to move
+            // to; the journal keeps every customer for the next start.
+            tracing::info!(node = %self.info.id, "no other node to drain to");
+            return (0, 0);
+        }
         let started = std::time::Instant::now();
         let (moved, failed) = self.hub.drain(DRAIN_PARALLEL).await;
         for (customer, e) in failed.iter().take(10) {
