@@ -273,8 +273,20 @@ fn count_by_node(owners: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
     by
 }
 
-/// The non-router node owning the most customers.
-fn pick_victim(owners: &BTreeMap<String, String>, router: &str) -> String {
+/// Which node a scenario stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Victim {
+    /// The router's node: the router must move too.
+    Router,
+    /// The non-router node owning the most customers.
+    Other,
+}
+
+/// The node a scenario stops.
+fn pick_victim(owners: &BTreeMap<String, String>, router: &str, victim: Victim) -> String {
+    if victim == Victim::Router {
+        return router.to_owned();
+    }
     let by = count_by_node(owners);
     ["n1", "n2", "n3"]
         .into_iter()
@@ -282,6 +294,37 @@ fn pick_victim(owners: &BTreeMap<String, String>, router: &str) -> String {
         .max_by_key(|n| (by.get(*n).copied().unwrap_or(0), *n))
         .expect("a node that is not the router's")
         .to_owned()
+}
+
+/// Waits until a survivor's router lists every conversation in `wanted`
+/// (after a node died or drained: its customers queued again elsewhere,
+/// and the router moved if it was there); returns how long after `since`.
+async fn wait_listed(
+    c: &TestCluster,
+    survivor: &str,
+    wanted: &BTreeSet<String>,
+    since: Instant,
+) -> Result<Duration, String> {
+    let give_up = Instant::now() + WAIT;
+    loop {
+        let listed: BTreeSet<String> = list_conversations(c.node(survivor))
+            .await
+            .into_iter()
+            .map(|l| l.conversation_id)
+            .collect();
+        let missing: Vec<&String> = wanted.iter().filter(|w| !listed.contains(*w)).collect();
+        if missing.is_empty() {
+            return Ok(since.elapsed());
+        }
+        if Instant::now() >= give_up {
+            return Err(format!(
+                "{WAIT:?} after the victim stopped, {survivor}'s router does not list {} conversations, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(10)]
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// The nodes other than `victim`.
@@ -1244,9 +1287,6 @@ fn desk_problems(desk: &Desk, wanted: &BTreeSet<String>, reply: bool) -> Vec<Str
     p
 }
 
-/// Histories of the crash test whose Queued record was lost with the node.
-static LOST_QUEUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// What is wrong with a routed conversation's history (after its
 /// acknowledged messages, checked by [`check_histories`]): one Queued before
 /// the first offer, one assignment to the agent who accepted, after the
@@ -1261,15 +1301,9 @@ fn routed_history_problems(conv: &str, h: &[pb::HistoryEvent], c: &DeskConv) -> 
     let queued = h.iter().filter(|e| *e == "queued").count();
     let first_offer = h.iter().position(|e| e.starts_with("offered "));
     match (pos("queued"), first_offer) {
+        // A decision told to the killed node and lost with it (it died
+        // before journaling it) is said again to the recovered customer.
         (Some(q), Some(o)) if q < o && queued == 1 => {}
-        // Known gap: a routing decision told to the killed node (here the
-        // Queued record) is lost if the node died before journaling it;
-        // the router still held the conversation and routed it. Decisions
-        // are never acknowledged to a caller, so invariant 3 holds; the
-        // count is printed by the caller.
-        (None, Some(_)) if queued == 0 => {
-            LOST_QUEUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
         (q, o) => p.push(format!(
             "want one Queued before the first offer: {queued} Queued, first at {q:?}, first offer at {o:?}"
         )),
@@ -1366,6 +1400,15 @@ const DRAIN_CUSTOMERS: usize = 300;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_moves_every_customer_and_loses_nothing() {
+    drain("failover-drain", Victim::Other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_the_router_s_node_hands_the_router_over() {
+    drain("failover-drain-router", Victim::Router).await;
+}
+
+async fn drain(name: &str, which: Victim) {
     let Seeded {
         mut c,
         t0,
@@ -1375,10 +1418,9 @@ async fn drain_moves_every_customer_and_loses_nothing() {
         counters,
         seeded,
         owners,
-    } = Seeded::start("failover-drain", DRAIN_CUSTOMERS).await;
+    } = Seeded::start(name, DRAIN_CUSTOMERS).await;
     let mut problems: Vec<String> = Vec::new();
-    let victim = pick_victim(&owners, &router);
-    assert_ne!(victim, router, "the victim must not host the router");
+    let victim = pick_victim(&owners, &router, which);
     let victim_customers = owned_by(&owners, &victim);
     say!(
         t0,
@@ -1501,7 +1543,20 @@ async fn drain_moves_every_customer_and_loses_nothing() {
 
     // Every conversation still waits, and is then routed once.
     let wanted: BTreeSet<String> = snap.acks.iter().map(|a| a.conversation.clone()).collect();
-    let listed = list_conversations(c.node("n1")).await;
+    if let Err(e) = wait_listed(&c, survivors[0], &wanted, t_term).await {
+        problems.push(e);
+    }
+    let new_router = c.router_node().await;
+    if which == Victim::Router
+        && !new_router
+            .as_deref()
+            .is_some_and(|r| survivors.contains(&r))
+    {
+        problems.push(format!(
+            "after {victim} drained, the router is on {new_router:?}, not on a survivor"
+        ));
+    }
+    let listed = list_conversations(c.node(survivors[0])).await;
     let (p, listed_n) = queued_problems(&listed, &wanted);
     problems.extend(p);
     let desk: SharedDesk = Arc::default();
@@ -1559,6 +1614,15 @@ const KILL_CUSTOMERS: usize = 150;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
+    crash("failover-kill", Victim::Other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_router_node_s_router_and_customers_come_back_elsewhere() {
+    crash("failover-kill-router", Victim::Router).await;
+}
+
+async fn crash(name: &str, which: Victim) {
     let Seeded {
         mut c,
         t0,
@@ -1568,7 +1632,7 @@ async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
         counters,
         seeded,
         owners,
-    } = Seeded::start("failover-kill", KILL_CUSTOMERS).await;
+    } = Seeded::start(name, KILL_CUSTOMERS).await;
     let mut problems: Vec<String> = Vec::new();
     let by_node = count_by_node(&owners);
     assert!(
@@ -1577,8 +1641,7 @@ async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
             .all(|n| by_node.get(*n).copied().unwrap_or(0) > 0),
         "every node should own some waiting customers: {by_node:?}"
     );
-    let victim = pick_victim(&owners, &router);
-    assert_ne!(victim, router, "the victim must not host the router");
+    let victim = pick_victim(&owners, &router, which);
     let survivors = survivors_of(&victim);
     say!(
         t0,
@@ -1631,6 +1694,22 @@ async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
         t0,
         "failover time (SIGKILL until survivors own every customer of {victim}): {failover:?}"
     );
+    // ... and until the router lists every conversation acknowledged
+    // before the kill (queued again; the router moved, if it was there).
+    let before_kill: BTreeSet<String> = lock(&log)
+        .acks
+        .iter()
+        .filter(|a| a.at < t_kill)
+        .map(|a| a.conversation.clone())
+        .collect();
+    let queued_again = wait_listed(&c, survivors[0], &before_kill, t_kill).await;
+    say!(
+        t0,
+        "queued again (SIGKILL until a survivor's router lists every conversation): {queued_again:?}"
+    );
+    if let Err(e) = &queued_again {
+        problems.push(e.clone());
+    }
     let at_failover = lock(&log).acks.len();
     wait_acks(&log, at_failover + 30, "background load after the failover").await;
     load.stop().await;
@@ -1660,7 +1739,7 @@ async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
     // Every conversation waits again, with its original waiting time.
     let wanted: BTreeSet<String> = snap.acks.iter().map(|a| a.conversation.clone()).collect();
     let asked = Instant::now();
-    let listed = list_conversations(c.node("n1")).await;
+    let listed = list_conversations(c.node(survivors[0])).await;
     let (p, listed_n) = queued_problems(&listed, &wanted);
     problems.extend(p);
     let mut first_ack: HashMap<&str, Instant> = HashMap::new();
@@ -1709,10 +1788,6 @@ async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
             bad_routing.extend(routed_history_problems(customer, &view.history, dc));
         }
     }
-    println!(
-        "histories whose Queued record died with the killed node (known gap): {}",
-        LOST_QUEUED.load(std::sync::atomic::Ordering::Relaxed)
-    );
     if !bad_routing.is_empty() {
         problems.push(format!(
             "{} histories with a wrong routing record:",
@@ -1738,7 +1813,7 @@ async fn a_killed_node_s_waiting_customers_are_queued_again_and_routed() {
         snap.failures.len()
     );
     eprintln!(
-        "  {victim} killed owning {} customers ({orphan_convs} acknowledged conversations); FAILOVER TIME {failover:?} (lease {LEASE_TTL_MS} ms)",
+        "  {victim} killed owning {} customers ({orphan_convs} acknowledged conversations); FAILOVER TIME {failover:?}, queued again after {queued_again:?} (lease {LEASE_TTL_MS} ms)",
         orphans.len()
     );
     eprintln!("  recovered by failover: {recovered} ({recovered_lines:?})");
@@ -1770,7 +1845,7 @@ async fn a_zombie_node_is_fenced_out_and_steps_down() {
         ..
     } = Seeded::start("failover-zombie", ZOMBIE_CUSTOMERS).await;
     let mut problems: Vec<String> = Vec::new();
-    let victim = pick_victim(&owners, &router);
+    let victim = pick_victim(&owners, &router, Victim::Other);
     assert_ne!(victim, router, "the victim must not host the router");
     let survivors = survivors_of(&victim);
     let former: Vec<String> = owned_by(&owners, &victim).into_iter().collect();

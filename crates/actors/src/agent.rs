@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use centralino_core::history::TransferTarget;
-use centralino_core::{AgentId, AgentProfile, ConversationId, CoreError, Input, OfferId};
+use centralino_core::{
+    AgentId, AgentProfile, AgentState, ConversationId, CoreError, Input, OfferId,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
@@ -46,6 +48,8 @@ pub enum AgentMsg {
     Desktop(DesktopEvent),
     /// From the desktop.
     Command(AgentCommand, RpcReplyPort<Result<()>>),
+    /// A router took over: log in to it again (see `actors::router`).
+    Resync(RpcReplyPort<Result<()>>),
 }
 
 pub struct AgentActor;
@@ -54,19 +58,29 @@ pub struct AgentSession {
     id: AgentId,
     hub: Arc<Hub>,
     desktop: mpsc::Sender<DesktopEvent>,
+    /// What the agent logged in with, for a router that takes over.
+    profile: AgentProfile,
+    /// Whether the router last said it is away.
+    away: bool,
 }
 
 impl Actor for AgentActor {
     type Msg = AgentMsg;
     type State = AgentSession;
-    type Arguments = (AgentId, Arc<Hub>, mpsc::Sender<DesktopEvent>);
+    type Arguments = (AgentProfile, bool, Arc<Hub>, mpsc::Sender<DesktopEvent>);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<AgentMsg>,
-        (id, hub, desktop): Self::Arguments,
+        (profile, away, hub, desktop): Self::Arguments,
     ) -> Result<AgentSession, ActorProcessingErr> {
-        Ok(AgentSession { id, hub, desktop })
+        Ok(AgentSession {
+            id: profile.id.clone(),
+            hub,
+            desktop,
+            profile,
+            away,
+        })
     }
 
     async fn handle(
@@ -77,6 +91,9 @@ impl Actor for AgentActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AgentMsg::Desktop(event) => {
+                if let DesktopEvent::StateChanged { state, .. } = &event {
+                    st.away = *state == AgentState::Away;
+                }
                 if st.desktop.send(event).await.is_err() {
                     // The desktop stream is gone; the server logs the agent out.
                     myself.stop(Some("desktop disconnected".into()));
@@ -84,6 +101,10 @@ impl Actor for AgentActor {
             }
             AgentMsg::Command(cmd, reply) => {
                 let _ = reply.send(command(st, cmd).await);
+            }
+            AgentMsg::Resync(reply) => {
+                let login = login_input(&st.hub, st.profile.clone(), st.away);
+                let _ = reply.send(router_step(&st.hub, login).await);
             }
         }
         Ok(())
@@ -99,11 +120,13 @@ impl Actor for AgentActor {
     }
 }
 
-async fn command(st: &AgentSession, cmd: AgentCommand) -> Result<()> {
+async fn command(st: &mut AgentSession, cmd: AgentCommand) -> Result<()> {
     let agent = st.id.clone();
     let (customer, req) = match cmd {
         AgentCommand::SetAway(away) => {
-            return router_step(&st.hub, Input::SetAway { agent, away }).await;
+            router_step(&st.hub, Input::SetAway { agent, away }).await?;
+            st.away = away;
+            return Ok(());
         }
         AgentCommand::Accept(offer) => {
             let accepted = st
@@ -190,6 +213,16 @@ async fn command(st: &AgentSession, cmd: AgentCommand) -> Result<()> {
         .map(|_| ())
 }
 
+/// The login a router is told: with this node as where the desktop is, so
+/// that the router knows whose desktops went away if the node dies.
+fn login_input(hub: &Hub, profile: AgentProfile, away: bool) -> Input {
+    Input::Login {
+        profile,
+        away,
+        session: Some(hub.cluster().node_id().to_owned()),
+    }
+}
+
 async fn router_step(hub: &Hub, input: Input) -> Result<()> {
     hub.ask_router(RouterRequest::Step(input)).await.map(|_| ())
 }
@@ -209,7 +242,7 @@ pub async fn login(
     let (actor, _) = Actor::spawn_linked(
         None,
         AgentActor,
-        (profile.id.clone(), hub.clone(), tx),
+        (profile.clone(), away, hub.clone(), tx),
         supervisor,
     )
     .await
@@ -220,7 +253,7 @@ pub async fn login(
     let id = profile.id.clone();
     let registered = hub.cluster().agent_session(&id, true).await;
     let logged_in = match registered {
-        Ok(()) => router_step(hub, Input::Login { profile, away }).await,
+        Ok(()) => router_step(hub, login_input(hub, profile, away)).await,
         Err(e) => Err(e),
     };
     if let Err(e) = logged_in {

@@ -7,6 +7,7 @@
 //! service.
 
 use centralino_core::directory::Resolution;
+use centralino_core::queue::QueueConfig;
 use centralino_core::{AgentId, Channel, CustomerId, Identity};
 
 use crate::error::Result;
@@ -65,12 +66,33 @@ pub trait Cluster: Send + Sync + 'static {
         vec![self.node_id().to_owned()]
     }
     /// Customers of dead nodes that placement gives to this node now: they
-    /// must be recovered here from the journal.
-    async fn orphans_here(&self) -> Result<Vec<CustomerId>> {
+    /// must be recovered here from the journal. `live`: the members to
+    /// take for alive (this node's view when `None`).
+    async fn orphans_here(&self, _live: Option<&[String]>) -> Result<Vec<CustomerId>> {
         Ok(Vec::new())
+    }
+    /// Stores a queue definition, for a router that takes over.
+    async fn save_queue(&self, _queue: &QueueConfig) -> Result<()> {
+        Ok(())
     }
     /// Where the router lives.
     async fn router_home(&self) -> Result<Home>;
+    /// The epoch (the fencing token it was claimed under) of the router
+    /// this node knows of, if it knows one.
+    fn router_epoch(&self) -> Option<u64> {
+        Some(0)
+    }
+    /// A router started on `node` under `epoch`, and saw `members` alive.
+    /// If that is newer than the router this node knew: remember it, take
+    /// the members it no longer saw for dead, and return true (the node
+    /// must then tell it what it holds).
+    fn router_started(&self, _node: &str, _epoch: u64, _members: &[String]) -> bool {
+        false
+    }
+    /// The router's node (draining) gave it up: a node should claim it.
+    fn router_vacated(&self, _node: &str) {}
+    /// The router is not where this node thought: look it up again.
+    fn forget_router(&self) {}
 
     /// The agent's desktop connected here (or left).
     async fn agent_session(&self, agent: &AgentId, connected: bool) -> Result<()>;

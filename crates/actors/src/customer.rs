@@ -35,6 +35,17 @@
 //! and the target being ready: one journal flush at most, one node-to-node
 //! call and one etcd transaction.
 //!
+//! # The router is told, reliably
+//!
+//! A conversation that needs routing is told to the router (a
+//! [`RouteRequest`]); a tell that cannot be handed over (the router is
+//! moving, or its node is unreachable) is kept and retried every
+//! [`ROUTE_RETRY`] until it is. A customer recovered from the journal, and
+//! every customer when a new router takes over ([`CustomerMsg::Resync`]),
+//! re-announces what the router must know of its open conversation (see
+//! [`announce`]), with what its history holds, so that a router that has
+//! it already can say again only the decisions this customer lost.
+//!
 //! [`Checkpoint`]: centralino_core::customer::Checkpoint
 
 use std::collections::VecDeque;
@@ -57,7 +68,7 @@ use crate::clock::now_ms;
 use crate::error::{ActorError, Result};
 use crate::hub::{Delivery, DesktopEvent, Hub, OfferDelivery};
 use crate::journal::{CustomerRecord, JournalBatch, JournalError, rebuild};
-use crate::router::RouteRequest;
+use crate::router::{RouteRequest, Seen};
 use crate::wire::{CustomerReply, CustomerRequest, Envelope, EnvelopeReply, RouterRequest};
 
 pub enum CustomerMsg {
@@ -76,10 +87,18 @@ pub enum CustomerMsg {
     /// Moved: the mailbox is forwarded up to here (`last`: nothing can
     /// arrive after it).
     Drained { last: bool },
+    /// A router of this epoch took over: tell it what it must know of the
+    /// open conversation (see `actors::router`, "Taking over").
+    Resync(u64, RpcReplyPort<Result<()>>),
+    /// Retry telling the router what it could not be told.
+    RetryRoute,
 }
 
 /// How soon a failed commit of routing decisions is retried.
 pub const FLUSH_RETRY: Duration = Duration::from_millis(500);
+
+/// How soon a routing request the router could not be handed is retried.
+pub const ROUTE_RETRY: Duration = Duration::from_millis(500);
 
 /// How long an adopted customer waits for the previous owner's
 /// `HandoffDone` before it takes what reached it directly anyway.
@@ -87,12 +106,19 @@ pub const HANDOFF_WAIT: Duration = Duration::from_secs(5);
 
 pub struct CustomerActor;
 
-/// How a customer actor starts.
+/// How a customer actor starts (once per actor: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum Start {
     /// From the journal, owning the customer with `token`.
     Recover { token: u64 },
     /// From the state another node handed over (a planned migration).
-    Adopted { customer: Box<Customer>, token: u64 },
+    Adopted {
+        customer: Box<Customer>,
+        token: u64,
+        unrouted: Option<RouterRequest>,
+        /// The router epoch the previous owner announced it to.
+        announced: Option<u64>,
+    },
 }
 
 /// Where the actor stands in a migration (see the module docs).
@@ -117,6 +143,11 @@ pub struct CustomerState {
     durable_seq: u64,
     flush_scheduled: bool,
     mode: Mode,
+    /// A request the router could not be handed yet (see the module docs).
+    unrouted: Option<RouterRequest>,
+    route_retry_scheduled: bool,
+    /// The router epoch this customer last announced itself to.
+    announced: Option<u64>,
 }
 
 impl CustomerState {
@@ -139,18 +170,32 @@ impl Actor for CustomerActor {
         myself: ActorRef<CustomerMsg>,
         (id, hub, start): Self::Arguments,
     ) -> Result<CustomerState, ActorProcessingErr> {
-        let (customer, token, mode) = match start {
+        let (customer, token, mode, unrouted, announced) = match start {
             Start::Recover { token } => {
                 let customer = match hub.journal().recover(id).await? {
                     Some(r) => rebuild(r),
                     None => Customer::new(id, Vec::new()),
                 };
-                (customer, token, Mode::Live)
+                (customer, token, Mode::Live, None, None)
             }
-            Start::Adopted { customer, token } => {
+            Start::Adopted {
+                customer,
+                token,
+                unrouted,
+                announced,
+            } => {
                 myself.send_after(HANDOFF_WAIT, || CustomerMsg::HandoffDone);
+                if unrouted.is_some() {
+                    myself.send_after(ROUTE_RETRY, || CustomerMsg::RetryRoute);
+                }
                 let stash = VecDeque::new();
-                (*customer, token, Mode::Adopting { stash })
+                (
+                    *customer,
+                    token,
+                    Mode::Adopting { stash },
+                    unrouted,
+                    announced,
+                )
             }
         };
         let durable_seq = customer.open.as_ref().map_or(0, |c| c.history.last_seq());
@@ -161,27 +206,29 @@ impl Actor for CustomerActor {
             durable_seq,
             flush_scheduled: false,
             mode,
+            route_retry_scheduled: unrouted.is_some(),
+            unrouted,
+            announced,
         })
     }
 
     async fn post_start(
         &self,
-        _myself: ActorRef<CustomerMsg>,
+        myself: ActorRef<CustomerMsg>,
         st: &mut CustomerState,
     ) -> Result<(), ActorProcessingErr> {
-        // Recovered after its node died: a customer who was waiting is
-        // routed again, keeping their place (the router ignores it if it
-        // still holds the conversation).
-        if let Mode::Live = st.mode
-            && let Some(conv) = st.customer.open.as_ref()
-            && matches!(
-                conv.state,
-                ConversationState::Queued | ConversationState::Offered
-            )
-        {
-            let mut request = route_request(&st.customer, conv, None, false);
-            request.recovered = true;
-            st.hub.tell_router(RouterRequest::Route(request)).await;
+        // Recovered from the journal (its node died, or it stopped): the
+        // router is told what it must know of the open conversation; a
+        // waiting customer keeps their place.
+        if let Mode::Live = st.mode {
+            if let Some(request) = announcement(&st.customer) {
+                let epoch = st.hub.cluster().router_epoch();
+                tell_router(st, request).await;
+                if st.unrouted.is_none() {
+                    st.announced = epoch;
+                }
+            }
+            schedule_route_retry(&myself, st);
         }
         Ok(())
     }
@@ -223,6 +270,18 @@ async fn dispatch(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, msg: C
             let Mode::Adopting { stash } = std::mem::replace(&mut st.mode, Mode::Live) else {
                 unreachable!("matched Adopting above");
             };
+            // A router that took over while the customer was on its way
+            // here may have asked both nodes before either had it live.
+            if let Some(epoch) = st.hub.cluster().router_epoch()
+                && st.announced != Some(epoch)
+                && let Err(e) = resync(st, epoch).await
+            {
+                tracing::debug!(customer = %st.customer.id, error = %e, "not announced to the new router yet");
+                if st.unrouted.is_none() {
+                    st.unrouted = announcement(&st.customer);
+                }
+                schedule_route_retry(myself, st);
+            }
             // Each through the mode it finds: a stashed move turns what
             // follows it into forwards.
             for msg in stash {
@@ -276,6 +335,18 @@ async fn live(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, msg: Custo
         }
         // Late or stray: nothing to do for a live owner.
         CustomerMsg::HandoffDone | CustomerMsg::Drained { .. } => Ok(()),
+        CustomerMsg::Resync(epoch, reply) => {
+            let r = resync(st, epoch).await;
+            let _ = reply.send(r);
+            Ok(())
+        }
+        CustomerMsg::RetryRoute => {
+            st.route_retry_scheduled = false;
+            if let Some(request) = st.unrouted.take() {
+                tell_router(st, request).await;
+            }
+            Ok(())
+        }
         CustomerMsg::Handoff(msg) => {
             Box::pin(live(myself, st, *msg)).await;
             Ok(())
@@ -284,7 +355,10 @@ async fn live(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, msg: Custo
     if let Err(ActorError::Journal(JournalError::Fenced { .. })) = outcome {
         tracing::warn!(customer = %st.customer.id, "fenced out: another node owns this customer now; stopping");
         myself.stop(Some("fenced out".into()));
-    } else if st.pending() && !st.flush_scheduled {
+        return;
+    }
+    schedule_route_retry(myself, st);
+    if st.pending() && !st.flush_scheduled {
         // Routing decisions recorded here but not yet durable are kept
         // and committed as soon as the journal answers again.
         tracing::warn!(customer = %st.customer.id, "journal behind; retrying");
@@ -311,6 +385,8 @@ async fn hand_over(
     let envelope = Envelope::Adopt {
         customer: Box::new(st.customer.clone()),
         token: st.token,
+        unrouted: st.unrouted.clone(),
+        announced: st.announced,
     };
     match st.hub.send(&to, envelope).await? {
         EnvelopeReply::Migrated(Ok(_)) => {}
@@ -381,7 +457,11 @@ async fn forward(
             }
             myself.stop(Some("moved".into()));
         }
-        CustomerMsg::Flush | CustomerMsg::HandoffDone => {}
+        // The new owner reports the customer to a new router.
+        CustomerMsg::Resync(_, reply) => {
+            let _ = reply.send(Ok(()));
+        }
+        CustomerMsg::Flush | CustomerMsg::HandoffDone | CustomerMsg::RetryRoute => {}
     }
 }
 
@@ -510,25 +590,10 @@ async fn contact_in(
         return Ok(outcome);
     };
     match &outcome.need {
-        RoutingNeed::Enqueue => {
-            st.hub
-                .tell_router(RouterRequest::Route(route_request(
-                    &st.customer,
-                    conv,
-                    None,
-                    false,
-                )))
-                .await
-        }
-        RoutingNeed::Reroute { .. } => {
-            st.hub
-                .tell_router(RouterRequest::Route(route_request(
-                    &st.customer,
-                    conv,
-                    None,
-                    true,
-                )))
-                .await
+        RoutingNeed::Enqueue | RoutingNeed::Reroute { .. } => {
+            let replace = matches!(outcome.need, RoutingNeed::Reroute { .. });
+            let request = route_request(&st.customer, conv, None, replace);
+            tell_router(st, RouterRequest::Route(request)).await;
         }
         RoutingNeed::Forward(agent) => {
             if let Some(event) = conv.history.events().last().cloned() {
@@ -843,13 +908,15 @@ async fn resolve(
     )?;
     persist(st, true).await?;
     if let Some(queue) = queue {
-        st.hub
-            .tell_router(RouterRequest::Resolved {
-                queue,
-                channel,
-                agent: Some(agent.clone()),
-            })
-            .await;
+        let resolved = RouterRequest::Resolved {
+            queue,
+            channel,
+            agent: Some(agent.clone()),
+        };
+        // A count in the KPIs: not worth a retry.
+        if let Err(e) = st.hub.tell_router(resolved).await {
+            tracing::debug!(%conversation, error = %e, "resolution not counted");
+        }
     }
     Ok(())
 }
@@ -878,6 +945,99 @@ fn route_request(
         not_before,
         replace,
         recovered: false,
+        queue: conv.queue.clone(),
+        seen: seen(conv),
+    }
+}
+
+/// What the customer's history holds of the conversation's current
+/// routing round (see [`Seen`]).
+fn seen(conv: &Conversation) -> Seen {
+    let last = conv
+        .history
+        .events()
+        .iter()
+        .rev()
+        .find_map(|e| match &e.kind {
+            EventKind::Queued { .. }
+            | EventKind::OfferRejected { .. }
+            | EventKind::OfferTimedOut { .. }
+            | EventKind::Transferred { .. } => Some(Seen::Queued),
+            EventKind::Offered { offer, agent, .. } => Some(Seen::Offered {
+                offer: *offer,
+                agent: agent.clone(),
+            }),
+            EventKind::Assigned { .. } | EventKind::WrappedUp { .. } => Some(Seen::Assigned),
+            // A message after a wrap-up starts a new round: nothing seen yet.
+            EventKind::CustomerMessage { .. } if conv.state == ConversationState::WrappedUp => {
+                Some(Seen::Nothing)
+            }
+            _ => None,
+        });
+    last.unwrap_or_default()
+}
+
+/// What the router must know of the open conversation, when it needs to
+/// be told again (recovered, or a new router): a waiting one (queued,
+/// offered, or back after a wrap-up) to route with its original waiting
+/// time and queue; an assigned one as the assignment to restore.
+fn announcement(customer: &Customer) -> Option<RouterRequest> {
+    let conv = customer.open.as_ref()?;
+    let mut route = route_request(customer, conv, None, false);
+    route.recovered = true;
+    match (conv.state, &route.seen) {
+        (ConversationState::Queued | ConversationState::Offered, _)
+        | (ConversationState::WrappedUp, Seen::Nothing) => Some(RouterRequest::Route(route)),
+        (ConversationState::Assigned, _) => {
+            let agent = conv.agent.clone()?;
+            let since = conv
+                .history
+                .events()
+                .iter()
+                .rev()
+                .find(|e| matches!(&e.kind, EventKind::Assigned { agent: a } if *a == agent))
+                .map_or(conv.waiting_since, |e| e.at);
+            Some(RouterRequest::Restore {
+                route,
+                agent,
+                since,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A router of `epoch` took over: announce the open conversation to it,
+/// once per epoch.
+async fn resync(st: &mut CustomerState, epoch: u64) -> Result<()> {
+    if st.announced == Some(epoch) {
+        return Ok(());
+    }
+    // Whatever was waiting for the old router is in the announcement.
+    st.unrouted = None;
+    if let Some(request) = announcement(&st.customer) {
+        st.hub.tell_router(request).await?;
+    }
+    st.announced = Some(epoch);
+    Ok(())
+}
+
+/// Tells the router; what cannot be handed over now is kept for a retry
+/// (a newer request replaces an older one: it says everything the router
+/// must know).
+async fn tell_router(st: &mut CustomerState, request: RouterRequest) {
+    if let Err(e) = st.hub.tell_router(request.clone()).await {
+        tracing::debug!(customer = %st.customer.id, error = %e, "router not reachable; retrying");
+        st.unrouted = Some(request);
+    } else {
+        st.unrouted = None;
+    }
+}
+
+fn schedule_route_retry(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState) {
+    if st.unrouted.is_some() && !st.route_retry_scheduled {
+        st.route_retry_scheduled = true;
+        myself.send_after(ROUTE_RETRY, || CustomerMsg::RetryRoute);
     }
 }
 
@@ -921,6 +1081,6 @@ async fn callback(
         return Ok((id, seq));
     };
     let request = route_request(&st.customer, conv, not_before, true);
-    st.hub.tell_router(RouterRequest::Route(request)).await;
+    tell_router(st, RouterRequest::Route(request)).await;
     Ok((id, seq))
 }

@@ -115,6 +115,12 @@ enum Told {
     Desktop(AgentId, DesktopEvent),
 }
 
+/// What a node answers for a router it does not host (any more).
+const ROUTER_NOT_HERE: &str = "router (not on this node)";
+
+/// Customers (and orphans) reported to a new router at once.
+pub const RESYNC_PARALLEL: usize = 64;
+
 /// Delivery lanes: messages for one customer (or one agent) always take
 /// the same lane, so they arrive in the order they were posted.
 pub const LANES: usize = 16;
@@ -199,6 +205,11 @@ impl Hub {
 
     fn local_router(&self) -> Option<ActorRef<RouterMsg>> {
         lock(&self.router).clone().filter(|r| alive(r.get_status()))
+    }
+
+    /// Whether the router runs on this node.
+    pub fn hosts_router(&self) -> bool {
+        self.local_router().is_some()
     }
 
     // ----------------------------------------------------------- identity
@@ -486,12 +497,17 @@ impl Hub {
     }
 
     /// Starts, from the journal, the actors of dead nodes' customers that
-    /// placement gives to this node (failover). A recovered customer who
-    /// was waiting is routed again with their original waiting time.
-    /// Returns how many were started here.
-    pub async fn recover_orphans(self: &Arc<Self>, parallel: usize) -> Result<usize> {
+    /// placement gives to this node (failover): those whose placement
+    /// record names a node not in `live` (this node's view of the members
+    /// when `None`). A recovered customer who was waiting is routed again
+    /// with their original waiting time. Returns how many were started here.
+    pub async fn recover_orphans(
+        self: &Arc<Self>,
+        live: Option<&[String]>,
+        parallel: usize,
+    ) -> Result<usize> {
         use futures::StreamExt;
-        let orphans = self.cluster.orphans_here().await?;
+        let orphans = self.cluster.orphans_here(live).await?;
         let started: Vec<bool> = futures::stream::iter(orphans)
             .map(|id| async move {
                 match self.local_customer(id).await {
@@ -529,18 +545,32 @@ impl Hub {
     /// Takes over a customer handed over by another node (see
     /// `actors::customer`): ownership moves here, then its actor starts
     /// from the state it was given.
-    async fn adopt(
-        self: &Arc<Self>,
-        customer: Box<centralino_core::customer::Customer>,
-        from: u64,
-    ) -> Result<()> {
+    async fn adopt(self: &Arc<Self>, start: Start) -> Result<()> {
+        let Start::Adopted {
+            customer,
+            token: from,
+            unrouted,
+            announced,
+        } = start
+        else {
+            return Err(ActorError::unavailable("adoption without a customer"));
+        };
         let id = customer.id;
         let token = self.cluster.adopt_customer(id, from).await?;
         let supervisor = self.supervisor_cell()?;
         let (actor, _) = Actor::spawn_linked(
             None,
             CustomerActor,
-            (id, self.clone(), Start::Adopted { customer, token }),
+            (
+                id,
+                self.clone(),
+                Start::Adopted {
+                    customer,
+                    token,
+                    unrouted,
+                    announced,
+                },
+            ),
             supervisor,
         )
         .await
@@ -567,7 +597,7 @@ impl Hub {
                 "router (not started on this node yet)",
             )),
             Home::There(node) => match self.send(&node, Envelope::AskRouter(req)).await? {
-                EnvelopeReply::Router(r) => r,
+                EnvelopeReply::Router(r) => self.router_answer(r),
                 other => Err(ActorError::unavailable(format!(
                     "router: unexpected answer {other:?}"
                 ))),
@@ -575,26 +605,136 @@ impl Hub {
         }
     }
 
-    /// Tells the router, wherever it lives; logs what cannot be delivered.
-    pub async fn tell_router(&self, req: RouterRequest) {
-        let r = match self.local_router() {
+    /// A remote router's answer; one saying the router is not there (it
+    /// moved) also makes this node look for it again.
+    fn router_answer<T>(&self, r: Result<T>) -> Result<T> {
+        if matches!(&r, Err(ActorError::Unavailable(m)) if m.starts_with(ROUTER_NOT_HERE)) {
+            self.cluster.forget_router();
+        }
+        r
+    }
+
+    /// Tells the router, wherever it lives, without waiting for it to act;
+    /// `Err` if it could not be handed over (the caller retries, or knows
+    /// that a router taking over will ask again).
+    pub async fn tell_router(&self, req: RouterRequest) -> Result<()> {
+        match self.local_router() {
             Some(r) => r
                 .cast(RouterMsg::Ask(req, None))
                 .map_err(|_| ActorError::unavailable("router mailbox")),
-            None => match self.cluster.router_home().await {
-                Ok(Home::There(node)) => self
-                    .send(&node, Envelope::TellRouter(req))
-                    .await
-                    .map(|_| ()),
-                Ok(Home::Here) => Err(ActorError::unavailable(
+            None => match self.cluster.router_home().await? {
+                Home::There(node) => self.send(&node, Envelope::TellRouter(req)).await.and_then(
+                    |reply| match reply {
+                        EnvelopeReply::Router(r) => self.router_answer(r).map(|_| ()),
+                        _ => Ok(()),
+                    },
+                ),
+                Home::Here => Err(ActorError::unavailable(
                     "router (not started on this node yet)",
                 )),
-                Err(e) => Err(e),
             },
-        };
-        if let Err(e) = r {
-            tracing::error!(error = %e, "message to the router not delivered");
         }
+    }
+
+    /// A router started on `node` under `epoch`: if it is news here, tell
+    /// it everything this node holds (see `actors::router`, "Taking over"):
+    /// first the customers of nodes it saw die that placement gives to this
+    /// node are recovered here, then every agent session logs in again and
+    /// every customer re-announces its open conversation, then the node
+    /// reports `Synced`. What cannot be delivered is retried until it is, or
+    /// until a newer router has started.
+    pub async fn router_started(
+        self: &Arc<Self>,
+        node: &str,
+        epoch: u64,
+        members: &[String],
+    ) -> Result<()> {
+        if !self.cluster.router_started(node, epoch, members) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let current = || self.cluster.router_epoch() == Some(epoch);
+        if let Err(e) = self.recover_orphans(Some(members), RESYNC_PARALLEL).await {
+            tracing::warn!(error = %e, "recovering dead nodes' customers before reporting to the new router");
+        }
+        let mut agents: Vec<AgentId> = lock(&self.agents).keys().cloned().collect();
+        let mut customers = self.local_customers();
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            agents = self.resync_agents(agents).await;
+            customers = self.resync_customers(customers, epoch).await;
+            if agents.is_empty() && customers.is_empty() {
+                let me = self.cluster.node_id().to_owned();
+                match self
+                    .tell_router(RouterRequest::Synced { node: me, epoch })
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(e) => tracing::debug!(error = %e, "reporting to the new router; retrying"),
+                }
+            }
+            if !current() {
+                return Err(ActorError::unavailable(format!(
+                    "router of epoch {epoch} (a newer one started)"
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+        }
+        tracing::info!(router = %node, epoch, ms = started.elapsed().as_millis() as u64, "reported to the new router");
+        Ok(())
+    }
+
+    /// Logs the agents' sessions here in again; returns those that could
+    /// not be.
+    async fn resync_agents(&self, agents: Vec<AgentId>) -> Vec<AgentId> {
+        let mut failed = Vec::new();
+        for id in agents {
+            let Some(actor) = self.agent(&id) else {
+                continue;
+            };
+            let r = call_result("agent", actor.call(AgentMsg::Resync, None).await);
+            if let Err(e) | Ok(Err(e)) = r {
+                tracing::debug!(agent = %id, error = %e, "agent not reported to the new router yet");
+                failed.push(id);
+            }
+        }
+        failed
+    }
+
+    /// Has the customers here re-announce their open conversations to the
+    /// router of `epoch`; returns those that could not.
+    async fn resync_customers(
+        self: &Arc<Self>,
+        customers: Vec<CustomerId>,
+        epoch: u64,
+    ) -> Vec<CustomerId> {
+        use futures::StreamExt;
+        futures::stream::iter(customers)
+            .map(|id| async move {
+                let running = lock(&self.customers).get(&id).and_then(|c| c.get().cloned());
+                let actor = running.filter(|a| alive(a.get_status()))?;
+                let r = call_result(
+                    "customer",
+                    actor
+                        .call(|reply| CustomerMsg::Resync(epoch, reply), None)
+                        .await,
+                );
+                match r {
+                    Ok(Ok(())) => None,
+                    // Stopped meanwhile (moved or fenced): whoever runs it
+                    // now reports it.
+                    Err(_) if !alive(actor.get_status()) => None,
+                    Err(e) | Ok(Err(e)) => {
+                        tracing::debug!(customer = %id, error = %e, "customer not reported to the new router yet");
+                        Some(id)
+                    }
+                }
+            })
+            .buffer_unordered(RESYNC_PARALLEL)
+            .filter_map(|failed| async move { failed })
+            .collect()
+            .await
     }
 
     // ------------------------------------------------------------- agents
@@ -733,7 +873,7 @@ impl Hub {
     // ------------------------------------------------------------- network
 
     /// Carries an envelope to another node's hub.
-    pub(crate) async fn send(&self, node: &str, envelope: Envelope) -> Result<EnvelopeReply> {
+    pub async fn send(&self, node: &str, envelope: Envelope) -> Result<EnvelopeReply> {
         self.cluster.send(node, envelope).await
     }
 
@@ -757,16 +897,17 @@ impl Hub {
                     )
                     .and_then(|r| r),
                 ),
-                None => {
-                    EnvelopeReply::Router(Err(ActorError::unavailable("router (not on this node)")))
-                }
+                None => EnvelopeReply::Router(Err(ActorError::unavailable(ROUTER_NOT_HERE))),
             },
-            Envelope::TellRouter(req) => {
-                if let Some(r) = self.local_router() {
+            Envelope::TellRouter(req) => match self.local_router() {
+                Some(r) => {
                     let _ = r.cast(RouterMsg::Ask(req, None));
+                    EnvelopeReply::Done
                 }
-                EnvelopeReply::Done
-            }
+                // Not (or no longer) here: the sender must know, to retry
+                // where the router is now.
+                None => EnvelopeReply::Router(Err(ActorError::unavailable(ROUTER_NOT_HERE))),
+            },
             Envelope::Desktop(agent, event) => {
                 if let Some(a) = self.agent(&agent) {
                     let _ = a.cast(AgentMsg::Desktop(event));
@@ -779,8 +920,19 @@ impl Hub {
                 }
                 EnvelopeReply::Done
             }
-            Envelope::Adopt { customer, token } => {
-                EnvelopeReply::Migrated(self.adopt(customer, token).await.map(|()| 0))
+            Envelope::Adopt {
+                customer,
+                token,
+                unrouted,
+                announced,
+            } => {
+                let start = Start::Adopted {
+                    customer,
+                    token,
+                    unrouted,
+                    announced,
+                };
+                EnvelopeReply::Migrated(self.adopt(start).await.map(|()| 0))
             }
             Envelope::Handoff(inner) => match *inner {
                 Envelope::AskCustomer(id, req) => {
@@ -808,6 +960,24 @@ impl Hub {
                     .await
                     .map(|d| d.as_micros() as u64),
             ),
+            Envelope::RouterStarted {
+                node,
+                epoch,
+                members,
+            } => {
+                // Answered at once: the report goes to the router itself.
+                let hub = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = hub.router_started(&node, epoch, &members).await {
+                        tracing::info!(error = %e, "report to a router abandoned");
+                    }
+                });
+                EnvelopeReply::Done
+            }
+            Envelope::RouterVacated { node } => {
+                self.cluster.router_vacated(&node);
+                EnvelopeReply::Done
+            }
         }
     }
 }

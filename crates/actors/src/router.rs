@@ -5,14 +5,37 @@
 //! priority order deterministic (invariant 6). It ticks every [`TICK`] to
 //! fire the router's timers. It only ever *tells* other actors (see the
 //! crate docs), in decision order.
+//!
+//! # Taking over
+//!
+//! The router's state is not journaled: customers and agents hold the
+//! facts it is made of. When a node claims the router (at start, after the
+//! router's node died, or when it gave the router up to drain), the new
+//! router starts under a new epoch (its claim's fencing token, which also
+//! keeps its offer ids apart from any earlier router's) and *held* (see
+//! `centralino_core::router`'s recovery): it offers nothing while every
+//! live node tells it what it holds (`Envelope::RouterStarted` asks them;
+//! see [`crate::hub::Hub::resync_router`]):
+//!
+//! - each agent session logs in again, saying where its desktop is;
+//! - each customer with an open conversation re-announces it: waiting ones
+//!   as a recovered [`RouteRequest`] with their original waiting time and
+//!   queue, assigned ones as a `Restore` of the assignment;
+//! - then the node reports `Synced`.
+//!
+//! Once every node it saw alive has reported, or after [`RESYNC_WAIT`], it
+//! resumes with one matching pass. Agents whose desktops died with a node
+//! are *absent*: their offers go back at once, their assignments wait for
+//! them to log in again (`reconnect_grace_ms`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use centralino_core::priority::PriorityInputs;
-use centralino_core::router::{Enqueue, RevokeReason};
+use centralino_core::router::{ConversationView, Enqueue, Phase, Restore, RevokeReason};
 use centralino_core::{
-    AgentId, Channel, ConversationId, Input, Output, Router, RouterConfig, TimeMs,
+    AgentId, Channel, ConversationId, Input, OfferId, Output, QueueId, Router, RouterConfig, TimeMs,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
@@ -24,6 +47,10 @@ use crate::wire::{RouterReply, RouterRequest};
 
 /// How often the router fires its due timers.
 pub const TICK: Duration = Duration::from_millis(20);
+
+/// Longest a router that takes over waits for the nodes to report before it
+/// offers anyway (a node that does not answer is likely dead too).
+pub const RESYNC_WAIT: Duration = Duration::from_secs(5);
 
 /// A conversation to route, by topic.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,16 +65,55 @@ pub struct RouteRequest {
     /// Route it again keeping its place (it changed channel, or a callback
     /// replaces its waiting).
     pub replace: bool,
-    /// Sent by a customer recovered after its node died: route it only if
-    /// the router does not hold it already.
+    /// Sent again by a customer that was recovered (its node died) or to a
+    /// router that took over: see [`route`] for what the router does when it
+    /// holds the conversation already.
     #[serde(default)]
     pub recovered: bool,
+    /// The queue it was routed to (a transfer may have moved it away from
+    /// its topic's): a recovered conversation keeps it.
+    #[serde(default)]
+    pub queue: Option<QueueId>,
+    /// What the customer's history holds of the current routing round.
+    #[serde(default)]
+    pub seen: Seen,
 }
 
+/// The last routing decision a customer's history holds for its open
+/// conversation: enough for a router to tell whether a decision it made was
+/// lost on the way (the customer's node died before journaling it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Seen {
+    /// Not even that it was queued.
+    #[default]
+    Nothing,
+    Queued,
+    Offered {
+        offer: OfferId,
+        agent: AgentId,
+    },
+    Assigned,
+}
+
+// Nearly every message is an `Ask`: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum RouterMsg {
     /// A request; answered if a port is given.
     Ask(RouterRequest, Option<RpcReplyPort<Result<RouterReply>>>),
     Tick,
+}
+
+/// What a router actor starts with.
+pub struct RouterStart {
+    pub cfg: RouterConfig,
+    /// Queues defined at start; the first is the default queue.
+    pub queues: Vec<centralino_core::queue::QueueConfig>,
+    pub hub: Arc<Hub>,
+    /// The fencing token under which this node claimed the router.
+    pub epoch: u64,
+    /// Nodes whose report it waits for before it offers (see "Taking
+    /// over"); empty: it offers at once.
+    pub wait_for: Vec<String>,
 }
 
 pub struct RouterActor;
@@ -56,30 +122,40 @@ pub struct RouterState {
     router: Router,
     hub: Arc<Hub>,
     out: Vec<Output>,
+    epoch: u64,
+    /// Nodes that have not reported yet, while held.
+    unsynced: BTreeSet<String>,
 }
 
 impl Actor for RouterActor {
     type Msg = RouterMsg;
     type State = RouterState;
-    type Arguments = (
-        RouterConfig,
-        Vec<centralino_core::queue::QueueConfig>,
-        Arc<Hub>,
-    );
+    type Arguments = RouterStart;
 
     async fn pre_start(
         &self,
         myself: ActorRef<RouterMsg>,
-        (cfg, queues, hub): Self::Arguments,
+        start: RouterStart,
     ) -> Result<RouterState, ActorProcessingErr> {
-        let mut router = Router::new(cfg);
+        let now = now_ms();
+        let mut router = Router::of_epoch(start.cfg, start.epoch);
         let mut out = Vec::new();
-        for q in queues {
-            router.step(now_ms(), Input::UpsertQueue(q), &mut out)?;
+        for q in start.queues {
+            router.step(now, Input::UpsertQueue(q), &mut out)?;
         }
-        hub.set_router(Some(myself.clone()));
+        if !start.wait_for.is_empty() {
+            router.hold(now + RESYNC_WAIT.as_millis() as TimeMs);
+        }
+        start.hub.set_router(Some(myself.clone()));
         myself.send_interval(TICK, || RouterMsg::Tick);
-        Ok(RouterState { router, hub, out })
+        tracing::info!(epoch = start.epoch, waiting_for = ?start.wait_for, "router started");
+        Ok(RouterState {
+            router,
+            hub: start.hub,
+            out,
+            epoch: start.epoch,
+            unsynced: start.wait_for.into_iter().collect(),
+        })
     }
 
     async fn handle(
@@ -100,7 +176,11 @@ impl Actor for RouterActor {
                 }
             }
             RouterMsg::Tick => {
+                let held = st.router.is_held();
                 st.router.tick(now, &mut st.out);
+                if held && !st.router.is_held() {
+                    tracing::warn!(epoch = st.epoch, unsynced = ?st.unsynced, "router resumed before every node reported");
+                }
                 dispatch(st);
             }
         }
@@ -143,6 +223,29 @@ fn answer(now: TimeMs, st: &mut RouterState, req: RouterRequest) -> Result<Route
             route(now, st, r);
             RouterReply::Done
         }
+        RouterRequest::Restore {
+            route,
+            agent,
+            since,
+        } => {
+            let Some(enqueue) = enqueue_of(st, &route) else {
+                return Ok(RouterReply::Done);
+            };
+            let restore = Restore {
+                enqueue,
+                agent,
+                since,
+            };
+            st.router.step(now, Input::Restore(restore), &mut st.out)?;
+            RouterReply::Done
+        }
+        RouterRequest::Synced { node, epoch } => {
+            if epoch == st.epoch && st.unsynced.remove(&node) && st.unsynced.is_empty() {
+                st.router.step(now, Input::Resume, &mut st.out)?;
+                tracing::info!(epoch, "every node has reported: router resumed");
+            }
+            RouterReply::Done
+        }
         RouterRequest::Resolved {
             queue,
             channel,
@@ -163,32 +266,117 @@ fn answer(now: TimeMs, st: &mut RouterState, req: RouterRequest) -> Result<Route
     })
 }
 
-fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
-    let Some(queue) = st.router.queue_for_topic(&req.topic) else {
+/// The queue a request goes to: a recovered conversation keeps the queue
+/// it was in, if the router has it; otherwise its topic decides.
+fn enqueue_of(st: &RouterState, req: &RouteRequest) -> Option<Enqueue> {
+    let kept = req
+        .queue
+        .clone()
+        .filter(|q| req.recovered && st.router.has_queue(q));
+    let Some(queue) = kept.or_else(|| st.router.queue_for_topic(&req.topic)) else {
         tracing::error!(conversation = %req.conversation, "no queue is defined: conversation cannot be routed");
-        return;
+        return None;
     };
-    let enqueue = Enqueue {
+    Some(Enqueue {
         conversation: req.conversation,
         queue,
         channel: req.channel,
         enqueued_at: req.enqueued_at,
-        priority: req.priority,
-        last_agent: req.last_agent,
+        priority: req.priority.clone(),
+        last_agent: req.last_agent.clone(),
         not_before: req.not_before,
+    })
+}
+
+/// Routes a conversation. A recovered one that the router holds already is
+/// compared with what the customer's history says, and only what the
+/// customer lost is said again (see [`restate`]).
+fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
+    if req.recovered
+        && let Some(view) = st.router.conversation_view(now, req.conversation)
+    {
+        restate(now, st, &req, view);
+        return;
+    }
+    let Some(enqueue) = enqueue_of(st, &req) else {
+        return;
     };
+    // The void offer the customer still shows (an earlier router's, or one
+    // that ended while its node was down) leaves the agent's desktop.
+    if req.recovered
+        && let Seen::Offered { offer, agent } = &req.seen
+    {
+        st.out.push(Output::OfferRevoked {
+            offer: *offer,
+            conversation: req.conversation,
+            agent: agent.clone(),
+            reason: RevokeReason::Withdrawn,
+        });
+    }
     let input = if req.replace {
         Input::Reroute(enqueue)
     } else {
         Input::Enqueue(enqueue)
     };
-    match st.router.step(now, input, &mut st.out) {
-        Err(centralino_core::CoreError::AlreadyRouted(_)) if req.recovered => {}
+    let from = st.out.len();
+    let r = st.router.step(now, input, &mut st.out);
+    // A customer re-announced to a router that takes over, and queued in
+    // the same queue and channel already: its history need not say so twice.
+    if req.recovered && req.seen == Seen::Queued {
+        let known = |o: &Output| {
+            matches!(o, Output::Queued { conversation, queue, channel }
+                if *conversation == req.conversation
+                    && Some(queue) == req.queue.as_ref()
+                    && *channel == req.channel)
+        };
+        let decided = st.out.split_off(from);
+        st.out.extend(decided.into_iter().filter(|o| !known(o)));
+    }
+    match r {
         Err(e) => tracing::warn!(conversation = %req.conversation, error = %e, "enqueue refused"),
         Ok(()) if req.recovered => {
-            tracing::info!(conversation = %req.conversation, "recovered conversation queued again")
+            tracing::debug!(conversation = %req.conversation, "recovered conversation queued again")
         }
         Ok(()) => {}
+    }
+}
+
+/// A recovered customer's conversation that the router holds: decisions
+/// the customer's node took down with it before journaling them are said
+/// again. Queued: the record is sent again. Offered: the offer never
+/// reached the desktop (the customer posts it only once recorded), so it
+/// is taken back, without penalty, and the conversation placed again,
+/// keeping its place. Assigned: the assignment is sent again.
+fn restate(now: TimeMs, st: &mut RouterState, req: &RouteRequest, view: ConversationView) {
+    match (view.phase, &req.seen) {
+        (Phase::Waiting | Phase::Scheduled, Seen::Nothing) => st.out.push(Output::Queued {
+            conversation: req.conversation,
+            queue: view.queue,
+            channel: view.channel,
+        }),
+        (Phase::Offered { offer, .. }, seen) if !matches!(seen, Seen::Offered { offer: o, .. } if *o == offer) =>
+        {
+            let Some(mut enqueue) = enqueue_of(st, req) else {
+                return;
+            };
+            enqueue.queue = view.queue;
+            if let Err(e) = st.router.step(now, Input::Reroute(enqueue), &mut st.out) {
+                tracing::warn!(conversation = %req.conversation, error = %e, "lost offer not taken back");
+            }
+        }
+        (Phase::Assigned { .. }, seen) if *seen != Seen::Assigned => {
+            if let Some(agent) = view.agent {
+                // The offer id is not kept once accepted: the customer
+                // records the assignment by agent (see `record_assigned`).
+                st.out.push(Output::Assigned {
+                    offer: OfferId(0),
+                    conversation: req.conversation,
+                    agent,
+                    waited_ms: view.waited_ms,
+                });
+            }
+        }
+        _ => {}
     }
 }
 
@@ -219,6 +407,7 @@ fn dispatch(st: &mut RouterState) {
                     RevokeReason::TimedOut => "timed out",
                     RevokeReason::Withdrawn => "withdrawn",
                     RevokeReason::AgentLoggedOut => "agent logged out",
+                    RevokeReason::AgentDisconnected => "agent disconnected",
                 };
                 st.hub.post_desktop(
                     agent,

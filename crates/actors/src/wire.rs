@@ -82,6 +82,20 @@ pub enum RouterRequest {
     Step(Input),
     /// Route a conversation by topic (told, not asked).
     Route(RouteRequest),
+    /// An assignment made under an earlier router: the agent holds the
+    /// conversation (told by its customer when a new router starts).
+    Restore {
+        route: RouteRequest,
+        agent: AgentId,
+        /// When the agent accepted it.
+        since: TimeMs,
+    },
+    /// Node `node` has told the router of `epoch` everything it holds
+    /// (see `actors::router`, "Taking over").
+    Synced {
+        node: String,
+        epoch: u64,
+    },
     /// Count a resolution in the KPIs (told).
     Resolved {
         queue: QueueId,
@@ -122,6 +136,13 @@ pub enum Envelope {
     Adopt {
         customer: Box<Customer>,
         token: u64,
+        /// A routing request the previous owner could not hand the router
+        /// yet: the new owner keeps retrying it.
+        #[serde(default)]
+        unrouted: Option<RouterRequest>,
+        /// The router epoch the customer last announced itself to.
+        #[serde(default)]
+        announced: Option<u64>,
     },
     /// A message the previous owner had queued when it handed the customer
     /// over: the new owner takes these before anything sent to it directly.
@@ -132,6 +153,17 @@ pub enum Envelope {
     Migrate {
         customer: CustomerId,
         to: String,
+    },
+    /// A router started on `node` under `epoch`; `members` are the nodes it
+    /// saw alive. The receiver tells it everything it holds.
+    RouterStarted {
+        node: String,
+        epoch: u64,
+        members: Vec<String>,
+    },
+    /// The router's node (draining) gave the router up: claim it.
+    RouterVacated {
+        node: String,
     },
 }
 

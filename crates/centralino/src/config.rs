@@ -53,6 +53,9 @@ pub struct RoutingSection {
     pub offer_timeout_ms: u64,
     pub continuity_window_ms: u64,
     pub decline_ttl_ms: u64,
+    /// How long an agent whose desktop went away with its node keeps its
+    /// conversations, waiting for the desktop to log in again elsewhere.
+    pub reconnect_grace_ms: u64,
     /// After-contact work per channel name ("voice" = 5000, ...).
     pub acw_ms: BTreeMap<String, u64>,
 }
@@ -156,6 +159,7 @@ impl Default for RoutingSection {
             offer_timeout_ms: d.offer_timeout_ms,
             continuity_window_ms: d.continuity_window_ms,
             decline_ttl_ms: d.decline_ttl_ms,
+            reconnect_grace_ms: d.reconnect_grace_ms,
             acw_ms: Channel::ALL
                 .iter()
                 .map(|c| (c.name().to_owned(), d.acw_ms[c.index()]))
@@ -289,6 +293,7 @@ impl Config {
             offer_timeout_ms: r.offer_timeout_ms,
             continuity_window_ms: r.continuity_window_ms,
             decline_ttl_ms: r.decline_ttl_ms,
+            reconnect_grace_ms: r.reconnect_grace_ms,
             acw_ms,
             priority: PriorityPolicy {
                 tier_boost_ms: self

@@ -7,6 +7,7 @@ use std::time::Duration;
 use centralino_actors::journal::{CustomerRecord, JournalBatch};
 use centralino_core::customer::Attributes;
 use centralino_core::history::{EventKind, HistoryEvent};
+use centralino_core::queue::QueueConfig;
 use centralino_core::{Channel, ConversationId, CustomerId, Identity, IdentityKind};
 
 use crate::coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
@@ -21,6 +22,7 @@ pub async fn run_all(c: &dyn Coordination) {
     journal_close(c).await;
     directory(c).await;
     gateways(c).await;
+    queues(c).await;
     group_commit(c).await;
     migration_and_orphans(c).await;
 }
@@ -230,6 +232,28 @@ pub async fn gateways(c: &dyn Coordination) {
     assert!(
         all.iter().all(|(n, _)| n != "contract-g"),
         "a node that left has no gateway streams: {all:?}"
+    );
+}
+
+/// Queue definitions are kept, one per id, the latest winning.
+pub async fn queues(c: &dyn Coordination) {
+    let mut q = QueueConfig::open("contract-q");
+    q.topics = vec!["billing".into()];
+    c.save_queue(&q).await.expect("save a queue");
+    q.topics = vec!["refunds".into()];
+    c.save_queue(&q).await.expect("save it again");
+    c.save_queue(&QueueConfig::open("contract-q2"))
+        .await
+        .expect("save another");
+    let saved = c.queues().await.expect("list queues");
+    let mine: Vec<_> = saved
+        .iter()
+        .filter(|s| s.id.as_str().starts_with("contract-q"))
+        .collect();
+    assert_eq!(mine.len(), 2, "one definition per queue id: {saved:?}");
+    assert!(
+        mine.contains(&&q),
+        "the latest definition of a queue is the one kept: {saved:?}"
     );
 }
 

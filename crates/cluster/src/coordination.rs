@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use centralino_actors::journal::{JournalBatch, Recovered};
+use centralino_core::queue::QueueConfig;
 use centralino_core::{Channel, CustomerId, Identity};
 use tokio::sync::mpsc;
 
@@ -127,6 +128,16 @@ pub trait Coordination: Send + Sync + 'static {
     /// Every node's gateway streams.
     async fn gateways(&self) -> Result<Vec<(String, Vec<Vec<Channel>>)>> {
         Err(unsupported("the gateway registry"))
+    }
+
+    /// Stores a queue definition (replacing one with the same id), so that
+    /// a router that takes over knows every queue an operator defined.
+    async fn save_queue(&self, _queue: &QueueConfig) -> Result<()> {
+        Err(unsupported("queue definitions"))
+    }
+    /// Every stored queue definition, by id.
+    async fn queues(&self) -> Result<Vec<QueueConfig>> {
+        Err(unsupported("queue definitions"))
     }
 }
 

@@ -19,6 +19,7 @@
 //! identities/<kind>/<address>             "cu-<n>": the customer the identity belongs to
 //! customers/cu-<n>                        (empty) the customer exists
 //! gateways/<node-id>                      JSON list of the node's gateway streams' channels, on its lease
+//! queues/<queue-id>                       JSON QueueConfig: a queue an operator defined (Admin.UpsertQueue)
 //! ```
 //!
 //! Values are JSON (serde) so that an operator can read them with `etcdctl`.
@@ -84,6 +85,7 @@ use std::time::Duration;
 
 use centralino_actors::journal::{CustomerRecord, JournalBatch, Recovered};
 use centralino_core::history::HistoryEvent;
+use centralino_core::queue::QueueConfig;
 use centralino_core::{Channel, ConversationId, CustomerId, Identity, IdentityKind};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
@@ -929,6 +931,27 @@ impl Coordination for EtcdCoordination {
                 ))
             })
             .collect()
+    }
+
+    async fn save_queue(&self, queue: &QueueConfig) -> Result<()> {
+        let key = self.key(format_args!("queues/{}", queue.id));
+        let mut kv = self.kv.clone();
+        self.call("saving a queue", None, kv.put(key, encode(queue)?, None))
+            .await?;
+        Ok(())
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueConfig>> {
+        let prefix = self.key("queues/");
+        let mut kv = self.kv.clone();
+        let resp = self
+            .call(
+                "listing queues",
+                None,
+                kv.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        resp.kvs().iter().map(decode).collect()
     }
 }
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use centralino_actors::journal::{CustomerRecord, JournalBatch, Recovered};
 use centralino_core::history::HistoryEvent;
-use centralino_core::{Channel, ConversationId, CustomerId, Identity};
+use centralino_core::queue::QueueConfig;
+use centralino_core::{Channel, ConversationId, CustomerId, Identity, QueueId};
 use tokio::sync::mpsc;
 
 use crate::coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
@@ -42,6 +43,7 @@ struct Inner {
     customers: BTreeSet<CustomerId>,
     /// Gateway streams per node, with the node's lease.
     gateways: BTreeMap<String, (i64, Vec<Vec<Channel>>)>,
+    queues: BTreeMap<QueueId, QueueConfig>,
 }
 
 struct Owner {
@@ -304,6 +306,17 @@ impl Coordination for MemoryCoordination {
             .iter()
             .map(|(n, (_, s))| (n.clone(), s.clone()))
             .collect())
+    }
+
+    async fn save_queue(&self, queue: &QueueConfig) -> Result<()> {
+        let mut g = self.inner();
+        g.queues.insert(queue.id.clone(), queue.clone());
+        g.bump();
+        Ok(())
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueConfig>> {
+        Ok(self.inner().queues.values().cloned().collect())
     }
 }
 

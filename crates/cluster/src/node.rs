@@ -3,8 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use centralino_actors::supervisor;
+use centralino_actors::router::RouterStart;
+use centralino_actors::supervisor::{self, SupervisorMsg};
+use centralino_actors::wire::{Envelope, RouterRequest};
 use centralino_actors::{Cluster, Hub, Standalone};
+use centralino_core::Input;
 use centralino_core::RouterConfig;
 use centralino_core::queue::QueueConfig;
 use ractor::ActorRef;
@@ -44,11 +47,24 @@ pub struct Node {
     pub info: NodeInfo,
     coord: Arc<dyn Coordination>,
     lease: i64,
-    supervisor: ActorRef<()>,
+    seat: Arc<RouterSeat>,
     supervisor_done: ractor::concurrency::JoinHandle<()>,
     keep_alive: JoinHandle<()>,
     lease_lost: watch::Receiver<bool>,
     failover: Option<JoinHandle<()>>,
+}
+
+/// What a node needs to take the router over: see [`take_router`].
+struct RouterSeat {
+    hub: Arc<Hub>,
+    coord: Arc<dyn Coordination>,
+    supervisor: ActorRef<SupervisorMsg>,
+    /// `None` for a standalone node (the router is always here).
+    topology: Option<Arc<Topology>>,
+    router: RouterConfig,
+    /// Queues of the node's configuration; those an operator defined
+    /// since are in the coordination store.
+    queues: Vec<QueueConfig>,
 }
 
 impl Node {
@@ -61,29 +77,37 @@ impl Node {
         let (lost_tx, lease_lost) = watch::channel(false);
         let keep_alive = tokio::spawn(keep_alive(coord.clone(), lease, opts.keep_alive, lost_tx));
         let journal = Arc::new(CoordinatedJournal::new(coord.clone()));
-        let mut topology = None;
-        let (cluster, hosts_router): (Arc<dyn Cluster>, bool) = match mode {
-            Mode::Standalone => (Arc::new(Standalone::new(opts.node.id.clone())), true),
+        let (cluster, topology): (Arc<dyn Cluster>, _) = match mode {
+            Mode::Standalone => (Arc::new(Standalone::new(opts.node.id.clone())), None),
             Mode::Clustered => {
                 let t = Topology::start(coord.clone(), opts.node.clone(), lease).await?;
-                let hosts = t.claim_router().await?;
-                topology = Some(t.clone());
-                (t, hosts)
+                (t.clone(), Some(t))
             }
         };
         let hub = Hub::new(journal, cluster);
-        let router = hosts_router.then_some((opts.router, opts.queues));
-        let (supervisor, supervisor_done) = supervisor::start(hub.clone(), router)
+        let (supervisor, supervisor_done) = supervisor::start(hub.clone())
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-        let failover = topology.map(|t| tokio::spawn(failover(hub.clone(), t.members_left())));
+        let seat = Arc::new(RouterSeat {
+            hub: hub.clone(),
+            coord: coord.clone(),
+            supervisor,
+            topology,
+            router: opts.router,
+            queues: opts.queues,
+        });
+        let hosts_router = take_router(&seat).await?;
+        let failover = seat.topology.as_ref().map(|t| {
+            let left = t.members_left();
+            tokio::spawn(failover(seat.clone(), left))
+        });
         tracing::info!(node = %opts.node.id, advertise = %opts.node.advertise, lease, router = hosts_router, ?mode, "node started");
         Ok(Node {
             hub,
             info: opts.node,
             coord,
             lease,
-            supervisor,
+            seat,
             supervisor_done,
             keep_alive,
             lease_lost,
@@ -108,10 +132,12 @@ impl Node {
         !self.supervisor_done.is_finished()
     }
 
-    /// Moves every customer actor of this node to the other live nodes,
-    /// with its history (the first step of a planned shutdown). Returns how
-    /// many moved and how many could not (those stop here, and recover from
-    /// the journal wherever their next message takes them).
+    /// The first step of a planned shutdown: gives the router up, if it
+    /// runs here (another node takes it over and every node reports to it),
+    /// then moves every customer actor of this node to the other live
+    /// nodes, with its history. Returns how many customers moved and how
+    /// many could not (those stop here, and recover from the journal
+    /// wherever their next message takes them).
     pub async fn drain(&self) -> (usize, usize) {
         if let Some(f) = &self.failover {
             f.abort();
@@ -123,6 +149,7 @@ impl Node {
             return (0, 0);
         }
         let started = std::time::Instant::now();
+        self.vacate_router().await;
         let (moved, failed) = self.hub.drain(DRAIN_PARALLEL).await;
         for (customer, e) in failed.iter().take(10) {
             tracing::warn!(%customer, error = %e, "not moved during the drain");
@@ -132,6 +159,33 @@ impl Node {
         (moved, failed.len())
     }
 
+    /// Stops the router here and gives it up, so that another node claims
+    /// it; tells the others at once rather than let them find out.
+    async fn vacate_router(&self) {
+        let (Some(topology), true) = (&self.seat.topology, self.hub.hosts_router()) else {
+            return;
+        };
+        let Some(epoch) = self.hub.cluster().router_epoch() else {
+            return;
+        };
+        supervisor::stop_router(&self.seat.supervisor).await;
+        if let Err(e) = topology.release_router(epoch).await {
+            tracing::warn!(error = %e, "giving the router up; it moves once this node's lease ends");
+        }
+        let me = self.info.id.clone();
+        let others: Vec<String> = topology
+            .member_ids()
+            .into_iter()
+            .filter(|m| *m != me)
+            .collect();
+        let vacated = others.iter().map(|m| {
+            let envelope = Envelope::RouterVacated { node: me.clone() };
+            self.hub.send(m, envelope)
+        });
+        futures::future::join_all(vacated).await;
+        tracing::info!(node = %me, epoch, "router given up");
+    }
+
     /// Stops the actors, then leaves the cluster (revokes the lease). The
     /// server has stopped accepting before this is called.
     pub async fn shutdown(self) {
@@ -139,10 +193,11 @@ impl Node {
             f.abort();
         }
         let stop = Duration::from_secs(10);
-        self.supervisor
-            .stop_children_and_wait(Some("node shutting down".into()), Some(stop.into()))
+        let supervisor = &self.seat.supervisor;
+        supervisor
+            .stop_children_and_wait(Some("node shutting down".into()), Some(stop))
             .await;
-        self.supervisor.stop(Some("node shutting down".into()));
+        supervisor.stop(Some("node shutting down".into()));
         if tokio::time::timeout(stop, self.supervisor_done)
             .await
             .is_err()
@@ -161,25 +216,158 @@ impl Node {
 pub const DRAIN_PARALLEL: usize = 32;
 /// Dead nodes' customers recovered at once.
 pub const RECOVER_PARALLEL: usize = 64;
+/// How often a node checks that some node holds the router (a safety net:
+/// a router's death or hand-over is normally seen at once).
+pub const ROUTER_CHECK: Duration = Duration::from_secs(2);
+
+/// Takes the router if no node holds it: claims it (the claim's token is
+/// the new router's epoch), starts it held, and asks every node to report
+/// what it holds (see `centralino_actors::router`, "Taking over"). A
+/// standalone node always hosts it, from the start, with nothing to wait
+/// for. Returns whether this node hosts the router now.
+async fn take_router(seat: &RouterSeat) -> Result<bool> {
+    if seat.hub.hosts_router() {
+        return Ok(true);
+    }
+    let Some(topology) = &seat.topology else {
+        start_router(seat, 0, Vec::new()).await?;
+        return Ok(true);
+    };
+    if seat.hub.is_draining() {
+        return Ok(false);
+    }
+    let Some(epoch) = topology.claim_router().await? else {
+        return Ok(false);
+    };
+    let members = topology.member_ids();
+    start_router(seat, epoch, members.clone()).await?;
+    let me = topology.node().id.clone();
+    for member in members {
+        let (hub, members) = (seat.hub.clone(), topology.member_ids());
+        let me = me.clone();
+        tokio::spawn(async move {
+            let started = if member == me {
+                hub.router_started(&me, epoch, &members).await
+            } else {
+                announce_router(&hub, &member, &me, epoch, members).await
+            };
+            if let Err(e) = started {
+                tracing::warn!(node = %member, error = %e, "new router not announced");
+            }
+        });
+    }
+    Ok(true)
+}
+
+/// Starts the router here under `epoch`, with the configured queues and
+/// those an operator defined since (which win).
+async fn start_router(seat: &RouterSeat, epoch: u64, wait_for: Vec<String>) -> Result<()> {
+    let mut queues = seat.queues.clone();
+    match seat.coord.queues().await {
+        Ok(saved) => {
+            for q in saved {
+                match queues.iter_mut().find(|c| c.id == q.id) {
+                    Some(c) => *c = q,
+                    None => queues.push(q),
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the queues operators defined; starting with the configured ones")
+        }
+    }
+    let start = RouterStart {
+        cfg: seat.router.clone(),
+        queues,
+        hub: seat.hub.clone(),
+        epoch,
+        wait_for,
+    };
+    supervisor::start_router(&seat.supervisor, start)
+        .await
+        .map_err(|e| ClusterError::Unavailable(e.to_string()))
+}
+
+/// Tells `node` that a router started here, retrying until it has heard,
+/// it leaves, or a newer router started.
+async fn announce_router(
+    hub: &Hub,
+    node: &str,
+    me: &str,
+    epoch: u64,
+    members: Vec<String>,
+) -> centralino_actors::Result<()> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let envelope = Envelope::RouterStarted {
+            node: me.to_owned(),
+            epoch,
+            members: members.clone(),
+        };
+        let Err(e) = hub.send(node, envelope).await else {
+            return Ok(());
+        };
+        let gone = !hub.cluster().member_ids().iter().any(|m| m == node);
+        let newer = hub.cluster().router_epoch() != Some(epoch);
+        if gone || newer {
+            return Err(e);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
 
 /// Failover: whenever a member leaves, recovers here the customers it owned
 /// that placement now gives to this node (once at start too, for what died
-/// while this node was away, its own previous incarnation included).
-async fn failover(hub: Arc<Hub>, mut left: tokio::sync::broadcast::Receiver<String>) {
-    let mut dead = None;
+/// while this node was away, its own previous incarnation included); if
+/// the router is here, tells it whose desktops went away; and takes the
+/// router if it went with the dead node (or was given up by a draining one).
+async fn failover(seat: Arc<RouterSeat>, mut left: tokio::sync::broadcast::Receiver<String>) {
+    let Some(topology) = seat.topology.clone() else {
+        return;
+    };
+    let hub = &seat.hub;
+    let (mut recover, mut claim) = (true, true);
+    let mut dead: Option<String> = None;
+    let mut check = tokio::time::interval(ROUTER_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let started = std::time::Instant::now();
-        match hub.recover_orphans(RECOVER_PARALLEL).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(recovered = n, from = ?dead, ms = started.elapsed().as_millis() as u64, "recovered customers of a dead node")
+        if std::mem::take(&mut recover) {
+            let started = std::time::Instant::now();
+            match hub.recover_orphans(None, RECOVER_PARALLEL).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(recovered = n, from = ?dead, ms = started.elapsed().as_millis() as u64, "recovered customers of a dead node")
+                }
+                Err(e) => tracing::warn!(error = %e, "listing dead nodes' customers"),
             }
-            Err(e) => tracing::warn!(error = %e, "listing dead nodes' customers"),
         }
-        match left.recv().await {
-            Ok(node) => dead = Some(node),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => dead = None,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        if let Some(node) = dead.take()
+            && hub.hosts_router()
+        {
+            let lost = Input::SessionsLost {
+                session: node.clone(),
+            };
+            if let Err(e) = hub.tell_router(RouterRequest::Step(lost)).await {
+                tracing::warn!(node = %node, error = %e, "router not told of the dead node's desktops");
+            }
+        }
+        if std::mem::take(&mut claim)
+            && let Err(e) = take_router(&seat).await
+        {
+            tracing::warn!(error = %e, "taking the router over; trying again");
+        }
+        tokio::select! {
+            r = left.recv() => {
+                match r {
+                    Ok(node) => dead = Some(node),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+                (recover, claim) = (true, true);
+            }
+            () = topology.router_vacancy() => claim = true,
+            _ = check.tick() => claim = hub.cluster().router_home().await.is_err(),
         }
     }
 }

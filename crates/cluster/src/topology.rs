@@ -10,7 +10,11 @@
 //!   carry. A lost race answers with the owner, and the request goes there.
 //! - **The router** is owned like any actor (`owners/router/main`): the
 //!   first node to claim it hosts it, and every pairing decision of the
-//!   cluster is made there, in one deterministic order.
+//!   cluster is made there, in one deterministic order. The claim's token
+//!   is the router's *epoch*. When its node dies (its lease takes the key)
+//!   or gives it up (a drain), the survivors claim it again; the winner
+//!   announces the new epoch to every node, which reports what it holds
+//!   (see `centralino_actors::router`, "Taking over").
 //! - **Agents and gateways** are where their streams are connected; agent
 //!   sessions are ownership records, gateway streams a per-node list.
 //! - **Messaging.** An envelope for another node goes over that node's
@@ -27,6 +31,7 @@ use centralino_actors::cluster::{Claim, Cluster, Home};
 use centralino_actors::error::{ActorError, Result};
 use centralino_actors::wire::{Envelope, EnvelopeReply};
 use centralino_core::directory::Resolution;
+use centralino_core::queue::QueueConfig;
 use centralino_core::{AgentId, Channel, CustomerId, Identity};
 use centralino_proto::internal::Frame;
 use centralino_proto::internal::node_client::NodeClient;
@@ -47,6 +52,9 @@ const CACHE_FOR: Duration = Duration::from_secs(1);
 /// another node moves it; a failed send forgets it at once).
 const AGENT_CACHE_FOR: Duration = Duration::from_secs(10);
 
+/// Every node's gateway streams, each a list of channels (empty: all).
+type GatewayList = Vec<(String, Vec<Vec<Channel>>)>;
+
 pub struct Topology {
     me: NodeInfo,
     lease: i64,
@@ -59,11 +67,16 @@ pub struct Topology {
     agents: Mutex<HashMap<AgentId, (Option<String>, Instant)>>,
     agent_tokens: Mutex<HashMap<AgentId, u64>>,
     gateways_here: Mutex<Vec<Vec<Channel>>>,
-    gateways: Mutex<Option<(Vec<(String, Vec<Vec<Channel>>)>, Instant)>>,
-    router: Mutex<Option<String>>,
+    gateways: Mutex<Option<(GatewayList, Instant)>>,
+    /// Where the router is, and its epoch (0 while unknown).
+    router: Mutex<Option<(String, u64)>>,
+    /// The newest router epoch this node has reported to.
+    reported: Mutex<u64>,
     peers: Mutex<HashMap<String, NodeClient<Conn>>>,
     /// Ids of members that left (died or drained), for failover.
     left: tokio::sync::broadcast::Sender<String>,
+    /// The router may have no node: its node gave it up.
+    router_vacant: tokio::sync::Notify,
 }
 
 impl Topology {
@@ -87,8 +100,10 @@ impl Topology {
             gateways_here: Default::default(),
             gateways: Default::default(),
             router: Default::default(),
+            reported: Default::default(),
             peers: Default::default(),
             left: tokio::sync::broadcast::channel(64).0,
+            router_vacant: tokio::sync::Notify::new(),
         });
         let weak = Arc::downgrade(&t);
         tokio::spawn(async move {
@@ -135,29 +150,44 @@ impl Topology {
         lock(&self.agents).retain(|_, (n, _)| n.as_deref() != Some(node));
         lock(&self.peers).remove(node);
         *lock(&self.gateways) = None;
-        let mut router = lock(&self.router);
-        if router.as_deref() == Some(node) {
-            *router = None;
-        }
+        self.forget_router_at(node);
     }
 
-    /// Claims the router for this node; true if this node hosts it.
-    pub async fn claim_router(&self) -> crate::Result<bool> {
+    /// Claims the router for this node if no node holds it: its epoch (the
+    /// claim's token) if this node holds it now, `None` if another does.
+    pub async fn claim_router(&self) -> crate::Result<Option<u64>> {
         match self
             .coord
             .claim(&ActorKey::Router(ROUTER.into()), &self.me.id, self.lease)
             .await
         {
-            Ok(_) => {
-                *lock(&self.router) = Some(self.me.id.clone());
-                Ok(true)
+            Ok(epoch) => {
+                *lock(&self.router) = Some((self.me.id.clone(), epoch));
+                Ok(Some(epoch))
             }
             Err(ClusterError::OwnedElsewhere { owner, .. }) => {
-                *lock(&self.router) = Some(owner);
-                Ok(false)
+                let mut router = lock(&self.router);
+                if router.as_ref().is_none_or(|(n, _)| *n != owner) {
+                    *router = Some((owner, 0));
+                }
+                Ok(None)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Gives the router up (this node drains): after this, another node
+    /// may claim it.
+    pub async fn release_router(&self, epoch: u64) -> crate::Result<()> {
+        *lock(&self.router) = None;
+        self.coord
+            .release(&ActorKey::Router(ROUTER.into()), epoch)
+            .await
+    }
+
+    /// Resolves when the router may have lost its node (it was given up).
+    pub async fn router_vacancy(&self) {
+        self.router_vacant.notified().await
     }
 
     /// The live member rendezvous hashing picks for `key`.
@@ -168,11 +198,16 @@ impl Topology {
     /// The live member rendezvous hashing picks for `key`, leaving out
     /// `except`.
     fn rendezvous_except(&self, key: u64, except: Option<&str>) -> Option<String> {
-        lock(&self.members)
-            .keys()
-            .filter(|node| Some(node.as_str()) != except)
-            .max_by_key(|node| mix(key ^ fnv(node.as_bytes())))
-            .cloned()
+        let members = lock(&self.members);
+        let nodes = members.keys().filter(|node| Some(node.as_str()) != except);
+        pick(nodes, key).map(str::to_owned)
+    }
+
+    fn forget_router_at(&self, node: &str) {
+        let mut router = lock(&self.router);
+        if router.as_ref().is_some_and(|(n, _)| n == node) {
+            *router = None;
+        }
     }
 
     fn home(&self, node: String) -> Home {
@@ -337,18 +372,22 @@ impl Cluster for Topology {
         lock(&self.members).keys().cloned().collect()
     }
 
-    async fn orphans_here(&self) -> Result<Vec<CustomerId>> {
-        let live = self.member_ids();
+    async fn orphans_here(&self, live: Option<&[String]>) -> Result<Vec<CustomerId>> {
+        let live = live.map_or_else(|| self.member_ids(), <[String]>::to_vec);
         let orphans = self.coord.orphans(&live).await.map_err(unavailable)?;
         Ok(orphans
             .into_iter()
-            .filter(|(_, id)| self.rendezvous(id.0).as_deref() == Some(self.me.id.as_str()))
+            .filter(|(_, id)| pick(&live, id.0) == Some(self.me.id.as_str()))
             .map(|(_, id)| id)
             .collect())
     }
 
+    async fn save_queue(&self, queue: &QueueConfig) -> Result<()> {
+        self.coord.save_queue(queue).await.map_err(unavailable)
+    }
+
     async fn router_home(&self) -> Result<Home> {
-        if let Some(node) = lock(&self.router).clone() {
+        if let Some((node, _)) = lock(&self.router).clone() {
             return Ok(self.home(node));
         }
         match self
@@ -357,12 +396,45 @@ impl Cluster for Topology {
             .await
             .map_err(unavailable)?
         {
-            Some((node, _)) => {
-                *lock(&self.router) = Some(node.clone());
+            Some((node, epoch)) => {
+                *lock(&self.router) = Some((node.clone(), epoch));
                 Ok(self.home(node))
             }
             None => Err(ActorError::unavailable("router (no node hosts it)")),
         }
+    }
+
+    fn router_epoch(&self) -> Option<u64> {
+        lock(&self.router)
+            .as_ref()
+            .map(|(_, epoch)| *epoch)
+            .filter(|e| *e > 0)
+    }
+
+    fn router_started(&self, node: &str, epoch: u64, _members: &[String]) -> bool {
+        {
+            let mut router = lock(&self.router);
+            let known = router.as_ref().map_or(0, |(_, e)| *e);
+            if epoch < known {
+                return false;
+            }
+            *router = Some((node.to_owned(), epoch));
+        }
+        let mut reported = lock(&self.reported);
+        if epoch <= *reported {
+            return false;
+        }
+        *reported = epoch;
+        true
+    }
+
+    fn router_vacated(&self, node: &str) {
+        self.forget_router_at(node);
+        self.router_vacant.notify_one();
+    }
+
+    fn forget_router(&self) {
+        *lock(&self.router) = None;
     }
 
     async fn agent_session(&self, agent: &AgentId, connected: bool) -> Result<()> {
@@ -467,6 +539,15 @@ impl Cluster for Topology {
             }
         }
     }
+}
+
+/// Rendezvous hashing: the node among `nodes` with the highest score for
+/// `key`, the same in every process for the same set.
+fn pick<'a>(nodes: impl IntoIterator<Item = &'a String>, key: u64) -> Option<&'a str> {
+    nodes
+        .into_iter()
+        .max_by_key(|node| mix(key ^ fnv(node.as_bytes())))
+        .map(String::as_str)
 }
 
 /// FNV-1a: a stable hash of a node id (the same in every process).

@@ -45,6 +45,7 @@ fn config() -> RouterConfig {
         // Capacity frees at wrap-up: each iteration is one whole decision.
         acw_ms: [0; Channel::COUNT],
         priority: PriorityPolicy::default(),
+        ..RouterConfig::default()
     }
 }
 
@@ -116,6 +117,7 @@ impl World {
             w.step(Input::Login {
                 profile: profile(i),
                 away: false,
+                session: None,
             });
         }
         w

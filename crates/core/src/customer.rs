@@ -281,11 +281,16 @@ impl Customer {
                 conv.state = ConversationState::Offered;
                 conv.agent = Some(agent.clone());
             }
-            EventKind::OfferRejected { .. }
-            | EventKind::OfferTimedOut { .. }
-            | EventKind::Transferred { .. } => {
+            EventKind::OfferRejected { .. } | EventKind::OfferTimedOut { .. } => {
                 conv.state = ConversationState::Queued;
                 conv.agent = None;
+            }
+            EventKind::Transferred { to, .. } => {
+                conv.state = ConversationState::Queued;
+                conv.agent = None;
+                if let crate::history::TransferTarget::Queue(q) = to {
+                    conv.queue = Some(q.clone());
+                }
             }
             EventKind::Assigned { agent } => {
                 conv.state = ConversationState::Assigned;

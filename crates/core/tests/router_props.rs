@@ -4,8 +4,9 @@
 //! toggles, arrivals on random queues, channels, tiers and sentiments
 //! (some keeping an earlier place, some for a returning customer, some
 //! scheduled), accepts, rejects, wrap-ups, transfers to queues and agents,
-//! withdrawals, and time moving on. Time moves one timer at a time, so each
-//! batch of decisions is checked on its own.
+//! withdrawals, desktops lost with their node (the agent is absent until it
+//! logs in again or its grace ends), and time moving on. Time moves one
+//! timer at a time, so each batch of decisions is checked on its own.
 //!
 //! After every call into the router the test checks, from the public views
 //! and its own model of what it sent and what came out:
@@ -72,8 +73,14 @@ fn config() -> RouterConfig {
         decline_ttl_ms: 12_000,
         acw_ms,
         priority: PriorityPolicy::default(),
+        reconnect_grace_ms: GRACE,
     }
 }
+
+/// How long an agent whose desktop's node died keeps its conversations.
+const GRACE: TimeMs = 20_000;
+/// The nodes desktops connect through.
+const SESSIONS: [&str; 2] = ["n1", "n2"];
 
 /// Four queues, one per strategy; two widen with bullseye steps.
 fn queues() -> Vec<QueueConfig> {
@@ -131,6 +138,11 @@ enum Op {
         skills: Vec<(usize, u8)>,
         capacity: usize,
         away: bool,
+        session: usize,
+    },
+    /// The desktops connected through a node are gone with it.
+    SessionsLost {
+        session: usize,
     },
     Logout {
         agent: usize,
@@ -183,8 +195,9 @@ enum Target {
 fn op() -> impl Strategy<Value = Op> {
     let agent = 0..AGENTS.len();
     prop_oneof![
-        3 => (agent.clone(), prop::collection::vec((0..SKILLS.len(), 1u8..=5), 0..4), 0..CAPACITIES.len(), prop::bool::weighted(0.15))
-            .prop_map(|(agent, skills, capacity, away)| Op::Login { agent, skills, capacity, away }),
+        3 => (agent.clone(), prop::collection::vec((0..SKILLS.len(), 1u8..=5), 0..4), 0..CAPACITIES.len(), prop::bool::weighted(0.15), 0..SESSIONS.len())
+            .prop_map(|(agent, skills, capacity, away, session)| Op::Login { agent, skills, capacity, away, session }),
+        1 => (0..SESSIONS.len()).prop_map(|session| Op::SessionsLost { session }),
         2 => agent.clone().prop_map(|agent| Op::Logout { agent }),
         1 => (agent.clone(), any::<bool>()).prop_map(|(agent, away)| Op::SetAway { agent, away }),
         6 => (
@@ -222,6 +235,9 @@ struct AgentModel {
     profile: Option<AgentProfile>,
     logged_in: bool,
     away: bool,
+    session: usize,
+    /// Its desktop's node died: absent until then, unless it logs in again.
+    absent_until: Option<TimeMs>,
 }
 
 #[derive(Clone, Debug)]
@@ -355,11 +371,21 @@ impl Harness {
                 }
                 self.tick(until);
             }
+            Op::SessionsLost { session } => {
+                self.saw("desktops lost");
+                self.call(
+                    Input::SessionsLost {
+                        session: SESSIONS[*session].into(),
+                    },
+                    true,
+                );
+            }
             Op::Login {
                 agent,
                 skills,
                 capacity,
                 away,
+                session,
             } => {
                 let id = AgentId::new(AGENTS[*agent]);
                 let mut capacity = CAPACITIES[*capacity];
@@ -386,6 +412,7 @@ impl Harness {
                     Input::Login {
                         profile,
                         away: *away,
+                        session: Some(SESSIONS[*session].into()),
                     },
                     true,
                 );
@@ -564,7 +591,30 @@ impl Harness {
         self.now = t;
         let mut out = Vec::new();
         self.router.tick(t, &mut out);
+        let expired: Vec<AgentId> = self
+            .agents
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.absent_until.is_some_and(|u| u <= t))
+            .map(|(a, _)| AgentId::new(AGENTS[a]))
+            .collect();
+        for agent in expired {
+            self.saw("absent agent logged out");
+            self.logged_out(&agent);
+        }
         self.after(&before, &out);
+    }
+
+    /// The agent is gone: what was meant for it by name is not any more.
+    fn logged_out(&mut self, agent: &AgentId) {
+        let m = self.agent_model_mut(agent);
+        m.logged_in = false;
+        m.absent_until = None;
+        for c in self.convs.values_mut() {
+            if c.target.as_ref() == Some(agent) {
+                c.target = None;
+            }
+        }
     }
 
     /// One input at the current time; `ok` says whether it must succeed.
@@ -600,18 +650,27 @@ impl Harness {
             return;
         }
         match input {
-            Input::Login { profile, away } => {
+            Input::Login {
+                profile,
+                away,
+                session,
+            } => {
                 let m = self.agent_model_mut(&profile.id);
                 m.profile = Some(profile);
                 m.logged_in = true;
                 m.away = away;
+                m.absent_until = None;
+                m.session = SESSIONS
+                    .iter()
+                    .position(|s| Some(*s) == session.as_deref())
+                    .unwrap_or(0);
             }
-            Input::Logout { agent } => {
-                let m = self.agent_model_mut(&agent);
-                m.logged_in = false;
-                for c in self.convs.values_mut() {
-                    if c.target.as_ref() == Some(&agent) {
-                        c.target = None;
+            Input::Logout { agent } => self.logged_out(&agent),
+            Input::SessionsLost { session } => {
+                let now = self.now;
+                for m in &mut self.agents {
+                    if m.logged_in && m.absent_until.is_none() && SESSIONS[m.session] == session {
+                        m.absent_until = Some(now + GRACE);
                     }
                 }
             }
@@ -779,7 +838,7 @@ impl Harness {
                     RevokeReason::AgentLoggedOut => {
                         self.convs.get_mut(conversation).unwrap().target = None
                     }
-                    RevokeReason::Withdrawn => {}
+                    RevokeReason::Withdrawn | RevokeReason::AgentDisconnected => {}
                 }
             }
             Output::Transferred {
@@ -870,7 +929,7 @@ impl Harness {
                 a.load,
                 a.capacity
             );
-            let expected = if !m.logged_in {
+            let expected = if !m.logged_in || m.absent_until.is_some() {
                 AgentState::Offline
             } else if m.away {
                 AgentState::Away
@@ -882,7 +941,7 @@ impl Harness {
                 AgentState::Busy
             };
             assert_eq!(a.state, expected, "{}'s reported state", a.id);
-            if m.logged_in && !m.away {
+            if m.logged_in && !m.away && m.absent_until.is_none() {
                 free.insert(a.id.clone(), a.capacity - a.load);
             }
         }
@@ -1061,6 +1120,9 @@ fn the_generator_reaches_every_kind_of_decision() {
         "revoked TimedOut",
         "revoked AgentLoggedOut",
         "revoked Withdrawn",
+        "revoked AgentDisconnected",
+        "desktops lost",
+        "absent agent logged out",
         "transferred to agent",
         "transferred to queue",
         "requeued",
@@ -1091,12 +1153,14 @@ fn a_step_timer_left_from_the_previous_queue_is_harmless() {
             skills: vec![],
             capacity: 0,
             away: false,
+            session: 0,
         },
         Op::Login {
             agent: 0,
             skills: vec![],
             capacity: 0,
             away: false,
+            session: 0,
         },
         Op::Enqueue {
             queue: 1,
@@ -1132,12 +1196,14 @@ fn a_requeued_conversation_widens_like_one_that_never_left() {
             skills: fiber4,
             capacity: 0,
             away: false,
+            session: 0,
         },
         Op::Login {
             agent: 1,
             skills: vec![(0, 3), (1, 2)],
             capacity: 0,
             away: false,
+            session: 0,
         },
         Op::Enqueue {
             queue: 1,

@@ -13,7 +13,7 @@ use centralino_core::history::TransferTarget;
 use centralino_core::ids::CustomerId;
 use centralino_core::priority::{PriorityBreakdown, PriorityInputs, PriorityPolicy};
 use centralino_core::queue::{BullseyeStep, QueueConfig, Strategy};
-use centralino_core::router::{AgentView, ConversationView, Enqueue, Phase, RevokeReason};
+use centralino_core::router::{AgentView, ConversationView, Enqueue, Phase, Restore, RevokeReason};
 use centralino_core::{
     AgentId, Channel, ConversationId, CoreError, Input, OfferId, Output, QueueId, Router,
     RouterConfig, TimeMs,
@@ -32,6 +32,7 @@ fn config() -> RouterConfig {
         decline_ttl_ms: DECLINE_TTL,
         acw_ms: [0; Channel::COUNT],
         priority: PriorityPolicy::default(),
+        ..RouterConfig::default()
     }
 }
 
@@ -160,6 +161,7 @@ impl Sim {
         self.step(Input::Login {
             profile: profile(id, skills, capacity),
             away: false,
+            session: None,
         })
     }
 
@@ -1338,4 +1340,192 @@ fn a_channel_switch_keeps_the_place_and_counts_one_contact() {
         s.try_step(Input::Reroute(s.arrival(4, "nope", Channel::Email)))
             .is_err()
     );
+}
+
+// ------------------------------------------------------------- taking over
+
+const GRACE: u64 = 30_000;
+
+fn restore(s: &Sim, n: u64, agent: &str, channel: Channel) -> Input {
+    Input::Restore(Restore {
+        enqueue: Enqueue {
+            enqueued_at: 0,
+            ..s.arrival(n, "q", channel)
+        },
+        agent: AgentId::new(agent),
+        since: 0,
+    })
+}
+
+fn login_at(s: &mut Sim, id: &str, capacity: u16, session: &str) -> Vec<Output> {
+    s.step(Input::Login {
+        profile: profile(id, &[], capacity),
+        away: false,
+        session: Some(session.into()),
+    })
+}
+
+#[test]
+fn a_router_of_a_later_epoch_never_reuses_an_earlier_router_s_offer_ids() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.router = Router::of_epoch(config(), 7);
+    s.step(Input::UpsertQueue(queue("q", Strategy::LongestIdle, &[])));
+    s.login("a", &[], 100);
+    let o = one_offer(&s.enqueue(1, "q", Channel::Chat));
+    assert_eq!(o.offer, OfferId((7 << 32) | 1));
+}
+
+#[test]
+fn a_held_router_queues_but_offers_nothing_until_it_resumes() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.router.hold(5_000);
+    s.login("a", &[], 100);
+    let out = s.enqueue(1, "q", Channel::Chat);
+    assert!(offers(&out).is_empty(), "held: no offer in {out:?}");
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Queued { conversation, .. } if *conversation == c(1))),
+        "held: still queued"
+    );
+    assert_eq!(s.conv(1).phase, Phase::Waiting);
+    assert!(s.router.is_held());
+    assert_eq!(pairs(&s.step(Input::Resume)), vec![(1, "a".into())]);
+    assert!(!s.router.is_held());
+}
+
+#[test]
+fn a_hold_ends_by_itself_at_its_deadline() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.router.hold(5_000);
+    s.login("a", &[], 100);
+    s.enqueue(1, "q", Channel::Chat);
+    assert!(offers(&s.at(4_999)).is_empty());
+    assert_eq!(pairs(&s.at(5_000)), vec![(1, "a".into())]);
+    // A late Resume changes nothing.
+    assert!(offers(&s.step(Input::Resume)).is_empty());
+}
+
+#[test]
+fn restored_assignments_take_capacity_before_anything_is_offered() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.router.hold(5_000);
+    s.login("a", &[], 100);
+    let r = restore(&s, 1, "a", Channel::Voice);
+    s.step(r.clone());
+    // Told twice (a retry, or recovered twice): the same fact.
+    s.step(r);
+    s.enqueue(2, "q", Channel::Chat);
+    assert!(
+        offers(&s.step(Input::Resume)).is_empty(),
+        "a holds a voice call"
+    );
+    assert_eq!(
+        (s.agent("a").load, s.agent("a").state),
+        (100, AgentState::Busy)
+    );
+    assert!(matches!(s.conv(1).phase, Phase::Assigned { .. }));
+    assert_eq!(s.conv(1).agent, Some(AgentId::new("a")));
+    // The restored assignment ends like any other.
+    assert_eq!(pairs(&s.wrap_up("a", 1)), vec![(2, "a".into())]);
+    // A restore for a conversation held otherwise is refused.
+    let other = restore(&s, 2, "b", Channel::Chat);
+    assert_eq!(
+        s.try_step(other).unwrap_err(),
+        CoreError::AlreadyRouted(c(2))
+    );
+}
+
+#[test]
+fn an_assignment_restored_before_its_agent_logs_in_waits_for_the_agent() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.router.hold(5_000);
+    let r = restore(&s, 1, "b", Channel::Chat);
+    s.step(r);
+    assert_eq!(
+        (s.agent("b").load, s.agent("b").state),
+        (30, AgentState::Offline)
+    );
+    s.enqueue(2, "q", Channel::Chat);
+    assert!(offers(&s.step(Input::Resume)).is_empty(), "b is absent");
+    s.at(1_000);
+    // b's desktop logs in again (through any node): it keeps c1 and takes c2.
+    let o = one_offer(&login_at(&mut s, "b", 100, "n2"));
+    assert_eq!((o.conv, o.agent.as_str()), (c(2), "b"));
+    s.accept(&o);
+    assert_eq!(s.agent("b").load, 60);
+    // Its grace ends with nothing to do: it came back.
+    let out = s.at(GRACE);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(matches!(s.conv(1).phase, Phase::Assigned { .. }));
+}
+
+#[test]
+fn an_absent_agent_s_conversations_wait_again_after_the_grace_keeping_their_place() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.router.hold(5_000);
+    let r = restore(&s, 1, "b", Channel::Chat);
+    s.step(r);
+    s.step(Input::Resume);
+    s.at(1_000);
+    s.login("a", &[], 100);
+    assert!(offers(&s.at(GRACE - 1)).is_empty());
+    let out = s.at(GRACE);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Requeued { conversation, .. } if *conversation == c(1))),
+        "{out:?}"
+    );
+    let o = one_offer(&out);
+    assert_eq!((o.conv, o.agent.as_str()), (c(1), "a"));
+    assert_eq!(o.explanation.priority.waited_ms, GRACE, "its place kept");
+    assert_eq!(s.agent("b").state, AgentState::Offline);
+    assert_eq!(s.agent("b").load, 0);
+}
+
+#[test]
+fn desktops_lost_with_a_node_give_their_offers_back_and_keep_their_assignments() {
+    let mut s = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    login_at(&mut s, "a", 60, "n2");
+    let o1 = s.serve(1, "q", Channel::Chat);
+    assert_eq!(o1.agent, "a");
+    let o2 = one_offer(&s.enqueue(2, "q", Channel::Chat));
+    assert_eq!(o2.agent, "a");
+
+    s.at(1_000);
+    let out = s.step(Input::SessionsLost {
+        session: "n2".into(),
+    });
+    assert!(
+        out.iter().any(|o| matches!(o,
+            Output::OfferRevoked { offer, reason: RevokeReason::AgentDisconnected, .. }
+                if *offer == o2.offer)),
+        "{out:?}"
+    );
+    assert_eq!(
+        (s.agent("a").state, s.agent("a").load),
+        (AgentState::Offline, 30)
+    );
+    assert_eq!(s.conv(2).phase, Phase::Waiting, "no penalty, no decline");
+
+    // Another agent takes the offer that went back.
+    let o = one_offer(&login_at(&mut s, "b", 100, "n3"));
+    assert_eq!((o.conv, o.agent.as_str()), (c(2), "b"));
+    s.accept(&o);
+    // A session elsewhere is untouched by a second loss of n2.
+    assert!(
+        s.step(Input::SessionsLost {
+            session: "n2".into()
+        })
+        .is_empty()
+    );
+
+    // a reconnects through n3 within the grace: it still holds c1.
+    s.at(2_000);
+    login_at(&mut s, "a", 60, "n3");
+    assert_eq!(
+        (s.agent("a").state, s.agent("a").load),
+        (AgentState::Available, 30)
+    );
+    assert!(s.at(1_000 + GRACE).is_empty());
+    assert!(matches!(s.conv(1).phase, Phase::Assigned { .. }));
 }

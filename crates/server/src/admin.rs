@@ -33,7 +33,10 @@ impl pb::admin_server::Admin for AdminService {
     #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue_id))]
     async fn upsert_queue(&self, req: Request<pb::Queue>) -> Result<Response<pb::Queue>, Status> {
         let cfg = convert::queue(req.get_ref())?;
+        cfg.validate().map_err(|e| status(e.into()))?;
         let reply = convert::queue_to_pb(&cfg);
+        // Stored first, so that a router that takes over later has it too.
+        self.hub.cluster().save_queue(&cfg).await.map_err(status)?;
         self.router(RouterRequest::Step(Input::UpsertQueue(cfg)))
             .await?;
         Ok(Response::new(reply))

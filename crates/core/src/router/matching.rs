@@ -97,6 +97,7 @@ impl Router {
         now: TimeMs,
         profile: AgentProfile,
         away: bool,
+        session: Option<String>,
         out: &mut Vec<Output>,
     ) -> Result<()> {
         profile.validate()?;
@@ -110,6 +111,8 @@ impl Router {
                     id: profile.id.clone(),
                     profile: profile.clone(),
                     logged_in: false,
+                    session: None,
+                    absent_until: None,
                     away,
                     load: 0,
                     idle_since: now,
@@ -129,6 +132,9 @@ impl Router {
                 a.idle_since = now;
             }
             a.logged_in = true;
+            // Back: an absent agent keeps what it held (see `recovery`).
+            a.absent_until = None;
+            a.session = session;
             a.away = away;
             a.profile = profile;
             a.queues = queues;
@@ -145,10 +151,20 @@ impl Router {
         out: &mut Vec<Output>,
     ) -> Result<()> {
         let ax = self.agent(agent)?;
+        self.end_session(now, ax, out);
+        Ok(())
+    }
+
+    /// The agent is gone: its offers and assignments go back to the queues
+    /// (keeping their place), and so do conversations transferred to it.
+    pub(super) fn end_session(&mut self, now: TimeMs, ax: AgentIx, out: &mut Vec<Output>) {
+        let agent = self.agents[ax as usize].id.clone();
+        let agent = &agent;
         let holding = std::mem::take(&mut self.agents[ax as usize].holding);
         let personal = std::mem::take(&mut self.agents[ax as usize].personal);
         self.reindex(ax, |a| {
             a.logged_in = false;
+            a.absent_until = None;
             a.load = 0;
         });
         let mut requeue = Vec::new();
@@ -204,7 +220,6 @@ impl Router {
             self.schedule_bullseye(conv);
             self.place(now, conv, out);
         }
-        Ok(())
     }
 
     pub(super) fn set_away(
@@ -427,7 +442,7 @@ impl Router {
             agent: agent.clone(),
             reason,
         });
-        self.take_back_offer(now, conv, offer, ax, false, out);
+        self.take_back_offer(now, conv, offer, ax, TakenBack::Declined, out);
         Ok(())
     }
 
@@ -446,16 +461,20 @@ impl Router {
             agent,
             reason: RevokeReason::TimedOut,
         });
-        self.take_back_offer(now, conv, offer, ax, true, out);
+        self.take_back_offer(now, conv, offer, ax, TakenBack::TimedOut, out);
     }
 
-    fn take_back_offer(
+    /// The offer goes back: the conversation waits (or is offered to the
+    /// next agent), the agent's capacity is free again. A decline keeps the
+    /// agent from being offered it again for `decline_ttl_ms`; a missed
+    /// offer sets the agent away.
+    pub(super) fn take_back_offer(
         &mut self,
         now: TimeMs,
         conv: ConversationId,
         offer: OfferId,
         ax: AgentIx,
-        timed_out: bool,
+        why: TakenBack,
         out: &mut Vec<Output>,
     ) {
         self.offers.remove(&offer);
@@ -466,7 +485,8 @@ impl Router {
         e.phase = Phase::Waiting;
         e.agent = None;
         let channel = e.channel;
-        if !timed_out && ttl > 0 {
+        let timed_out = why == TakenBack::TimedOut;
+        if why == TakenBack::Declined && ttl > 0 {
             e.declined.push((ax, now + ttl));
             self.declining.insert(conv);
             self.timers
@@ -598,6 +618,10 @@ impl Router {
             return;
         };
         debug_assert_eq!(e.phase, Phase::Waiting);
+        if self.held_until.is_some() {
+            self.park(conv);
+            return;
+        }
         if let Some(tx) = e.target {
             let t = &self.agents[tx as usize];
             if t.fits(e.channel) && !e.declined_by(tx) {
@@ -608,8 +632,7 @@ impl Router {
                 }];
                 self.offer(now, conv, tx, Rule::DirectTransfer, cands, out);
             } else {
-                let rank = e.rank;
-                self.agents[tx as usize].personal.insert(rank, conv);
+                self.park(conv);
             }
             return;
         }
@@ -677,8 +700,22 @@ impl Router {
                 let rule = strategy_rule(q.cfg.strategy);
                 self.offer(now, conv, ax, rule, cands, out);
             }
+            None => self.park(conv),
+        }
+    }
+
+    /// Puts a waiting conversation in its set: its queue's at its step and
+    /// channel, or its named agent's personal one.
+    fn park(&mut self, conv: ConversationId) {
+        let Some(e) = self.entries.get(&conv) else {
+            return;
+        };
+        let (rank, step, ch, qx) = (e.rank, e.step, e.channel, e.queue);
+        match e.target {
+            Some(tx) => {
+                self.agents[tx as usize].personal.insert(rank, conv);
+            }
             None => {
-                let (rank, step, ch, qx) = (e.rank, e.step, e.channel, e.queue);
                 self.queues[qx as usize].waiting[step as usize][ch.index()].insert(rank, conv);
             }
         }
@@ -687,7 +724,7 @@ impl Router {
     /// Agent side: while the agent is routable, give it the best eligible
     /// waiting conversation across its queues and its personal ones.
     pub(super) fn fill_agent(&mut self, now: TimeMs, ax: AgentIx, out: &mut Vec<Output>) {
-        while self.agents[ax as usize].routable() {
+        while self.held_until.is_none() && self.agents[ax as usize].routable() {
             let Some(conv) = self.best_for(ax) else { break };
             let Some(slot) = self.entries.get(&conv).map(Entry::slot) else {
                 break;
@@ -942,6 +979,15 @@ impl Router {
     }
 }
 
+/// Why an offer went back (see [`Router::take_back_offer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TakenBack {
+    Declined,
+    TimedOut,
+    /// The agent's desktop is gone: neither a decline nor a miss.
+    Disconnected,
+}
+
 /// The timer of the conversation's next bullseye step in queue `q`, if it
 /// has one to reach (conversations meant for a named agent do not widen).
 fn bullseye_timer(q: &QueueConfig, conv: ConversationId, e: &Entry) -> Option<(TimeMs, Timer)> {
@@ -955,7 +1001,7 @@ fn bullseye_timer(q: &QueueConfig, conv: ConversationId, e: &Entry) -> Option<(T
     ))
 }
 
-fn rank_inputs(
+pub(super) fn rank_inputs(
     cfg: &super::RouterConfig,
     q: &QueueState,
     channel: Channel,

@@ -27,12 +27,14 @@
 //! transferred to a named agent is eligible only for that agent.
 
 mod matching;
+mod recovery;
 mod state;
 mod timers;
 mod view;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
+pub use recovery::Restore;
 pub use state::{Phase, RouterConfig};
 pub use view::{AgentView, ConversationView, QueueView};
 
@@ -54,10 +56,14 @@ use state::{AgentIx, AgentSlot, Entry, QueueIx, QueueState, Timer};
 pub enum Input {
     /// Define or redefine a queue.
     UpsertQueue(QueueConfig),
-    /// An agent logs in (or logs in again after a reconnect).
+    /// An agent logs in (or logs in again after a reconnect). `session`
+    /// says where its desktop is connected (a node id), so that the router
+    /// knows whose desktops a dead node took with it.
     Login {
         profile: AgentProfile,
         away: bool,
+        #[serde(default)]
+        session: Option<String>,
     },
     Logout {
         agent: AgentId,
@@ -97,6 +103,16 @@ pub enum Input {
         agent: AgentId,
         conversation: ConversationId,
     },
+    /// An assignment made before this router started (see `recovery`):
+    /// the agent holds the conversation and its capacity is in use.
+    Restore(Restore),
+    /// The desktops connected through `session` (a node) are gone with it:
+    /// their agents become absent (see `recovery`).
+    SessionsLost {
+        session: String,
+    },
+    /// A router started held may offer again (see [`Router::hold`]).
+    Resume,
 }
 
 /// A conversation entering routing.
@@ -121,6 +137,8 @@ pub enum RevokeReason {
     TimedOut,
     Withdrawn,
     AgentLoggedOut,
+    /// The agent's desktop went away with its node.
+    AgentDisconnected,
 }
 
 /// What the router decided.
@@ -194,6 +212,8 @@ pub struct Router {
     next_offer: u64,
     next_seq: u64,
     kpis: Kpis,
+    /// Held (no offers) until then: see [`Router::hold`].
+    held_until: Option<TimeMs>,
 }
 
 impl Router {
@@ -212,7 +232,18 @@ impl Router {
             next_offer: 1,
             next_seq: 1,
             kpis: Kpis::default(),
+            held_until: None,
         }
+    }
+
+    /// A router of the given epoch (the fencing token under which it was
+    /// claimed): its offer ids are `epoch << 32 | n`, so a router that takes
+    /// over from another never reuses an offer id that a desktop or a
+    /// history may still hold.
+    pub fn of_epoch(cfg: RouterConfig, epoch: u64) -> Self {
+        let mut r = Router::new(cfg);
+        r.next_offer = ((epoch & u64::from(u32::MAX)) << 32) | 1;
+        r
     }
 
     pub fn config(&self) -> &RouterConfig {
@@ -225,7 +256,11 @@ impl Router {
         self.tick(now, out);
         match input {
             Input::UpsertQueue(q) => self.upsert_queue(now, q, out),
-            Input::Login { profile, away } => self.login(now, profile, away, out),
+            Input::Login {
+                profile,
+                away,
+                session,
+            } => self.login(now, profile, away, session, out),
             Input::Logout { agent } => self.logout(now, &agent, out),
             Input::SetAway { agent, away } => self.set_away(now, &agent, away, out),
             Input::Enqueue(e) => self.enqueue(now, e, out),
@@ -249,7 +284,21 @@ impl Router {
                 agent,
                 conversation,
             } => self.wrap_up(now, &agent, conversation, out),
+            Input::Restore(r) => self.restore(now, r, out),
+            Input::SessionsLost { session } => {
+                self.sessions_lost(now, &session, out);
+                Ok(())
+            }
+            Input::Resume => {
+                self.resume(now, out);
+                Ok(())
+            }
         }
+    }
+
+    /// Whether the queue is defined.
+    pub fn has_queue(&self, queue: &QueueId) -> bool {
+        self.queue_ix.contains_key(queue)
     }
 
     /// The queue a topic routes to: the first queue listing it, else the

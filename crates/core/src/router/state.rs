@@ -29,6 +29,10 @@ pub struct RouterConfig {
     /// After-contact work per channel, indexed by [`Channel::index`].
     pub acw_ms: [DurationMs; Channel::COUNT],
     pub priority: PriorityPolicy,
+    /// How long an agent whose desktop vanished (its node died, or a new
+    /// router learned of its assignments before it logged in again) keeps
+    /// its conversations before they are queued again.
+    pub reconnect_grace_ms: DurationMs,
 }
 
 impl Default for RouterConfig {
@@ -41,6 +45,7 @@ impl Default for RouterConfig {
             decline_ttl_ms: 30_000,
             acw_ms,
             priority: PriorityPolicy::default(),
+            reconnect_grace_ms: 30_000,
         }
     }
 }
@@ -118,6 +123,12 @@ pub(super) struct AgentSlot {
     pub id: AgentId,
     pub profile: AgentProfile,
     pub logged_in: bool,
+    /// Where its desktop is connected (a node id), as its login said.
+    pub session: Option<String>,
+    /// Absent until then: logged in, but its desktop is gone; it takes no
+    /// work, and its conversations wait for it to log in again until then
+    /// (see `recovery`).
+    pub absent_until: Option<TimeMs>,
     pub away: bool,
     pub load: u16,
     /// When its load last dropped to zero (or it logged in).
@@ -141,13 +152,18 @@ impl AgentSlot {
         self.profile.capacity.saturating_sub(self.load)
     }
 
-    /// Logged in, ready and with room for at least the cheapest channel.
+    /// Logged in and present, ready and with room for at least the
+    /// cheapest channel.
     pub fn routable(&self) -> bool {
-        self.logged_in && !self.away && self.free() >= MIN_COST
+        self.ready() && self.free() >= MIN_COST
     }
 
     pub fn fits(&self, channel: Channel) -> bool {
-        self.logged_in && !self.away && self.free() >= channel.cost()
+        self.ready() && self.free() >= channel.cost()
+    }
+
+    fn ready(&self) -> bool {
+        self.logged_in && self.absent_until.is_none() && !self.away
     }
 
     /// The strategy's key: smaller is offered first; the agent index breaks ties.
@@ -162,7 +178,7 @@ impl AgentSlot {
     }
 
     pub fn state(&self, wrapping_up_only: bool) -> AgentState {
-        if !self.logged_in {
+        if !self.logged_in || self.absent_until.is_some() {
             AgentState::Offline
         } else if self.away {
             AgentState::Away
@@ -210,9 +226,13 @@ impl QueueState {
 /// A timer; the order of variants is the firing order among equal times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
+    /// A router started held (see `recovery`) resumes matching.
+    HoldEnds,
     AcwEnd(ConversationId),
     Scheduled(ConversationId),
     Bullseye(ConversationId, u8),
     DeclineExpiry(ConversationId, AgentIx),
     OfferExpiry(OfferId),
+    /// An absent agent's grace ends.
+    Absent(AgentIx),
 }

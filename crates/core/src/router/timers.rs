@@ -44,6 +44,8 @@ impl Router {
                 Timer::Scheduled(conv) => self.scheduled_due(at, conv, out),
                 Timer::Bullseye(conv, step) => self.widen(at, conv, step, out),
                 Timer::DeclineExpiry(conv, ax) => self.forget_decline(at, conv, ax, out),
+                Timer::HoldEnds => self.hold_due(at, out),
+                Timer::Absent(ax) => self.absent_due(at, ax, out),
             }
         }
     }
