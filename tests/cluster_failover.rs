@@ -134,6 +134,7 @@ impl TestCluster {
             config: Some(config.clone()),
             lease_ttl_ms: Some(LEASE_TTL_MS),
             log_filter: None,
+            archive_dir: None,
         };
         // The first node to start claims the router.
         let n1 = ClusterProcess::start_with(spec("n1")).await;

@@ -29,7 +29,9 @@
 //!    the resolve closes it) is contiguous and complete: the message, Queued
 //!    before the first offer, every offer the desktops received (and no
 //!    other), one assignment to the agent who accepted, after its offer, the
-//!    reply, the wrap-up last; no agent ever held more than its capacity (the
+//!    reply, the wrap-up last; every resolved conversation has left etcd
+//!    for the cluster's archive (one file, ending with the resolution),
+//!    etcd restart included; no agent ever held more than its capacity (the
 //!    desktops' own ledger of accepted work, the load the router reports on
 //!    the desktop streams, and Admin.ListAgents polled throughout); the
 //!    fourth node owns (etcd's `owners/customer/` keys) a fair share of the
@@ -562,6 +564,52 @@ fn describe(e: &pb::HistoryEvent) -> String {
         Some(Kind::IdentityLinked(_)) => "linked".into(),
         None => "(no kind)".into(),
     }
+}
+
+/// What is wrong with where a resolved conversation is: it must have left
+/// etcd (no event key of it) for the cluster's archive (one file, its
+/// history ending with the resolution).
+fn archive_problems(node: &ClusterProcess, journal_keys: &[String], conv: &str) -> Vec<String> {
+    let Some((customer, number)) = conv.split_once('.') else {
+        return vec![format!("{conv}: not a conversation id")];
+    };
+    let mut problems = Vec::new();
+    let events = format!("/journal/{customer}/events/{number}/");
+    if journal_keys.iter().any(|k| k.contains(&events)) {
+        problems.push(format!(
+            "{conv}: resolved, yet its events are still in etcd"
+        ));
+    }
+    let dir = node.archive_dir().join(customer);
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.starts_with(&format!("{number}.")) && n.ends_with(".jsonl")
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match &files[..] {
+        [file] => {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let last = text.lines().last().unwrap_or_default();
+            if !last.contains("\"Resolved\"") {
+                problems.push(format!(
+                    "{conv}: the archived history ({}) does not end with the resolution: {last:?}",
+                    file.display()
+                ));
+            }
+        }
+        other => problems.push(format!(
+            "{conv}: resolved, want one archive file in {}, found {other:?}",
+            dir.display()
+        )),
+    }
+    problems
 }
 
 /// What is wrong with a conversation's history read before its resolve,
@@ -1234,8 +1282,12 @@ async fn a_cluster_routes_contacts_through_scale_out_and_an_etcd_restart() {
     let mut not_offered = Vec::new();
     let mut lost_message = Vec::new();
     let mut bad_history = Vec::new();
+    let journal_keys = etcd.keys(&format!("/centralino/{CLUSTER}/journal/"));
     for a in &acked {
         let conv = &a.response.conversation_id;
+        if l.convs.get(conv).is_some_and(|c| c.resolved == 1) {
+            problems.extend(archive_problems(&nodes[0], &journal_keys, conv));
+        }
         let Some(c) = l.convs.get(conv) else {
             not_offered.push(format!(
                 "#{} {conv} (via {}, {} attempts {:?})",

@@ -8,8 +8,9 @@
 //! `malformed_requests_are_refused_naming_the_field` checks that bad input
 //! gets the right status naming the field at fault and harms nothing.
 
+use centralino_core::history::EventKind;
 use centralino_core::queue::QueueConfig;
-use centralino_core::{Channel, RouterConfig};
+use centralino_core::{Channel, ConversationId, RouterConfig};
 use centralino_proto::v1 as pb;
 use centralino_tests::{
     DEADLINE, Desktop, TestNode, assert_result, assert_status, cmd, eventually, eventually_some,
@@ -481,6 +482,26 @@ async fn a_contact_lives_from_chat_to_voice_to_resolution() {
     assert!(
         view.history.is_empty(),
         "no open history after resolve: {view:?}"
+    );
+    // It left the journal for the archive, whole: the events above and the
+    // resolution.
+    let closed: ConversationId = conversation.parse().expect("a conversation id");
+    let archived = node
+        .node
+        .archive()
+        .read(closed)
+        .await
+        .expect("read the archive")
+        .expect("the resolved conversation is archived");
+    assert_eq!(
+        archived.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=expected.len() as u64 + 1).collect::<Vec<_>>(),
+        "the whole history, resolution included"
+    );
+    assert!(
+        matches!(&archived[expected.len()].kind, EventKind::Resolved { by } if by == "anna"),
+        "{:?}",
+        archived[expected.len()]
     );
 
     // KPIs: one contact answered (and resolved) overall and by anna.

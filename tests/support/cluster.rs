@@ -10,6 +10,13 @@
 //! fails (the process is dropped while the thread panics), the tail of the
 //! node's log is printed and its directory kept.
 //!
+//! The nodes of one test cluster (same etcd, same cluster name) share one
+//! history archive, as the nodes of a real cluster on one machine do: a
+//! fresh temporary directory, passed as `--archive-dir`, created for the
+//! cluster's first node and removed when its last node is dropped (kept,
+//! and named, when a test fails). A cluster whose nodes are all gone and
+//! that starts again gets a new, empty one.
+//!
 //! # Where the binary comes from
 //!
 //! This harness lives in the `centralino-tests` package, so cargo does not
@@ -29,13 +36,14 @@
 //! Nothing here sleeps for a fixed time: every wait polls its condition until
 //! a deadline and fails naming what it waited for.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use centralino_proto::v1::admin_client::AdminClient;
@@ -171,6 +179,48 @@ pub struct NodeSpec {
     pub lease_ttl_ms: Option<u64>,
     /// `RUST_LOG` for the node; `info,h2=warn,tower=warn` when not set.
     pub log_filter: Option<String>,
+    /// `--archive-dir DIR`; when not set, the directory the cluster's nodes
+    /// share (see the module docs).
+    pub archive_dir: Option<PathBuf>,
+}
+
+/// The archive directory of one test cluster; removed when the last node
+/// holding it is dropped, unless a test is failing.
+pub struct ArchiveDir {
+    path: PathBuf,
+}
+
+impl ArchiveDir {
+    /// The directory of the nodes of `cluster` on etcd `etcd`, created for
+    /// the first of them.
+    fn shared(etcd: &str, cluster: &str) -> Arc<ArchiveDir> {
+        type Dirs = HashMap<(String, String), Weak<ArchiveDir>>;
+        static DIRS: OnceLock<Mutex<Dirs>> = OnceLock::new();
+        let mut dirs = DIRS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = (etcd.to_owned(), cluster.to_owned());
+        if let Some(dir) = dirs.get(&key).and_then(Weak::upgrade) {
+            return dir;
+        }
+        dirs.retain(|_, d| d.strong_count() > 0);
+        let dir = Arc::new(ArchiveDir {
+            path: fresh_dir(&format!("archive-{cluster}")),
+        });
+        dirs.insert(key, Arc::downgrade(&dir));
+        dir
+    }
+}
+
+impl Drop for ArchiveDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- history archive kept in {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 /// A `centralino node` process. Killed on drop.
@@ -178,8 +228,13 @@ pub struct ClusterProcess {
     pub node_id: String,
     addr: SocketAddr,
     dir: PathBuf,
+    /// Where this node's cluster archives closed conversations.
+    archive_dir: PathBuf,
     child: Option<Child>,
     exit: Option<ExitStatus>,
+    /// Keeps the shared archive directory while the node may use it;
+    /// dropped after the process is killed.
+    _archive: Option<Arc<ArchiveDir>>,
 }
 
 impl ClusterProcess {
@@ -202,6 +257,13 @@ impl ClusterProcess {
     pub async fn start_with(spec: NodeSpec) -> ClusterProcess {
         let bin = centralino_binary();
         let dir = fresh_dir(&spec.node_id);
+        let archive = match &spec.archive_dir {
+            Some(path) => (path.clone(), None),
+            None => {
+                let shared = ArchiveDir::shared(&spec.etcd, &spec.cluster);
+                (shared.path.clone(), Some(shared))
+            }
+        };
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -219,7 +281,9 @@ impl ClusterProcess {
                 .arg("--listen")
                 .arg(addr.to_string())
                 .arg("--node-id")
-                .arg(&spec.node_id);
+                .arg(&spec.node_id)
+                .arg("--archive-dir")
+                .arg(&archive.0);
             if let Some(c) = &spec.config {
                 cmd.arg("--config").arg(c);
             }
@@ -249,8 +313,10 @@ impl ClusterProcess {
                 node_id: spec.node_id.clone(),
                 addr,
                 dir: dir.clone(),
+                archive_dir: archive.0.join(&spec.cluster),
                 child: Some(child),
                 exit: None,
+                _archive: archive.1.clone(),
             };
             match node.wait_serving().await {
                 Ok(()) => return node,
@@ -320,6 +386,12 @@ impl ClusterProcess {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The cluster's archive (`<--archive-dir>/<cluster>/`): one
+    /// `cu-<n>/<k>.<token>.jsonl` file per closed conversation.
+    pub fn archive_dir(&self) -> &Path {
+        &self.archive_dir
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -490,14 +562,14 @@ fn tail(s: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A new directory for one node's files.
-fn fresh_dir(node_id: &str) -> PathBuf {
+/// A new directory for one node's files (or one cluster's archive).
+fn fresh_dir(name: &str) -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let dir = std::env::temp_dir().join(format!(
-        "centralino-node-{node_id}-{}-{}-{nanos}",
+        "centralino-node-{name}-{}-{}-{nanos}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));

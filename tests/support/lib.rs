@@ -2,7 +2,7 @@
 //! only through real gRPC clients.
 //!
 //! [`TestNode::start`] starts a node exactly as the binary does (in-memory
-//! coordination, the node's actors, every gRPC service on a loopback port
+//! coordination and archive, the node's actors, every gRPC service on a loopback port
 //! chosen by the OS) and hands out typed clients. [`Desktop`] plays one agent
 //! desktop over one `AgentDesktop.Session` stream. Nothing here sleeps for a
 //! fixed time: every wait is for an event or a condition, bounded by
@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use centralino_cluster::{MemoryCoordination, Mode, Node, NodeInfo, NodeOptions};
+use centralino_cluster::{MemoryArchive, MemoryCoordination, Mode, Node, NodeInfo, NodeOptions};
 use centralino_core::RouterConfig;
 use centralino_core::queue::QueueConfig;
 use centralino_proto::v1 as pb;
@@ -81,9 +81,14 @@ impl TestNode {
             lease_ttl: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
         };
-        let node = Node::start(opts, Arc::new(MemoryCoordination::new()), Mode::Standalone)
-            .await
-            .expect("node starts");
+        let node = Node::start(
+            opts,
+            Arc::new(MemoryCoordination::new()),
+            Arc::new(MemoryArchive::new()),
+            Mode::Standalone,
+        )
+        .await
+        .expect("node starts");
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(centralino_server::serve(
             listener,

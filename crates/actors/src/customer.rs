@@ -67,7 +67,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use crate::clock::now_ms;
 use crate::error::{ActorError, Result};
 use crate::hub::{Delivery, DesktopEvent, Hub, OfferDelivery};
-use crate::journal::{CustomerRecord, JournalBatch, JournalError, rebuild};
+use crate::journal::{JournalBatch, JournalError, rebuild};
 use crate::router::{RouteRequest, Seen};
 use crate::wire::{CustomerReply, CustomerRequest, Envelope, EnvelopeReply, RouterRequest};
 
@@ -532,30 +532,17 @@ async fn request(
     })
 }
 
-/// Commits what the open (or just closed) conversation gained since the
-/// last commit, with the customer's record.
 /// Commits what the open conversation gained since the last commit, with
-/// the customer's record; `closing` commits it as closed (its history leaves
-/// the journal for the archive) and, once durable, closes it here.
+/// the customer's record (and a snapshot when one is due, see
+/// [`JournalBatch::of`]); `closing` commits it as closed (its whole history
+/// goes to the archive) and, once durable, closes it here.
 async fn persist(st: &mut CustomerState, closing: bool) -> Result<()> {
-    let conv = st.customer.open.as_ref();
-    // A close carries the whole history, for the archive.
-    let since = if closing { 0 } else { st.durable_seq };
-    let events = conv
-        .map(|c| c.history.since(since).to_vec())
-        .unwrap_or_default();
-    let last = conv.map_or(0, |c| c.history.last_seq());
-    let mut record = CustomerRecord::of(&st.customer);
-    if closing {
-        record.open = None;
-    }
-    let batch = JournalBatch {
-        record,
-        conversation: conv.map(|c| c.id),
-        events,
-        closed: closing,
-        token: st.token,
-    };
+    let batch = JournalBatch::of(&st.customer, st.durable_seq, closing, st.token);
+    let last = st
+        .customer
+        .open
+        .as_ref()
+        .map_or(0, |c| c.history.last_seq());
     let started = std::time::Instant::now();
     st.hub.journal().commit(batch).await?;
     crate::metrics::journal_commit(started.elapsed());

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use centralino_core::agent::Skill;
@@ -45,6 +45,11 @@ pub struct NodeSection {
     /// How often the lease is renewed, ms; at most a third of the TTL, so
     /// that two renewals in a row may be late without the lease expiring.
     pub keep_alive_ms: u64,
+    /// Directory of the history archive (closed conversations), shared by
+    /// the nodes of the cluster; the cluster's files go to
+    /// `<archive_dir>/<cluster>/`. Unset: [`DEFAULT_ARCHIVE_DIR`] for a
+    /// clustered node, memory for a standalone one.
+    pub archive_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -137,6 +142,12 @@ pub const DEFAULT_LEASE_TTL_MS: u64 = 2_000;
 /// its lease expiring falsely.
 pub const DEFAULT_KEEP_ALIVE_MS: u64 = 500;
 
+/// Where a clustered node archives closed conversations unless told
+/// otherwise: the conventional place of a service's state, which a
+/// container mounts as a volume. A node that cannot write there refuses to
+/// start, naming the setting.
+pub const DEFAULT_ARCHIVE_DIR: &str = "/var/lib/centralino/archive";
+
 impl Default for NodeSection {
     fn default() -> Self {
         NodeSection {
@@ -148,6 +159,7 @@ impl Default for NodeSection {
             cluster: "default".into(),
             lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
             keep_alive_ms: DEFAULT_KEEP_ALIVE_MS,
+            archive_dir: None,
         }
     }
 }
@@ -189,6 +201,7 @@ pub struct Overrides {
     pub cluster: Option<String>,
     pub lease_ttl_ms: Option<u64>,
     pub keep_alive_ms: Option<u64>,
+    pub archive_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -227,6 +240,9 @@ impl Config {
         if let Some(every) = o.keep_alive_ms {
             cfg.node.keep_alive_ms = every;
         }
+        if o.archive_dir.is_some() {
+            cfg.node.archive_dir = o.archive_dir;
+        }
         if cfg.node.id.is_empty() {
             cfg.node.id = format!("node-{}", cfg.node.listen.port());
         }
@@ -263,6 +279,16 @@ impl Config {
                 self.node.lease_ttl_ms
             );
         }
+        if self
+            .node
+            .archive_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            bail!(
+                "node.archive_dir: must not be empty; leave it out for the default ({DEFAULT_ARCHIVE_DIR} when clustered)"
+            );
+        }
         if self.node.keep_alive_ms == 0 || self.node.keep_alive_ms * 3 > self.node.lease_ttl_ms {
             bail!(
                 "node.keep_alive_ms: must be between 1 and a third of node.lease_ttl_ms ({}), got {}",
@@ -271,6 +297,17 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The directory of this cluster's archive, or `None` for the memory
+    /// archive (a standalone node left at the default).
+    pub fn archive_dir(&self) -> Option<PathBuf> {
+        let base = match &self.node.archive_dir {
+            Some(dir) => dir.clone(),
+            None if self.node.etcd.is_empty() => return None,
+            None => PathBuf::from(DEFAULT_ARCHIVE_DIR),
+        };
+        Some(base.join(&self.node.cluster))
     }
 
     pub fn advertise(&self) -> String {
@@ -396,5 +433,47 @@ mod tests {
             "127.0.0.1:7070",
             "dev and node listen on 127.0.0.1:7070 by default"
         );
+    }
+
+    #[test]
+    fn the_archive_is_in_memory_standalone_and_per_cluster_on_disk() {
+        let standalone = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!(standalone.archive_dir(), None, "standalone: memory");
+        let clustered = Config::load(
+            None,
+            Overrides {
+                etcd: Some(vec!["http://127.0.0.1:2379".into()]),
+                cluster: Some("eu".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            clustered.archive_dir(),
+            Some(Path::new(DEFAULT_ARCHIVE_DIR).join("eu")),
+            "clustered: the default directory, one subdirectory per cluster"
+        );
+        let flagged = Config::load(
+            None,
+            Overrides {
+                archive_dir: Some("/srv/archive".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            flagged.archive_dir(),
+            Some(PathBuf::from("/srv/archive/default")),
+            "a standalone node given a directory uses it"
+        );
+        let err = Config::load(
+            None,
+            Overrides {
+                archive_dir: Some("".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("node.archive_dir"), "{err:#}");
     }
 }

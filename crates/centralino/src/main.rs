@@ -66,6 +66,11 @@ struct NodeArgs {
     /// Lease renewal interval, ms (at most a third of the TTL).
     #[arg(long, env = "CENTRALINO_KEEP_ALIVE_MS")]
     keep_alive_ms: Option<u64>,
+    /// Directory of the history archive of closed conversations, shared by
+    /// the cluster's nodes (default /var/lib/centralino/archive when
+    /// clustered, memory when standalone).
+    #[arg(long, env = "CENTRALINO_ARCHIVE_DIR")]
+    archive_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +105,7 @@ impl NodeArgs {
             cluster: self.cluster.clone(),
             lease_ttl_ms: self.lease_ttl_ms,
             keep_alive_ms: self.keep_alive_ms,
+            archive_dir: self.archive_dir.clone(),
         };
         let mut cfg = config::Config::load(self.config.as_deref(), overrides)?;
         if dev && self.config.is_none() {

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use centralino_cluster::{EtcdCoordination, MemoryCoordination, Mode, Node, NodeInfo, NodeOptions};
+use centralino_cluster::{
+    Archive, EtcdCoordination, FileArchive, MemoryArchive, MemoryCoordination, Mode, Node,
+    NodeInfo, NodeOptions,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -49,14 +52,29 @@ pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> 
         lease_ttl: Duration::from_millis(cfg.node.lease_ttl_ms),
         keep_alive: Duration::from_millis(cfg.node.keep_alive_ms),
     };
+    let archive: Arc<dyn Archive> = match cfg.archive_dir() {
+        Some(dir) => {
+            let archive = FileArchive::open(&dir).with_context(|| {
+                format!(
+                    "opening the history archive in {}: set node.archive_dir (CENTRALINO_ARCHIVE_DIR, \
+                     --archive-dir) to a directory this node can write, shared by the cluster's nodes",
+                    dir.display()
+                )
+            })?;
+            tracing::info!(dir = %dir.display(), "history archive");
+            Arc::new(archive)
+        }
+        None => Arc::new(MemoryArchive::new()),
+    };
     let node = if cfg.node.etcd.is_empty() {
-        Node::start(opts, Arc::new(MemoryCoordination::new()), Mode::Standalone).await
+        let coord = Arc::new(MemoryCoordination::new());
+        Node::start(opts, coord, archive, Mode::Standalone).await
     } else {
         let prefix = format!("/centralino/{}/", cfg.node.cluster);
         let etcd = EtcdCoordination::connect(&cfg.node.etcd, &prefix)
             .await
             .with_context(|| format!("connecting to etcd at {}", cfg.node.etcd.join(",")))?;
-        Node::start(opts, Arc::new(etcd), Mode::Clustered).await
+        Node::start(opts, Arc::new(etcd), archive, Mode::Clustered).await
     }
     .context("starting the node")?;
 

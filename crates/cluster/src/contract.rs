@@ -4,11 +4,17 @@
 
 use std::time::Duration;
 
-use centralino_actors::journal::{CustomerRecord, JournalBatch};
-use centralino_core::customer::Attributes;
+use centralino_actors::journal::{
+    CustomerRecord, JournalBatch, Recovered, SNAPSHOT_EVERY, rebuild,
+};
+use centralino_core::customer::{Attributes, Contact, Customer};
+use centralino_core::explain::{Candidate, Explanation, PassedOver, Rule};
 use centralino_core::history::{EventKind, HistoryEvent};
+use centralino_core::priority::PriorityBreakdown;
 use centralino_core::queue::QueueConfig;
-use centralino_core::{Channel, ConversationId, CustomerId, Identity, IdentityKind};
+use centralino_core::{
+    AgentId, Channel, ConversationId, CustomerId, Identity, IdentityKind, OfferId, TimeMs,
+};
 
 use crate::coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
 use crate::error::ClusterError;
@@ -20,6 +26,8 @@ pub async fn run_all(c: &dyn Coordination) {
     journal_fencing(c).await;
     journal_without_owner(c).await;
     journal_close(c).await;
+    journal_snapshots(c).await;
+    snapshot_fencing(c).await;
     directory(c).await;
     gateways(c).await;
     queues(c).await;
@@ -573,6 +581,7 @@ pub fn batch(
             })
             .collect(),
         closed: false,
+        snapshot: None,
         token,
     }
 }
@@ -595,4 +604,323 @@ async fn next(rx: &mut tokio::sync::mpsc::Receiver<MemberEvent>) -> MemberEvent 
         .await
         .expect("membership event within 10 s")
         .expect("watch open")
+}
+
+/// A customer driven by hand the way its actor drives it: each change goes
+/// through the core's transitions, and [`batch`](Script::batch) is the batch
+/// the actor would commit next ([`JournalBatch::of`]), snapshot included
+/// when one is due.
+pub struct Script {
+    pub customer: Customer,
+    durable_seq: u64,
+    token: u64,
+    now: TimeMs,
+}
+
+impl Script {
+    pub fn new(customer: CustomerId, token: u64) -> Script {
+        let mut c = Customer::new(customer, Vec::new());
+        c.attributes.tier = Some("gold".into());
+        c.attributes.language = Some("it".into());
+        Script {
+            customer: c,
+            durable_seq: 0,
+            token,
+            now: 1_700_000_000_000,
+        }
+    }
+
+    /// A customer taken over by a new owner (holding `token`) with
+    /// everything it had durable, as an actor starts from a recovery or a
+    /// hand-over.
+    pub fn taken_over(customer: Customer, token: u64) -> Script {
+        let durable_seq = customer.history().len() as u64;
+        let now = customer.history().last().map_or(0, |e| e.at);
+        Script {
+            customer,
+            durable_seq,
+            token,
+            now,
+        }
+    }
+
+    fn tick(&mut self) -> TimeMs {
+        self.now += 1_500;
+        self.now
+    }
+
+    /// The open conversation (opening one is the caller's first step).
+    pub fn conversation(&self) -> ConversationId {
+        self.customer
+            .open
+            .as_ref()
+            .map(|c| c.id)
+            .expect("the script opened a conversation")
+    }
+
+    /// The customer writes (or calls) on `channel`.
+    pub fn message(&mut self, channel: Channel, text: &str) -> &mut Self {
+        let identity = match channel {
+            Channel::Voice | Channel::Sms | Channel::WhatsApp => Identity::new(
+                IdentityKind::Phone,
+                &format!("+39 02 555 {:04}", self.customer.id.0 % 10_000),
+            ),
+            Channel::Email => Identity::new(
+                IdentityKind::Email,
+                &format!("{}@example.it", self.customer.id),
+            ),
+            _ => Identity::new(
+                IdentityKind::ChatSession,
+                &format!("chat-{}", self.customer.id),
+            ),
+        };
+        let now = self.tick();
+        self.customer.contact(
+            now,
+            Contact {
+                channel,
+                identity,
+                topic: "billing".into(),
+                text: text.into(),
+                sentiment: Some(-0.3),
+                attributes: Attributes::default(),
+            },
+        );
+        self
+    }
+
+    /// A routing decision or any other event about the open conversation.
+    pub fn record(&mut self, kind: EventKind) -> &mut Self {
+        let now = self.tick();
+        let conv = self.conversation();
+        self.customer
+            .record(now, conv, kind)
+            .expect("the conversation is open");
+        self
+    }
+
+    /// The assigned agent replies.
+    pub fn reply(&mut self, agent: &str, text: &str) -> &mut Self {
+        let now = self.tick();
+        let conv = self.conversation();
+        self.customer
+            .agent_reply(now, conv, &AgentId::new(agent), text.into())
+            .expect("the agent is assigned");
+        self
+    }
+
+    /// What the actor would commit now.
+    pub fn batch(&self) -> JournalBatch {
+        JournalBatch::of(&self.customer, self.durable_seq, false, self.token)
+    }
+
+    /// Resolves the open conversation; the closing batch.
+    pub fn close(&mut self, agent: &str) -> JournalBatch {
+        self.record(EventKind::Resolved { by: agent.into() });
+        JournalBatch::of(&self.customer, self.durable_seq, true, self.token)
+    }
+
+    /// `batch` was committed: as the actor does after a successful commit.
+    pub fn committed(&mut self, batch: &JournalBatch) {
+        if batch.closed {
+            self.customer.open = None;
+            self.durable_seq = 0;
+        } else {
+            self.durable_seq = self.customer.history().len() as u64;
+        }
+    }
+}
+
+/// An explanation as the router records one: the chosen agent and four
+/// passed over.
+pub fn explanation(queue: &str, chosen: &str) -> Box<Explanation> {
+    let mut candidates = vec![Candidate {
+        agent: AgentId::new(chosen),
+        key: 120_000,
+        passed_over: None,
+    }];
+    for (i, why) in [
+        PassedOver::RankedLower,
+        PassedOver::RankedLower,
+        PassedOver::NoCapacity,
+        PassedOver::SkillsNotMet,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        candidates.push(Candidate {
+            agent: AgentId::new(format!("agent-{i}")),
+            key: 60_000 - i as u64 * 10_000,
+            passed_over: Some(why),
+        });
+    }
+    Box::new(Explanation {
+        queue: queue.into(),
+        rule: Rule::LongestIdle,
+        score_ms: -17_250,
+        priority: PriorityBreakdown {
+            sla_target_ms: 60_000,
+            tier_boost_ms: 30_000,
+            topic_boost_ms: 0,
+            sentiment_boost_ms: 18_000,
+            waited_ms: 2_750,
+        },
+        bullseye_step: 0,
+        candidates,
+    })
+}
+
+/// Drives `script` through `steps` more steps of a long conversation that
+/// goes round and round (messages on two channels, queued, offered,
+/// assigned, replies, wrap-up, callback), committing in batches of one to
+/// three steps as an actor would; every batch through `c`.
+pub async fn long_conversation(c: &dyn Coordination, script: &mut Script, steps: u64) {
+    let mut step = 0;
+    while step < steps {
+        for _ in 0..=(step % 3) {
+            match (step, step % 8) {
+                (0, _) | (_, 0) => script.message(Channel::Chat, "la fattura di marzo è sbagliata"),
+                (_, 1) => script.record(EventKind::Queued {
+                    queue: "billing".into(),
+                    channel: Channel::Chat,
+                }),
+                (_, 2) => script.record(EventKind::Offered {
+                    agent: AgentId::new("anna"),
+                    offer: OfferId(step),
+                    explanation: explanation("billing", "anna"),
+                }),
+                (_, 3) => script.record(EventKind::Assigned {
+                    agent: AgentId::new("anna"),
+                }),
+                (_, 4) => script.reply("anna", "controllo subito"),
+                (_, 5) => script.message(Channel::Voice, "vi chiamo"),
+                (_, 6) => script.record(EventKind::WrappedUp {
+                    agent: AgentId::new("anna"),
+                    disposition: "explained".into(),
+                }),
+                _ => script.record(EventKind::CallbackRequested {
+                    channel: Channel::Voice,
+                    to: Identity::new(IdentityKind::Phone, "+39 02 555 0000"),
+                    not_before: 0,
+                }),
+            };
+            step += 1;
+        }
+        let b = script.batch();
+        c.append(b.clone()).await.expect("the owner appends");
+        script.committed(&b);
+    }
+}
+
+/// A conversation of more than twice [`SNAPSHOT_EVERY`] events is kept as
+/// a snapshot and a short tail, and recovers to the very customer that was
+/// live, the same one that replaying every event gives; a close takes the
+/// snapshot away with the events.
+pub async fn journal_snapshots(c: &dyn Coordination) {
+    let lease = c
+        .join(&node("contract-s"), Duration::from_secs(10))
+        .await
+        .expect("join s");
+    let customer = CustomerId(900_501);
+    let token = c
+        .claim(&ActorKey::Customer(customer), "contract-s", lease)
+        .await
+        .expect("claim");
+    let mut script = Script::new(customer, token);
+    long_conversation(c, &mut script, 2 * SNAPSHOT_EVERY + 40).await;
+    let live = script.customer.clone();
+    let history = live.history().to_vec();
+
+    let r = c.load(customer).await.expect("load").expect("journaled");
+    let snapshot = r.snapshot.clone().expect("a snapshot was taken");
+    let covered = snapshot.history.last_seq();
+    assert!(
+        covered >= 2 * SNAPSHOT_EVERY,
+        "the latest snapshot covers the second {SNAPSHOT_EVERY} events, got {covered}"
+    );
+    assert_eq!(
+        snapshot.history.events(),
+        &history[..covered as usize],
+        "the snapshot holds the whole history up to its point"
+    );
+    assert_eq!(
+        r.events,
+        history[covered as usize..].to_vec(),
+        "only the tail comes back as events"
+    );
+    assert!(
+        r.events.len() < SNAPSHOT_EVERY as usize,
+        "recovery replays fewer than {SNAPSHOT_EVERY} events, got {}",
+        r.events.len()
+    );
+    let every_event = rebuild(Recovered {
+        record: r.record.clone(),
+        snapshot: None,
+        events: history.clone(),
+    });
+    let recovered = rebuild(r);
+    assert_eq!(recovered, live, "recovers to the customer that was live");
+    assert_eq!(
+        recovered, every_event,
+        "the same customer as replaying every event"
+    );
+
+    let close = script.close("anna");
+    c.append(close.clone()).await.expect("close");
+    script.committed(&close);
+    let r = c
+        .load(customer)
+        .await
+        .expect("load")
+        .expect("the record stays");
+    assert_eq!(
+        (r.record.open, r.snapshot, r.events),
+        (None, None, vec![]),
+        "a close leaves neither snapshot nor events"
+    );
+    script.message(Channel::Email, "una nuova domanda");
+    let b = script.batch();
+    c.append(b.clone()).await.expect("the next conversation");
+    let r = c.load(customer).await.expect("load").expect("journaled");
+    assert_eq!(r.snapshot, None, "the next conversation starts without one");
+    assert_eq!(r.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1]);
+    c.leave(lease).await.expect("leave s");
+}
+
+/// A snapshot is a journal write like any other: once another node owns
+/// the customer, the old owner's snapshot is refused and changes nothing.
+pub async fn snapshot_fencing(c: &dyn Coordination) {
+    let la = c
+        .join(&node("contract-t1"), Duration::from_secs(10))
+        .await
+        .expect("join t1");
+    let lb = c
+        .join(&node("contract-t2"), Duration::from_secs(10))
+        .await
+        .expect("join t2");
+    let customer = CustomerId(900_502);
+    let key = ActorKey::Customer(customer);
+    let old = c.claim(&key, "contract-t1", la).await.expect("claim");
+    let mut stale = Script::new(customer, old);
+    long_conversation(c, &mut stale, SNAPSHOT_EVERY - 10).await;
+    let before = c.load(customer).await.expect("load");
+    c.transfer(&key, old, "contract-t2", lb)
+        .await
+        .expect("transfer");
+    for _ in 0..10 {
+        stale.message(Channel::Chat, "ancora io");
+    }
+    let b = stale.batch();
+    assert!(
+        b.snapshot.is_some(),
+        "the stale owner's batch carries a snapshot"
+    );
+    assert_fenced(c.append(b).await, "a stale owner's snapshot");
+    assert_eq!(
+        c.load(customer).await.expect("load"),
+        before,
+        "the fenced snapshot changed nothing"
+    );
+    c.leave(la).await.expect("leave t1");
+    c.leave(lb).await.expect("leave t2");
 }

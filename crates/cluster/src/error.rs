@@ -16,4 +16,13 @@ pub enum ClusterError {
     /// The coordination store cannot be reached; retryable.
     #[error("coordination store unavailable: {0}")]
     Unavailable(String),
+    /// The history archive did not store or read a conversation (a disk
+    /// full, a directory not writable, a file damaged); retryable once the
+    /// cause named here is fixed.
+    #[error("history archive: {0}")]
+    Archive(String),
+    /// The write can never succeed as it is (over a limit of the store);
+    /// not retryable. The message names the limit and what to do.
+    #[error("{0}")]
+    Rejected(String),
 }

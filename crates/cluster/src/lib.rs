@@ -9,9 +9,13 @@
 //! standalone nodes and unit tests; the etcd implementation passes the same
 //! [`contract`] suite.
 //!
-//! [`Node`] wires a coordination backend, the journal adapter and the actors
-//! together, and owns the node's ordered shutdown.
+//! Closed conversations leave the journal for the history [`Archive`]
+//! ([`FileArchive`] for clusters, [`MemoryArchive`] for standalone nodes).
+//!
+//! [`Node`] wires a coordination backend, the archive, the journal adapter
+//! and the actors together, and owns the node's ordered shutdown.
 
+pub mod archive;
 pub mod contract;
 pub mod coordination;
 pub mod error;
@@ -22,6 +26,7 @@ pub mod metrics;
 pub mod node;
 pub mod topology;
 
+pub use archive::{Archive, FileArchive, MemoryArchive};
 pub use coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
 pub use error::{ClusterError, Result};
 pub use etcd::EtcdCoordination;

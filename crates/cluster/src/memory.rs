@@ -7,13 +7,16 @@
 //! and an append is accepted only with the owner's token, or with token 0
 //! when nobody owns the customer (a missing etcd key compares as revision
 //! 0). Leases never expire on their own here: there is only one process to
-//! hold them.
+//! hold them. The journal keeps what etcd keeps: per customer the record,
+//! the open conversation's latest snapshot and the events after it; a
+//! closed conversation leaves it (its history is in the archive by then).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use centralino_actors::journal::{CustomerRecord, JournalBatch, Recovered};
+use centralino_core::customer::Conversation;
 use centralino_core::history::HistoryEvent;
 use centralino_core::queue::QueueConfig;
 use centralino_core::{Channel, ConversationId, CustomerId, Identity, QueueId};
@@ -36,8 +39,6 @@ struct Inner {
     /// Customer → the node that last claimed it (outlives leases).
     placed: BTreeMap<CustomerId, String>,
     journals: BTreeMap<CustomerId, Stored>,
-    /// Closed conversations' histories (the archive's stand-in).
-    archive: BTreeMap<ConversationId, Vec<HistoryEvent>>,
     watchers: Vec<mpsc::Sender<MemberEvent>>,
     identities: BTreeMap<Identity, CustomerId>,
     customers: BTreeSet<CustomerId>,
@@ -55,6 +56,9 @@ struct Owner {
 struct Stored {
     record: CustomerRecord,
     conversation: Option<ConversationId>,
+    /// The conversation's latest snapshot.
+    snapshot: Option<Box<Conversation>>,
+    /// The conversation's events after the snapshot.
     events: Vec<HistoryEvent>,
 }
 
@@ -229,31 +233,38 @@ impl Coordination for MemoryCoordination {
         let stored = g.journals.entry(customer).or_insert_with(|| Stored {
             record: batch.record.clone(),
             conversation: None,
+            snapshot: None,
             events: Vec::new(),
         });
-        if stored.conversation != batch.conversation {
+        stored.record = batch.record;
+        if stored.conversation != batch.conversation || batch.closed {
             stored.conversation = batch.conversation;
+            stored.snapshot = None;
             stored.events.clear();
         }
-        // A closing batch may carry the whole history: keep what is new.
-        let last = stored.events.last().map_or(0, |e| e.seq);
-        let new: Vec<_> = batch.events.into_iter().filter(|e| e.seq > last).collect();
-        if let Some(first) = new.first() {
+        if batch.closed {
+            // The history is in the archive: the journal lets go of it.
+            stored.conversation = None;
+            return Ok(());
+        }
+        if let Some(snapshot) = batch.snapshot {
+            // It covers every event so far, the batch's included.
+            stored.snapshot = Some(snapshot);
+            stored.events.clear();
+            return Ok(());
+        }
+        let last = stored.events.last().map_or_else(
+            || stored.snapshot.as_ref().map_or(0, |s| s.history.last_seq()),
+            |e| e.seq,
+        );
+        if let Some(first) = batch.events.first() {
             debug_assert_eq!(
                 first.seq,
                 last + 1,
                 "journal batch for {customer} is not contiguous"
             );
         }
-        stored.events.extend(new);
-        stored.record = batch.record;
-        if batch.closed {
-            let events = std::mem::take(&mut stored.events);
-            stored.conversation = None;
-            if let Some(conv) = batch.conversation {
-                g.archive.insert(conv, events);
-            }
-        }
+        stored.events.extend(batch.events);
         Ok(())
     }
 
@@ -261,6 +272,7 @@ impl Coordination for MemoryCoordination {
         let g = self.inner();
         Ok(g.journals.get(&customer).map(|s| Recovered {
             record: s.record.clone(),
+            snapshot: s.snapshot.clone(),
             events: s.events.clone(),
         }))
     }

@@ -2,6 +2,7 @@
 
 pub const JOURNAL_GROUP_SIZE: &str = "centralino_cluster_journal_group_batches";
 pub const DRAIN_SECONDS: &str = "centralino_cluster_drain_seconds";
+pub const ARCHIVE_STORE_SECONDS: &str = "centralino_cluster_archive_store_seconds";
 
 /// How many customers' batches one journal write carried.
 pub(crate) fn group_commit(batches: usize) {
@@ -11,4 +12,9 @@ pub(crate) fn group_commit(batches: usize) {
 /// How long the last drain of this node took.
 pub(crate) fn drain(d: std::time::Duration) {
     metrics::gauge!(DRAIN_SECONDS).set(d.as_secs_f64());
+}
+
+/// How long storing one closed conversation in the archive took.
+pub(crate) fn archive_store(d: std::time::Duration) {
+    metrics::histogram!(ARCHIVE_STORE_SECONDS).record(d.as_secs_f64());
 }

@@ -1,4 +1,5 @@
-//! A node: coordination, journal and actors, started and stopped in order.
+//! A node: coordination, archive, journal and actors, started and stopped
+//! in order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use ractor::ActorRef;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::archive::Archive;
 use crate::coordination::{Coordination, NodeInfo};
 use crate::error::{ClusterError, Result};
 use crate::journal::CoordinatedJournal;
@@ -46,6 +48,7 @@ pub struct Node {
     pub hub: Arc<Hub>,
     pub info: NodeInfo,
     coord: Arc<dyn Coordination>,
+    archive: Arc<dyn Archive>,
     lease: i64,
     seat: Arc<RouterSeat>,
     supervisor_done: ractor::concurrency::JoinHandle<()>,
@@ -68,15 +71,18 @@ struct RouterSeat {
 }
 
 impl Node {
+    /// Joins the cluster through `coord` and starts the actors; closed
+    /// conversations go to `archive` (shared by the cluster's nodes).
     pub async fn start(
         opts: NodeOptions,
         coord: Arc<dyn Coordination>,
+        archive: Arc<dyn Archive>,
         mode: Mode,
     ) -> Result<Node> {
         let lease = coord.join(&opts.node, opts.lease_ttl).await?;
         let (lost_tx, lease_lost) = watch::channel(false);
         let keep_alive = tokio::spawn(keep_alive(coord.clone(), lease, opts.keep_alive, lost_tx));
-        let journal = Arc::new(CoordinatedJournal::new(coord.clone()));
+        let journal = Arc::new(CoordinatedJournal::new(coord.clone(), archive.clone()));
         let (cluster, topology): (Arc<dyn Cluster>, _) = match mode {
             Mode::Standalone => (Arc::new(Standalone::new(opts.node.id.clone())), None),
             Mode::Clustered => {
@@ -106,6 +112,7 @@ impl Node {
             hub,
             info: opts.node,
             coord,
+            archive,
             lease,
             seat,
             supervisor_done,
@@ -125,6 +132,11 @@ impl Node {
 
     pub fn coordination(&self) -> &Arc<dyn Coordination> {
         &self.coord
+    }
+
+    /// Where this node archives closed conversations.
+    pub fn archive(&self) -> &Arc<dyn Archive> {
+        &self.archive
     }
 
     /// Whether the node's actors are still running (the router has not failed).

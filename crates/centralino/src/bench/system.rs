@@ -226,6 +226,10 @@ impl System {
             if let Some(url) = &etcd {
                 cmd.arg("--etcd").arg(url).arg("--cluster").arg(&cluster);
             }
+            // Closed conversations go beside etcd's data, and go with it.
+            if let Some(scratch) = &spawned.scratch {
+                cmd.arg("--archive-dir").arg(scratch.join("archive"));
+            }
             // Only the flags above configure the node.
             for (k, _) in std::env::vars_os() {
                 if k.to_string_lossy().starts_with("CENTRALINO_") {
