@@ -38,6 +38,16 @@
 //!   its original waiting time; agents on the survivors then accept, reply
 //!   and wrap up each exactly once, and each history is contiguous and holds
 //!   every acknowledged message exactly once, in order, then the routing.
+//! - `agents_keep_their_conversations_when_the_router_s_node_dies`: 40
+//!   waiting customers and six agents (two per node) who accept every
+//!   offer but hold what they accepted, three chats each (full); then
+//!   SIGKILL of the router's node. A survivor's router must list every
+//!   conversation; every agent (those whose desktop died with the node log
+//!   in again through a survivor, as a client library would) must hold
+//!   exactly the chats it held, with its load, and be offered nothing
+//!   meanwhile (the new router restores assignments before it offers).
+//!   Released, the agents wrap up and take every waiting customer, each
+//!   accepted once; histories are complete.
 //! - `a_zombie_node_is_fenced_out_and_steps_down`: a non-router node is
 //!   SIGSTOPped past its lease. Messages for its customers are sent to it
 //!   while it is stopped (they wait in its socket); the survivors recover
@@ -84,6 +94,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
 /// Agent capacity; a chat costs 30, so three chats at a time.
 const CAPACITY: i32 = 100;
+const CHAT_COST: i32 = 30;
 const SEED: u64 = 0x0FA1_10FE_2026_0001;
 /// No after-contact work: a wrap-up frees the agent's capacity at once.
 const CONFIG: &str = r#"
@@ -133,7 +144,7 @@ impl TestCluster {
             node_id: id.into(),
             config: Some(config.clone()),
             lease_ttl_ms: Some(LEASE_TTL_MS),
-            log_filter: None,
+            log_filter: std::env::var("NODE_LOG").ok(),
             archive_dir: None,
         };
         // The first node to start claims the router.
@@ -998,173 +1009,294 @@ enum Pending {
     Available,
 }
 
-/// One automatic agent: accepts every offer, replies once (if `reply`) and
-/// wraps up.
+/// How an automatic agent behaves.
+#[derive(Clone, Default)]
+struct Behaviour {
+    /// Reply once before wrapping up.
+    reply: bool,
+    /// Hold every accepted conversation (no reply, no wrap-up) until this
+    /// turns true; meanwhile an offer beyond the agent's capacity is a
+    /// problem (nothing frees capacity while it holds).
+    hold: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Nodes to log in through again, in turn, when the session breaks (its
+    /// node died), as a desktop's client library would; none: a broken
+    /// session is a problem.
+    reconnect: Vec<(
+        String,
+        pb::agent_desktop_client::AgentDesktopClient<Channel>,
+    )>,
+}
+
+/// What an agent has to tell the test.
+#[derive(Default, Debug)]
+struct AgentNews {
+    /// Conversations accepted and not yet wrapped up, while holding.
+    held: BTreeSet<String>,
+    /// Sessions opened (1 + reconnections).
+    sessions: usize,
+}
+
+/// One automatic agent: accepts every offer, replies once (if asked) and
+/// wraps up, or holds what it accepted until released (see [`Behaviour`]).
 struct Agent {
     id: String,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    news: Arc<Mutex<AgentNews>>,
 }
 
 impl Agent {
-    async fn start(id: String, node: &ClusterProcess, reply: bool, desk: SharedDesk) -> Agent {
-        let mut client = node.desktop_client();
-        let (tx, rx) = mpsc::channel(1024);
-        tx.send(pb::AgentCommand {
-            request_id: 1,
-            command: Some(Command::Login(login(&id, CAPACITY))),
-        })
-        .await
-        .expect("command channel open");
-        let mut events = tokio::time::timeout(WAIT, client.session(ReceiverStream::new(rx)))
-            .await
-            .unwrap_or_else(|_| panic!("{id}: the session did not open within {WAIT:?}"))
-            .unwrap_or_else(|s| panic!("{id}: the session was refused: {s:?}"))
-            .into_inner();
+    async fn start(
+        id: String,
+        node: &ClusterProcess,
+        behaviour: Behaviour,
+        desk: SharedDesk,
+    ) -> Agent {
+        let first = (node.node_id.clone(), node.desktop_client());
         let (stop, mut stopped) = oneshot::channel::<()>();
+        let news: Arc<Mutex<AgentNews>> = Arc::default();
+        let (opened_tx, opened_rx) = oneshot::channel();
         let agent = id.clone();
+        let shared = news.clone();
         let task = tokio::spawn(async move {
-            let mut tx = Some(tx);
-            let mut next = 2u64;
-            let mut pending: HashMap<u64, Pending> = HashMap::new();
-            let mut logged_in = false;
+            let news = shared;
+            let mut opened = Some(opened_tx);
             let mut stopping = false;
-            let send = |tx: &Option<mpsc::Sender<pb::AgentCommand>>,
-                        next: &mut u64,
-                        pending: &mut HashMap<u64, Pending>,
-                        command: Command,
-                        p: Pending| {
-                let request_id = *next;
-                *next += 1;
-                pending.insert(request_id, p);
-                if let Some(tx) = tx {
-                    let _ = tx.try_send(pb::AgentCommand {
-                        request_id,
-                        command: Some(command),
-                    });
+            let mut next = 2u64;
+            let mut hold = behaviour.hold.clone();
+            let mut released = hold.as_ref().is_none_or(|h| *h.borrow());
+            let nodes: Vec<_> = std::iter::once(first)
+                .chain(behaviour.reconnect.iter().cloned())
+                .collect();
+            'sessions: for attempt in 0.. {
+                let (via, mut client) = nodes[attempt % nodes.len()].clone();
+                if attempt > 0 {
+                    if behaviour.reconnect.is_empty() || attempt > 50 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            };
-            loop {
-                tokio::select! {
-                    e = events.next() => {
-                        let e = match e {
-                            None => break,
-                            Some(Err(s)) => {
-                                if !stopping {
-                                    lock(&desk).problems.push(format!("{agent}: the session failed: {s:?}"));
+                let (tx, rx) = mpsc::channel(1024);
+                let _ = tx
+                    .send(pb::AgentCommand {
+                        request_id: 1,
+                        command: Some(Command::Login(login(&agent, CAPACITY))),
+                    })
+                    .await;
+                let opening =
+                    tokio::time::timeout(CALL_TIMEOUT, client.session(ReceiverStream::new(rx)));
+                let mut events = match opening.await {
+                    Ok(Ok(events)) => events.into_inner(),
+                    Ok(Err(s)) if attempt > 0 => {
+                        eprintln!(
+                            "{agent}: session via {via} refused ({}); next node",
+                            s.message()
+                        );
+                        continue;
+                    }
+                    Err(_) if attempt > 0 => continue,
+                    Ok(Err(s)) => {
+                        lock(&desk)
+                            .problems
+                            .push(format!("{agent}: the session was refused: {s:?}"));
+                        break;
+                    }
+                    Err(_) => {
+                        lock(&desk).problems.push(format!(
+                            "{agent}: the session did not open within {CALL_TIMEOUT:?}"
+                        ));
+                        break;
+                    }
+                };
+                let mut tx = Some(tx);
+                let mut pending: HashMap<u64, Pending> = HashMap::new();
+                let send = |tx: &Option<mpsc::Sender<pb::AgentCommand>>,
+                            next: &mut u64,
+                            pending: &mut HashMap<u64, Pending>,
+                            command: Command,
+                            p: Pending| {
+                    let request_id = *next;
+                    *next += 1;
+                    pending.insert(request_id, p);
+                    if let Some(tx) = tx {
+                        let _ = tx.try_send(pb::AgentCommand {
+                            request_id,
+                            command: Some(command),
+                        });
+                    }
+                };
+                // Work that goes on after an accept, or after the release.
+                let follow_up = |conv: String| {
+                    if behaviour.reply {
+                        (
+                            cmd::reply(&conv, &format!("reply to {conv}")),
+                            Pending::Reply { conv },
+                        )
+                    } else {
+                        (cmd::wrap_up(&conv, "done"), Pending::WrapUp { conv })
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        e = events.next() => {
+                            let e = match e {
+                                None if stopping => break 'sessions,
+                                None | Some(Err(_)) if !stopping && !behaviour.reconnect.is_empty() => {
+                                    eprintln!("{agent}: session via {via} lost; logging in again elsewhere");
+                                    continue 'sessions;
                                 }
-                                break;
-                            }
-                            Some(Ok(pb::AgentEvent { event: None })) => continue,
-                            Some(Ok(pb::AgentEvent { event: Some(e) })) => e,
-                        };
-                        match e {
-                            Event::Offer(o) => {
-                                {
-                                    let mut d = lock(&desk);
-                                    if !contiguous(&o.history) {
-                                        d.problems.push(format!(
-                                            "offer {} of {} to {agent}: history seqs not contiguous: {:?}",
-                                            o.offer_id, o.conversation_id,
-                                            o.history.iter().map(|e| e.seq).collect::<Vec<_>>()
-                                        ));
+                                None => break 'sessions,
+                                Some(Err(s)) => {
+                                    if !stopping {
+                                        lock(&desk).problems.push(format!("{agent}: the session failed: {s:?}"));
                                     }
-                                    d.offers.insert(o.offer_id.clone(), o.conversation_id.clone());
-                                    d.convs.entry(o.conversation_id.clone()).or_default()
-                                        .offers.push((o.offer_id.clone(), agent.clone()));
+                                    break 'sessions;
                                 }
-                                send(&tx, &mut next, &mut pending, cmd::accept(&o.offer_id),
-                                    Pending::Accept { conv: o.conversation_id, offer: o.offer_id });
-                            }
-                            Event::OfferRevoked(r) => {
-                                let mut d = lock(&desk);
-                                match d.offers.get(&r.offer_id).cloned() {
-                                    Some(conv) => d.convs.entry(conv).or_default()
-                                        .revoked.push((r.offer_id, r.reason)),
-                                    None => d.problems.push(format!(
-                                        "{agent}: offer {} revoked ({}) but never received", r.offer_id, r.reason)),
-                                }
-                            }
-                            Event::StateChanged(s) => {
-                                if s.state == pb::AgentState::Away as i32 && !stopping {
-                                    // An offer went unanswered: available again.
-                                    send(&tx, &mut next, &mut pending,
-                                        cmd::set_state(pb::AgentState::Available), Pending::Available);
-                                }
-                            }
-                            Event::CustomerMessage(_) => {}
-                            Event::Result(r) => {
-                                let ok = r.code == 0;
-                                let why = format!("{:?}: {}", Code::from(r.code), r.message);
-                                if r.request_id == 1 {
-                                    if !ok {
-                                        lock(&desk).problems.push(format!("{agent}: login refused: {why}"));
-                                        break;
-                                    }
-                                    logged_in = true;
-                                    continue;
-                                }
-                                match pending.remove(&r.request_id) {
-                                    None => lock(&desk).problems.push(format!(
-                                        "{agent}: a result for request {} never sent", r.request_id)),
-                                    Some(Pending::Available) => {
-                                        if !ok {
-                                            lock(&desk).problems.push(format!("{agent}: SetState refused: {why}"));
+                                Some(Ok(pb::AgentEvent { event: None })) => continue,
+                                Some(Ok(pb::AgentEvent { event: Some(e) })) => e,
+                            };
+                            match e {
+                                Event::Offer(o) => {
+                                    {
+                                        let mut d = lock(&desk);
+                                        if !contiguous(&o.history) {
+                                            d.problems.push(format!(
+                                                "offer {} of {} to {agent}: history seqs not contiguous: {:?}",
+                                                o.offer_id, o.conversation_id,
+                                                o.history.iter().map(|e| e.seq).collect::<Vec<_>>()
+                                            ));
                                         }
+                                        let held = lock(&news).held.len() as i32;
+                                        if !released && (held + 1) * CHAT_COST > CAPACITY {
+                                            d.problems.push(format!(
+                                                "{agent} holds {held} chats and was offered {} too: over capacity",
+                                                o.conversation_id
+                                            ));
+                                        }
+                                        d.offers.insert(o.offer_id.clone(), o.conversation_id.clone());
+                                        d.convs.entry(o.conversation_id.clone()).or_default()
+                                            .offers.push((o.offer_id.clone(), agent.clone()));
                                     }
-                                    Some(Pending::Accept { conv, offer }) => {
-                                        {
-                                            let mut d = lock(&desk);
-                                            let c = d.convs.entry(conv.clone()).or_default();
-                                            if ok {
-                                                c.accepted.push((offer, agent.clone()));
-                                            } else {
-                                                c.refused.push((offer, why));
+                                    send(&tx, &mut next, &mut pending, cmd::accept(&o.offer_id),
+                                        Pending::Accept { conv: o.conversation_id, offer: o.offer_id });
+                                }
+                                Event::OfferRevoked(r) => {
+                                    let mut d = lock(&desk);
+                                    match d.offers.get(&r.offer_id).cloned() {
+                                        Some(conv) => d.convs.entry(conv).or_default()
+                                            .revoked.push((r.offer_id, r.reason)),
+                                        None => d.problems.push(format!(
+                                            "{agent}: offer {} revoked ({}) but never received", r.offer_id, r.reason)),
+                                    }
+                                }
+                                Event::StateChanged(s) => {
+                                    if s.state == pb::AgentState::Away as i32 && !stopping {
+                                        // An offer went unanswered: available again.
+                                        send(&tx, &mut next, &mut pending,
+                                            cmd::set_state(pb::AgentState::Available), Pending::Available);
+                                    }
+                                }
+                                Event::CustomerMessage(_) => {}
+                                Event::Result(r) => {
+                                    let ok = r.code == 0;
+                                    let why = format!("{:?}: {}", Code::from(r.code), r.message);
+                                    if r.request_id == 1 {
+                                        if !ok {
+                                            lock(&desk).problems.push(format!("{agent}: login via {via} refused: {why}"));
+                                            break 'sessions;
+                                        }
+                                        lock(&news).sessions += 1;
+                                        if let Some(opened) = opened.take() {
+                                            let _ = opened.send(());
+                                        }
+                                        continue;
+                                    }
+                                    match pending.remove(&r.request_id) {
+                                        None => lock(&desk).problems.push(format!(
+                                            "{agent}: a result for request {} never sent", r.request_id)),
+                                        Some(Pending::Available) => {
+                                            if !ok {
+                                                lock(&desk).problems.push(format!("{agent}: SetState refused: {why}"));
                                             }
                                         }
-                                        if ok {
-                                            let (command, p) = if reply {
-                                                (cmd::reply(&conv, &format!("reply to {conv}")), Pending::Reply { conv })
+                                        Some(Pending::Accept { conv, offer }) => {
+                                            {
+                                                let mut d = lock(&desk);
+                                                let c = d.convs.entry(conv.clone()).or_default();
+                                                if ok {
+                                                    c.accepted.push((offer, agent.clone()));
+                                                } else {
+                                                    c.refused.push((offer, why));
+                                                }
+                                            }
+                                            if ok && !released {
+                                                lock(&news).held.insert(conv);
+                                            } else if ok {
+                                                let (command, p) = follow_up(conv);
+                                                send(&tx, &mut next, &mut pending, command, p);
+                                            }
+                                        }
+                                        Some(Pending::Reply { conv }) => {
+                                            if ok {
+                                                lock(&desk).convs.entry(conv.clone()).or_default().replied += 1;
                                             } else {
-                                                (cmd::wrap_up(&conv, "done"), Pending::WrapUp { conv })
-                                            };
-                                            send(&tx, &mut next, &mut pending, command, p);
+                                                lock(&desk).problems.push(format!("{agent}: reply to {conv} refused: {why}"));
+                                            }
+                                            send(&tx, &mut next, &mut pending,
+                                                cmd::wrap_up(&conv, "done"), Pending::WrapUp { conv });
                                         }
-                                    }
-                                    Some(Pending::Reply { conv }) => {
-                                        if ok {
-                                            lock(&desk).convs.entry(conv.clone()).or_default().replied += 1;
-                                        } else {
-                                            lock(&desk).problems.push(format!("{agent}: reply to {conv} refused: {why}"));
-                                        }
-                                        send(&tx, &mut next, &mut pending,
-                                            cmd::wrap_up(&conv, "done"), Pending::WrapUp { conv });
-                                    }
-                                    Some(Pending::WrapUp { conv }) => {
-                                        if ok {
-                                            lock(&desk).convs.entry(conv).or_default().wrapped += 1;
-                                        } else {
-                                            lock(&desk).problems.push(format!("{agent}: wrap-up of {conv} refused: {why}"));
+                                        Some(Pending::WrapUp { conv }) => {
+                                            if ok {
+                                                lock(&desk).convs.entry(conv).or_default().wrapped += 1;
+                                            } else {
+                                                lock(&desk).problems.push(format!("{agent}: wrap-up of {conv} refused: {why}"));
+                                            }
                                         }
                                     }
                                 }
                             }
                         }
-                    }
-                    _ = &mut stopped, if !stopping => {
-                        // Logging out: closing the request stream ends the session.
-                        stopping = true;
-                        tx = None;
+                        r = async { hold.as_mut().expect("guarded").changed().await }, if !released => {
+                            if r.is_err() || *hold.as_ref().expect("guarded").borrow() {
+                                released = true;
+                                let held = std::mem::take(&mut lock(&news).held);
+                                for conv in held {
+                                    let (command, p) = follow_up(conv);
+                                    send(&tx, &mut next, &mut pending, command, p);
+                                }
+                            }
+                        }
+                        _ = &mut stopped, if !stopping => {
+                            // Logging out: closing the request stream ends the session.
+                            stopping = true;
+                            tx = None;
+                        }
                     }
                 }
             }
-            if !logged_in {
+            if opened.is_some() {
                 lock(&desk)
                     .problems
                     .push(format!("{agent}: never logged in"));
             }
         });
-        Agent { id, stop, task }
+        // Logged in before the test goes on (or failed, which it reports).
+        let _ = tokio::time::timeout(WAIT, opened_rx).await;
+        Agent {
+            id,
+            stop,
+            task,
+            news,
+        }
+    }
+
+    /// What the agent holds now (in hold mode).
+    fn held(&self) -> BTreeSet<String> {
+        lock(&self.news).held.clone()
+    }
+
+    fn sessions(&self) -> usize {
+        lock(&self.news).sessions
     }
 
     async fn close(self) {
@@ -1190,11 +1322,15 @@ async fn agents_on(
     let mut agents = Vec::new();
     for a in 0..n {
         let node = nodes[a % nodes.len()];
+        let behaviour = Behaviour {
+            reply,
+            ..Behaviour::default()
+        };
         agents.push(
             Agent::start(
                 format!("agent-{a:02}-{}", node.node_id),
                 node,
-                reply,
+                behaviour,
                 desk.clone(),
             )
             .await,
@@ -1825,6 +1961,165 @@ async fn crash(name: &str, which: Victim) {
         wanted.len()
     );
     drop(d);
+    finish(t0, problems);
+}
+
+/// Waiting customers when the router's node dies with agents at work.
+const HOLD_CUSTOMERS: usize = 40;
+/// Agents holding three chats each when it dies, two per node.
+const HOLD_AGENTS: usize = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_keep_their_conversations_when_the_router_s_node_dies() {
+    let Seeded {
+        mut c,
+        t0,
+        router,
+        log,
+        seeded,
+        ..
+    } = Seeded::start("failover-router-agents", HOLD_CUSTOMERS).await;
+    let mut problems: Vec<String> = Vec::new();
+    let victim = router;
+    let survivors = survivors_of(&victim);
+    let (release, released) = tokio::sync::watch::channel(false);
+    let desk: SharedDesk = Arc::default();
+    let mut agents = Vec::new();
+    for a in 0..HOLD_AGENTS {
+        let node = ["n1", "n2", "n3"][a % 3];
+        let reconnect = survivors
+            .iter()
+            .map(|s| ((*s).to_owned(), c.node(s).desktop_client()))
+            .collect();
+        let behaviour = Behaviour {
+            reply: false,
+            hold: Some(released.clone()),
+            reconnect,
+        };
+        let id = format!("holder-{a}-{node}");
+        agents.push(Agent::start(id, c.node(node), behaviour, desk.clone()).await);
+    }
+    let full = (CAPACITY / CHAT_COST) as usize;
+    let give_up = Instant::now() + WAIT;
+    while agents.iter().any(|a| a.held().len() < full) {
+        assert!(
+            Instant::now() < give_up,
+            "agents did not fill up within {WAIT:?}: {:?}",
+            agents.iter().map(|a| a.held().len()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let held: BTreeMap<String, BTreeSet<String>> =
+        agents.iter().map(|a| (a.id.clone(), a.held())).collect();
+    say!(
+        t0,
+        "{seeded} customers waiting or served; {HOLD_AGENTS} agents hold {full} chats each; killing {victim}, the router's node"
+    );
+
+    c.node_mut(&victim).kill();
+    let t_kill = Instant::now();
+    let snap = lock(&log).clone();
+    let wanted: BTreeSet<String> = snap.acks.iter().map(|a| a.conversation.clone()).collect();
+    let back = wait_listed(&c, survivors[0], &wanted, t_kill).await;
+    say!(
+        t0,
+        "a survivor's router lists every conversation {back:?} after SIGKILL"
+    );
+    if let Err(e) = &back {
+        problems.push(e.clone());
+    }
+    let new_router = c.router_node().await;
+    if !new_router
+        .as_deref()
+        .is_some_and(|r| survivors.contains(&r))
+    {
+        problems.push(format!(
+            "the router is on {new_router:?}, not on a survivor"
+        ));
+    }
+
+    // Every agent, its desktop reconnected if its node died, still holds
+    // its three chats: the new router learnt them before offering anything.
+    let mut admin = c.node(survivors[0]).admin();
+    let give_up = Instant::now() + WAIT;
+    let mismatched = loop {
+        let mut req = tonic::Request::new(pb::ListAgentsRequest {});
+        req.set_timeout(CALL_TIMEOUT);
+        let views = admin
+            .list_agents(req)
+            .await
+            .map(|r| r.into_inner().agents)
+            .unwrap_or_default();
+        let wrong: Vec<String> = held
+            .iter()
+            .filter(|(id, convs)| {
+                !views.iter().any(|v| {
+                    v.agent_id == **id
+                        && v.state != pb::AgentState::Offline as i32
+                        && v.load == (convs.len() as i32 * CHAT_COST) as u32
+                        && v.conversation_ids.iter().cloned().collect::<BTreeSet<_>>() == **convs
+                })
+            })
+            .map(|(id, _)| {
+                let v = views.iter().find(|v| v.agent_id == *id);
+                format!(
+                    "{id}: {:?}",
+                    v.map(|v| (v.state, v.load, &v.conversation_ids))
+                )
+            })
+            .collect();
+        if wrong.is_empty() || Instant::now() >= give_up {
+            break wrong;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    if !mismatched.is_empty() {
+        problems.push(format!(
+            "after the takeover, agents do not hold what they held before it: {mismatched:?}"
+        ));
+    }
+    for a in &agents {
+        if a.held() != held[&a.id] {
+            problems.push(format!(
+                "{} held {:?} before the kill, {:?} after",
+                a.id,
+                held[&a.id],
+                a.held()
+            ));
+        }
+    }
+    let reconnected: Vec<String> = agents
+        .iter()
+        .filter(|a| a.sessions() > 1)
+        .map(|a| a.id.clone())
+        .collect();
+    say!(t0, "agents that logged in again elsewhere: {reconnected:?}");
+    if reconnected.len() != HOLD_AGENTS / 3 {
+        problems.push(format!(
+            "the {} agents whose desktops were on {victim} should have logged in again elsewhere; did: {reconnected:?}",
+            HOLD_AGENTS / 3
+        ));
+    }
+
+    // Released, the agents wrap up and take every waiting customer, once.
+    let _ = release.send(true);
+    let t_route = Instant::now();
+    let wrapped = wait_wrapped(t0, &desk, &wanted).await;
+    let route_time = t_route.elapsed();
+    for a in agents {
+        a.close().await;
+    }
+    problems.extend(desk_problems(&lock(&desk), &wanted, false));
+    let survivor_gws = c.gateways(&survivors);
+    let hist = check_histories(&survivor_gws, &snap, None).await;
+    problems.extend(hist.problems.iter().cloned());
+
+    eprintln!("---- summary: the router's node killed while agents hold conversations");
+    eprintln!(
+        "  {} conversations; {HOLD_AGENTS} agents held {full} each; router back on {new_router:?} {back:?} after SIGKILL; reconnected {reconnected:?}; {wrapped}/{} wrapped up in {route_time:.1?} after the release",
+        wanted.len(),
+        wanted.len()
+    );
     finish(t0, problems);
 }
 

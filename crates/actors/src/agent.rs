@@ -257,7 +257,11 @@ pub async fn login(
         Err(e) => Err(e),
     };
     if let Err(e) = logged_in {
-        hub.unregister_agent(&id, &actor);
+        if hub.unregister_agent(&id, &actor)
+            && let Err(e) = hub.cluster().agent_session(&id, false).await
+        {
+            tracing::debug!(agent = %id, error = %e, "agent session not withdrawn from the cluster");
+        }
         actor.stop(None);
         return Err(e);
     }

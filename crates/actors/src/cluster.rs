@@ -98,6 +98,8 @@ pub trait Cluster: Send + Sync + 'static {
     async fn agent_session(&self, agent: &AgentId, connected: bool) -> Result<()>;
     /// Where the agent's desktop is connected, if anywhere.
     async fn agent_home(&self, agent: &AgentId) -> Result<Option<Home>>;
+    /// The agent's desktop is not where this node thought: look again.
+    fn forget_agent(&self, _agent: &AgentId) {}
 
     /// A gateway stream for `channels` (all when empty) opened or closed here.
     async fn gateway_session(&self, channels: &[Channel], open: bool) -> Result<()>;

@@ -774,11 +774,29 @@ impl Hub {
             return Ok(());
         }
         match self.cluster.agent_home(agent).await? {
-            Some(Home::There(node)) => self
-                .send(&node, Envelope::Desktop(agent.clone(), event))
-                .await
-                .map(|_| ()),
-            Some(Home::Here) | None => {
+            Some(Home::There(node)) => {
+                match self
+                    .send(&node, Envelope::Desktop(agent.clone(), event))
+                    .await?
+                {
+                    // It moved (its desktop logged in again elsewhere):
+                    // the caller retries, with a fresh look.
+                    EnvelopeReply::NotHere(e) => {
+                        self.cluster.forget_agent(agent);
+                        Err(e)
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Some(Home::Here) => {
+                // Believed here, yet not here: the session ended or moved;
+                // the caller retries, with a fresh look.
+                self.cluster.forget_agent(agent);
+                Err(ActorError::unavailable(format!(
+                    "desktop of {agent} (no longer connected here)"
+                )))
+            }
+            None => {
                 tracing::debug!(%agent, "desktop not connected; event dropped");
                 Ok(())
             }
@@ -908,12 +926,15 @@ impl Hub {
                 // where the router is now.
                 None => EnvelopeReply::Router(Err(ActorError::unavailable(ROUTER_NOT_HERE))),
             },
-            Envelope::Desktop(agent, event) => {
-                if let Some(a) = self.agent(&agent) {
+            Envelope::Desktop(agent, event) => match self.agent(&agent) {
+                Some(a) => {
                     let _ = a.cast(AgentMsg::Desktop(event));
+                    EnvelopeReply::Done
                 }
-                EnvelopeReply::Done
-            }
+                None => EnvelopeReply::NotHere(ActorError::unavailable(format!(
+                    "desktop of {agent} (not connected to this node)"
+                ))),
+            },
             Envelope::Deliver(d) => {
                 if let Some(d) = self.deliver_here(d) {
                     self.keep_pending(d);

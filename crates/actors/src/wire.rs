@@ -175,4 +175,6 @@ pub enum EnvelopeReply {
     /// A migration's outcome: the pause the customer saw, in microseconds.
     Migrated(Result<u64, ActorError>),
     Done,
+    /// The envelope's target is not on the receiving node (any more).
+    NotHere(ActorError),
 }

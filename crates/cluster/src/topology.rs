@@ -64,7 +64,8 @@ pub struct Topology {
     mine: Mutex<HashMap<CustomerId, u64>>,
     /// Owners of customers elsewhere.
     owners: Mutex<HashMap<CustomerId, String>>,
-    agents: Mutex<HashMap<AgentId, (Option<String>, Instant)>>,
+    /// Where agents' desktops are connected, and since when it is known.
+    agents: Mutex<HashMap<AgentId, (String, Instant)>>,
     agent_tokens: Mutex<HashMap<AgentId, u64>>,
     gateways_here: Mutex<Vec<Vec<Channel>>>,
     gateways: Mutex<Option<(GatewayList, Instant)>>,
@@ -147,7 +148,7 @@ impl Topology {
     /// Drops every cached fact that points at `node`.
     fn forget_node(&self, node: &str) {
         lock(&self.owners).retain(|_, n| n != node);
-        lock(&self.agents).retain(|_, (n, _)| n.as_deref() != Some(node));
+        lock(&self.agents).retain(|_, (n, _)| n != node);
         lock(&self.peers).remove(node);
         *lock(&self.gateways) = None;
         self.forget_router_at(node);
@@ -440,6 +441,7 @@ impl Cluster for Topology {
     async fn agent_session(&self, agent: &AgentId, connected: bool) -> Result<()> {
         let key = ActorKey::Agent(agent.to_string());
         if !connected {
+            self.forget_agent(agent);
             let token = lock(&self.agent_tokens).remove(agent);
             if let Some(token) = token {
                 let _ = self.coord.release(&key, token).await;
@@ -461,7 +463,7 @@ impl Cluster for Topology {
             Err(e) => return Err(unavailable(e)),
         };
         lock(&self.agent_tokens).insert(agent.clone(), token);
-        lock(&self.agents).insert(agent.clone(), (Some(self.me.id.clone()), Instant::now()));
+        lock(&self.agents).insert(agent.clone(), (self.me.id.clone(), Instant::now()));
         Ok(())
     }
 
@@ -469,7 +471,7 @@ impl Cluster for Topology {
         if let Some((node, at)) = lock(&self.agents).get(agent).cloned()
             && at.elapsed() < AGENT_CACHE_FOR
         {
-            return Ok(node.map(|n| self.home(n)));
+            return Ok(Some(self.home(node)));
         }
         let owner = self
             .coord
@@ -477,8 +479,17 @@ impl Cluster for Topology {
             .await
             .map_err(unavailable)?
             .map(|(n, _)| n);
-        lock(&self.agents).insert(agent.clone(), (owner.clone(), Instant::now()));
+        // "Connected nowhere" is not kept: a desktop may log in again
+        // (through any node) at any moment.
+        match &owner {
+            Some(node) => lock(&self.agents).insert(agent.clone(), (node.clone(), Instant::now())),
+            None => lock(&self.agents).remove(agent),
+        };
         Ok(owner.map(|n| self.home(n)))
+    }
+
+    fn forget_agent(&self, agent: &AgentId) {
+        lock(&self.agents).remove(agent);
     }
 
     async fn gateway_session(&self, channels: &[Channel], open: bool) -> Result<()> {
