@@ -24,9 +24,11 @@
 //!   it is a ramp: N phases whose rates double up to `--rate`, stopping
 //!   after the first one the system cannot keep up with; the report takes
 //!   the step that routed the most.
-//!   With etcd, the throughput phase also reads what the cluster's keys
-//!   take in etcd as its window closes, over the conversations open then
-//!   (`etcd_bytes_per_active_conversation`, see [`keys`]).
+//!   With etcd, each throughput phase also reads what the cluster's keys
+//!   take in etcd as its window closes; the last one's bytes over the
+//!   conversations open then are `etcd_bytes_per_active_conversation` (see
+//!   [`keys`]; the summary splits them into events, per-customer keys and
+//!   the archive).
 //! - `all`: `latency`, then `throughput`, on the same nodes.
 //! - `migration`: one customer with a 1,000-event history moved 200 times
 //!   between the nodes (3 unless `--nodes`) while a gateway keeps writing
@@ -421,8 +423,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     report.etcd_requests_per_contact = thr
         .and_then(|p| p.etcd.as_ref())
         .and_then(|e| e.per_contact);
-    report.etcd_bytes_per_active_conversation = thr
-        .and_then(|p| p.etcd_footprint.as_ref())
+    // At the end of the throughput scenario: its last phase (of a ramp, the
+    // step with the most open conversations).
+    report.etcd_bytes_per_active_conversation = report
+        .phases
+        .iter()
+        .rev()
+        .find_map(|p| p.etcd_footprint.as_ref())
         .and_then(|f| f.per_open_conversation());
     report.grpc_ceiling_per_s = grpc.as_ref().map(|c| c.per_s);
     report.etcd_put_ceiling_per_s = etcd_put.as_ref().map(|c| c.per_s);
