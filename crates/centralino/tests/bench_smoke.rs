@@ -1,17 +1,47 @@
 //! `centralino bench` end to end, small enough for CI: it starts one
 //! standalone node itself, drives it for a few seconds, tears it down, and
-//! writes a report with the agreed fields and one CSV row per contact.
-//! No timing is asserted: the numbers are the bench's business.
+//! writes a report with the agreed fields and one CSV row per contact; and
+//! a tiny scale scenario on one node counts the actors and desktops it
+//! made. No timing is asserted: the numbers are the bench's business.
 
+use std::path::PathBuf;
 use std::process::Command;
+
+/// Runs `centralino bench ARGS --out DIR` (a fresh DIR named after
+/// `name`); asserts it succeeded; its stdout, report.json and DIR.
+fn bench(name: &str, args: &[&str]) -> (String, serde_json::Value, PathBuf) {
+    let out = std::env::temp_dir().join(format!(
+        "centralino-bench-smoke-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO_BIN_EXE_centralino"))
+        .arg("bench")
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run centralino bench");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "bench failed ({}):\n{stdout}\n{stderr}",
+        run.status
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
+    )
+    .expect("report.json is JSON");
+    (stdout, report, out)
+}
 
 #[test]
 fn bench_writes_its_report_and_one_row_per_contact() {
-    let out = std::env::temp_dir().join(format!("centralino-bench-smoke-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let run = Command::new(env!("CARGO_BIN_EXE_centralino"))
-        .args([
-            "bench",
+    let (stdout, report, out) = bench(
+        "load",
+        &[
             "--nodes",
             "1",
             "--rate",
@@ -26,28 +56,12 @@ fn bench_writes_its_report_and_one_row_per_contact() {
             "3",
             "--ceiling-secs",
             "1",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run centralino bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        run.status.success(),
-        "bench failed ({}):\n{stdout}\n{stderr}",
-        run.status
+        ],
     );
     assert!(
         stdout.contains("routed contacts/s"),
         "the summary names the numbers:\n{stdout}"
     );
-
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
-    )
-    .expect("report.json is JSON");
     for field in [
         "routed_per_s",
         "ingest_to_offer_p50_ms",
@@ -58,6 +72,11 @@ fn bench_writes_its_report_and_one_row_per_contact() {
         "failover_s",
         "grpc_ceiling_per_s",
         "etcd_put_ceiling_per_s",
+        "drain_s",
+        "etcd_bytes_per_active_conversation",
+        "bytes_per_idle_actor",
+        "actors_per_node",
+        "agents_online",
         "parameters",
     ] {
         assert!(
@@ -83,8 +102,12 @@ fn bench_writes_its_report_and_one_row_per_contact() {
     for field in [
         "etcd_requests_per_contact",
         "etcd_put_ceiling_per_s",
+        "etcd_bytes_per_active_conversation",
         "migration_pause_p99_ms",
         "failover_s",
+        "drain_s",
+        "bytes_per_idle_actor",
+        "agents_online",
     ] {
         assert!(
             report[field].is_null(),
@@ -126,5 +149,38 @@ fn bench_writes_its_report_and_one_row_per_contact() {
         rows.iter().any(|r| !r.ends_with(",,,,")),
         "some contacts were offered and accepted"
     );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn scale_counts_the_actors_and_desktops_it_made() {
+    let (stdout, report, out) = bench(
+        "scale",
+        &[
+            "--scenario",
+            "scale",
+            "--nodes",
+            "1",
+            "--customers",
+            "40",
+            "--agents",
+            "15",
+            "--duration",
+            "0.2",
+        ],
+    );
+    assert!(
+        stdout.contains("bytes per idle actor"),
+        "the summary names the numbers:\n{stdout}"
+    );
+    assert_eq!(report["customer_actors_in_cluster"], 40.0, "{report:#}");
+    assert_eq!(report["actors_per_node"], 40.0, "{report:#}");
+    assert_eq!(report["agents_online"], 15.0, "{report:#}");
+    assert!(
+        report["bytes_per_idle_actor"].is_f64(),
+        "the node's memory was read: {report:#}"
+    );
+    assert_eq!(report["system"]["scale"]["sessions_lost"], 0, "{report:#}");
+    assert!(report["routed_per_s"].is_null(), "{report:#}");
     let _ = std::fs::remove_dir_all(&out);
 }

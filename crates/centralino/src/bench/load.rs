@@ -14,7 +14,9 @@
 //!   system cannot exhaust the bench's memory.
 //! - Timeline: agents log in; the generator runs for `warmup + duration`;
 //!   the window `[warmup, warmup + duration)` is what the report measures,
-//!   with etcd's counters read at both of its ends. Then the bench waits (at
+//!   with etcd's counters read at both of its ends; in a throughput phase
+//!   with etcd, what the cluster's keys take there is read as the window
+//!   closes, while its conversations are open. Then the bench waits (at
 //!   most `drain` seconds) for the phase's contacts to be offered and
 //!   accepted, lets agents finish what they hold, and logs them out.
 
@@ -33,9 +35,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel as Conn, Endpoint};
+use tonic::transport::Channel as Conn;
 
 use super::ceiling::EtcdCounters;
+use super::keys::{ClusterKeys, Footprint};
 use super::report::{self, Phase};
 use super::system::Target;
 use super::tracker::{Clock, Contact, Tracker};
@@ -79,6 +82,8 @@ pub struct Env {
     pub tag: String,
     pub targets: Vec<Target>,
     pub etcd: Option<String>,
+    /// The cluster's key prefix in etcd, when there is an etcd.
+    pub prefix: Option<String>,
     /// Processes whose CPU time is measured over each window.
     pub processes: Vec<(String, u32)>,
 }
@@ -93,6 +98,8 @@ pub struct PhaseRun {
     pub max_lag_ms: f64,
     pub mean_in_flight: f64,
     pub etcd: Option<(EtcdCounters, EtcdCounters)>,
+    /// The cluster's keys in etcd as the window closed (throughput only).
+    pub footprint: Option<Footprint>,
     /// Process name → CPU seconds used over the window.
     pub cpu: Vec<(String, f64)>,
     pub counters: Arc<Counters>,
@@ -144,24 +151,7 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
         logins.push(ready_rx);
         agent_ids.push(id);
     }
-    let logged_in = tokio::time::timeout(LOGIN_DEADLINE, async {
-        for (i, l) in logins.into_iter().enumerate() {
-            match l.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e.context(format!("agent {i} could not log in"))),
-                Err(_) => bail!("agent {i} stopped before logging in"),
-            }
-        }
-        Ok(())
-    })
-    .await;
-    match logged_in {
-        Ok(r) => r?,
-        Err(_) => bail!(
-            "{} agents did not all log in within {LOGIN_DEADLINE:?}",
-            spec.agents
-        ),
-    }
+    all_logged_in(logins, LOGIN_DEADLINE).await?;
 
     // The generator, the in-flight sampler and etcd's counters.
     let t0 = Instant::now();
@@ -222,6 +212,18 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
         .context("reading etcd's metrics")?
         .context("reading etcd's metrics")?;
     let load_avg = load_avg();
+    // What etcd holds while the conversations of the window are open (the
+    // agents resolve them during the drain below).
+    let footprint = match (&env.etcd, &env.prefix) {
+        (Some(url), Some(prefix)) if spec.scenario == "throughput" => Some(
+            ClusterKeys::connect(url, prefix)
+                .await?
+                .footprint()
+                .await
+                .context("reading the cluster's keys in etcd")?,
+        ),
+        _ => None,
+    };
 
     // Drain: the phase's contacts get offered and accepted, agents finish.
     let drain_until = Instant::now() + Duration::from_secs_f64(spec.drain);
@@ -256,6 +258,7 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
         max_lag_ms: max_lag * 1_000.0,
         mean_in_flight,
         etcd,
+        footprint,
         cpu,
         counters,
         load_avg,
@@ -268,13 +271,7 @@ async fn connect(targets: &[Target], per_target: usize) -> anyhow::Result<Vec<(u
     let mut pool = Vec::new();
     for _ in 0..per_target.max(1) {
         for (i, t) in targets.iter().enumerate() {
-            let conn = Endpoint::from_shared(format!("http://{}", t.addr))?
-                .tcp_nodelay(true)
-                .connect_timeout(Duration::from_secs(5))
-                .connect()
-                .await
-                .with_context(|| format!("connecting to {}", t.addr))?;
-            pool.push((i as u16, conn));
+            pool.push((i as u16, t.connect().await?));
         }
     }
     Ok(pool)
@@ -361,22 +358,24 @@ enum Pending {
     Resolve,
 }
 
-/// One simulated agent desktop: see the module docs.
-async fn agent(
-    conn: Conn,
-    ctx: AgentCtx,
-    ready: oneshot::Sender<anyhow::Result<()>>,
-    mut control: watch::Receiver<Control>,
-) {
+/// An open desktop session: commands out, events in.
+pub type Session = (
+    mpsc::Sender<pb::AgentCommand>,
+    tonic::Streaming<pb::AgentEvent>,
+);
+
+/// Opens an `AgentDesktop.Session` on `conn` and logs agent `id` in
+/// (capacity 100, no skills) in `state`; returns once the login succeeded.
+async fn log_in(conn: Conn, id: &str, state: pb::AgentState) -> anyhow::Result<Session> {
     use pb::agent_command::Command as C;
     let (tx, rx) = mpsc::channel::<pb::AgentCommand>(DESKTOP_BUFFER);
     let login = pb::agent_command::Login {
-        agent_id: ctx.id.clone(),
-        name: ctx.id.clone(),
+        agent_id: id.to_owned(),
+        name: id.to_owned(),
         skills: vec![],
         languages: vec![],
         capacity: 100,
-        initial_state: pb::AgentState::Available as i32,
+        initial_state: state as i32,
     };
     let _ = tx
         .send(pb::AgentCommand {
@@ -387,27 +386,73 @@ async fn agent(
     let mut client = AgentDesktopClient::new(conn)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut events = match client.session(ReceiverStream::new(rx)).await {
-        Ok(r) => r.into_inner(),
-        Err(s) => {
-            let _ = ready.send(Err(anyhow::anyhow!("{}: login refused: {s}", ctx.id)));
-            return;
-        }
-    };
+    let mut events = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| anyhow::anyhow!("{id}: login refused: {s}"))?
+        .into_inner();
     match events.message().await {
         Ok(Some(pb::AgentEvent {
             event: Some(Event::Result(r)),
-        })) if r.request_id == 1 && r.code == 0 => {
+        })) if r.request_id == 1 && r.code == 0 => Ok((tx, events)),
+        other => bail!("{id}: no successful login result, got {other:?}"),
+    }
+}
+
+/// A desktop task's word that its login succeeded (or why it did not).
+pub type LoggedIn = oneshot::Receiver<anyhow::Result<()>>;
+
+/// Logs a desktop in like [`log_in`] and tells `ready` how it went; the
+/// session if it succeeded.
+pub async fn log_in_telling(
+    conn: Conn,
+    id: &str,
+    state: pb::AgentState,
+    ready: oneshot::Sender<anyhow::Result<()>>,
+) -> Option<Session> {
+    match log_in(conn, id, state).await {
+        Ok(session) => {
             let _ = ready.send(Ok(()));
+            Some(session)
         }
-        other => {
-            let _ = ready.send(Err(anyhow::anyhow!(
-                "{}: no successful login result, got {other:?}",
-                ctx.id
-            )));
-            return;
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            None
         }
     }
+}
+
+/// Waits until every desktop of `logins` has logged in, at most
+/// `deadline`; fails with the first that could not.
+pub async fn all_logged_in(logins: Vec<LoggedIn>, deadline: Duration) -> anyhow::Result<()> {
+    let n = logins.len();
+    let all = tokio::time::timeout(deadline, async {
+        for (i, l) in logins.into_iter().enumerate() {
+            match l.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e.context(format!("desktop {i} could not log in"))),
+                Err(_) => bail!("desktop {i} stopped before logging in"),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    all.unwrap_or_else(|_| bail!("{n} desktops did not all log in within {deadline:?}"))
+}
+
+/// One simulated agent desktop: see the module docs.
+async fn agent(
+    conn: Conn,
+    ctx: AgentCtx,
+    ready: oneshot::Sender<anyhow::Result<()>>,
+    mut control: watch::Receiver<Control>,
+) {
+    use pb::agent_command::Command as C;
+    let Some((tx, mut events)) =
+        log_in_telling(conn, &ctx.id, pb::AgentState::Available, ready).await
+    else {
+        return;
+    };
 
     let mut rng = StdRng::seed_from_u64(ctx.seed);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
@@ -591,6 +636,7 @@ impl PhaseRun {
             offers_revoked: self.counters.revoked.load(Ordering::Relaxed),
             sessions_lost: self.counters.sessions_lost.load(Ordering::Relaxed),
             etcd,
+            etcd_footprint: self.footprint.clone(),
             cpu_cores: self
                 .cpu
                 .iter()

@@ -10,14 +10,14 @@
 //! handover over gRPC, one etcd transaction) and, from the client's side,
 //! the slowest acknowledgement of a message sent during the run.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use centralino_proto::v1 as pb;
 use pb::admin_client::AdminClient;
 use pb::gateway_client::GatewayClient;
 use tokio::sync::watch;
-use tonic::transport::{Channel as Conn, Endpoint};
+use tonic::transport::Channel as Conn;
 
 use super::report::{self, Latency};
 use super::system::Target;
@@ -28,13 +28,36 @@ pub const HISTORY: usize = 1_000;
 pub const MOVES: usize = 200;
 
 /// What the scenario measured.
+#[derive(serde::Serialize)]
 pub struct Measured {
     /// The pause of each move, as the owner reported it.
     pub pause: Latency,
     /// Acknowledgement latency of the messages sent during the moves.
     pub acks_during_moves: Option<Latency>,
+    #[serde(rename = "history_events")]
     pub history: usize,
     pub moves: usize,
+}
+
+impl super::Outcome for Measured {
+    fn fill(&self, report: &mut super::Report) {
+        report.migration_pause_p50_ms = Some(self.pause.p50_ms);
+        report.migration_pause_p99_ms = Some(self.pause.p99_ms);
+    }
+
+    fn header(&self, system: &str) -> String {
+        format!(
+            "centralino bench: scenario migration, {system}: {} moves of a customer with {} events; pause p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; slowest ack of a message sent meanwhile {} ms",
+            self.moves,
+            self.history,
+            self.pause.p50_ms,
+            self.pause.p99_ms,
+            self.pause.max_ms,
+            self.acks_during_moves
+                .as_ref()
+                .map_or("-".into(), |a| format!("{:.2}", a.max_ms)),
+        )
+    }
 }
 
 fn message(tag: &str, n: usize) -> pb::SubmitContactRequest {
@@ -52,15 +75,6 @@ fn message(tag: &str, n: usize) -> pb::SubmitContactRequest {
     }
 }
 
-async fn connect(t: &Target) -> anyhow::Result<Conn> {
-    Endpoint::from_shared(format!("http://{}", t.addr))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", t.addr))
-}
-
 /// Runs the scenario against `targets` (at least two nodes of one cluster).
 pub async fn measure(targets: &[Target], tag: &str) -> anyhow::Result<Measured> {
     if targets.len() < 2 {
@@ -68,7 +82,7 @@ pub async fn measure(targets: &[Target], tag: &str) -> anyhow::Result<Measured> 
             "the migration scenario needs a cluster of at least two nodes (--nodes 3, or --target with two or more)"
         );
     }
-    let conn = connect(&targets[0]).await?;
+    let conn = targets[0].connect().await?;
     let mut gateway = GatewayClient::new(conn.clone());
     let mut admin = AdminClient::new(conn);
     let nodes = admin

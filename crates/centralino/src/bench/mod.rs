@@ -24,36 +24,67 @@
 //!   it is a ramp: N phases whose rates double up to `--rate`, stopping
 //!   after the first one the system cannot keep up with; the report takes
 //!   the step that routed the most.
+//!   With etcd, each throughput phase also reads what the cluster's keys
+//!   take in etcd as its window closes; the last one's bytes over the
+//!   conversations open then are `etcd_bytes_per_active_conversation` (see
+//!   [`keys`]; the summary splits them into events, per-customer keys and
+//!   the archive).
 //! - `all`: `latency`, then `throughput`, on the same nodes.
 //! - `migration`: one customer with a 1,000-event history moved 200 times
 //!   between the nodes (3 unless `--nodes`) while a gateway keeps writing
 //!   to it: the migration pause p50/p99 (target: p99 < 10 ms), see
 //!   [`migration`].
-//! - `failover`, `scale`: accepted names, not implemented yet: their
-//!   fields are `null` and the summary says "not measured yet".
+//! - `failover`: SIGKILL of a node holding waiting customers (3 nodes,
+//!   `--customers` new ones per repetition, `--repeat` kills, `--victim
+//!   other|router`): the time until each is owned by a survivor and queued
+//!   again with its waiting time, p50 over the repetitions (target: under
+//!   3 s), with the lease TTL; see [`failover`].
+//! - `drain`: SIGTERM of a node holding `--customers` (10,000) customer
+//!   actors: the time until it has moved them all and exited, its own
+//!   `drained` figures, and that nothing was lost; see [`drain`].
+//! - `scale`: `--customers` idle customer actors over the cluster and
+//!   `--agents` (15,000) desktops online: bytes per idle actor (from the
+//!   nodes' resident memory), actors per node, agents that stayed online
+//!   (targets: 100,000 actors and 15,000 agents in the cluster); see
+//!   [`scale`].
+//!
+//! The last four each run alone, on a cluster of their own; `all` leaves
+//! them out. Failover and drain signal the nodes, so they need `--nodes`
+//! (the bench's own processes); scale also drives `--target` nodes, without
+//! their memory.
 //!
 //! Outputs under `--out`: `report.json`, `contacts.csv` (one row per
-//! contact sent), and for spawned clusters the nodes' and etcd's logs, the
-//! node configuration and each node's Prometheus metrics at the end.
+//! contact sent by the load phases), and for spawned clusters the nodes'
+//! and etcd's logs, the node configuration and each node's Prometheus
+//! metrics at the end.
 
 mod ceiling;
+mod drain;
+mod failover;
+mod keys;
 mod load;
 mod migration;
+mod population;
 mod report;
+mod scale;
 mod system;
 mod tracker;
 mod workload;
 
+use std::future::Future;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 
+use failover::Victim;
 use load::{Env, PhaseRun, PhaseSpec};
 use report::Report;
-use system::System;
+use system::{SpawnSpec, System};
 use tracker::{Clock, Tracker};
 use workload::{Class, Mix};
 
@@ -71,16 +102,37 @@ pub struct Args {
     /// real etcd and that many clustered nodes), torn down afterwards.
     #[arg(long)]
     nodes: Option<usize>,
-    /// With --target: the cluster's etcd client URL, to count its requests
-    /// and measure its put ceiling.
+    /// With --target: the cluster's etcd client URL, to count its requests,
+    /// measure its put ceiling and read its keys.
     #[arg(long)]
     etcd: Option<String>,
+    /// With --target and --etcd: the nodes' cluster name (their keys live
+    /// under /centralino/<cluster>/).
+    #[arg(long, default_value = "default")]
+    cluster: String,
+    /// Membership lease TTL, ms, of the nodes the bench starts (renewed
+    /// every quarter of it); the node's default (2,000) otherwise.
+    #[arg(long)]
+    lease_ttl_ms: Option<u64>,
+    /// Customers the failover (per repetition: 150), drain (10,000) and
+    /// scale (100,000) scenarios create.
+    #[arg(long)]
+    customers: Option<usize>,
+    /// failover: the node killed: one that does not host the router (the
+    /// busiest), or the router's.
+    #[arg(long, value_enum, default_value_t = Victim::Other)]
+    victim: Victim,
+    /// failover: how many nodes are killed, one after the other (each
+    /// replaced before the next).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
     /// Contacts per second (Poisson arrivals); the scenario's default
     /// otherwise.
     #[arg(long)]
     rate: Option<f64>,
     /// Identical agents (capacity 100, no skills); sized from the rate,
-    /// the handle time and the channel mix otherwise.
+    /// the handle time and the channel mix otherwise. scale: the desktops
+    /// logged in (15,000 unless given).
     #[arg(long)]
     agents: Option<usize>,
     /// Mean handle time, ms (exponential), from the offer to the resolve.
@@ -93,7 +145,8 @@ pub struct Args {
     /// Channel mix and shares.
     #[arg(long, default_value = "chat:0.5,voice:0.3,email:0.2")]
     channels: String,
-    /// Seconds measured (after the warm-up).
+    /// Seconds measured (after the warm-up); scale: how long the desktops
+    /// stay online (10 unless given).
     #[arg(long)]
     duration: Option<f64>,
     /// Seconds of load before the measured window.
@@ -138,6 +191,7 @@ enum Scenario {
     Latency,
     Migration,
     Failover,
+    Drain,
     Scale,
     All,
 }
@@ -149,6 +203,7 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Migration => "migration",
             Scenario::Failover => "failover",
+            Scenario::Drain => "drain",
             Scenario::Scale => "scale",
             Scenario::All => "all",
         }
@@ -201,9 +256,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         bail!("--warmup and --drain: must be zero or more seconds");
     }
-    if args.agents == Some(0) || args.connections == 0 || args.max_in_flight == 0 || args.steps == 0
+    if args.agents == Some(0)
+        || args.connections == 0
+        || args.max_in_flight == 0
+        || args.steps == 0
+        || args.customers == Some(0)
+        || args.repeat == 0
     {
-        bail!("--agents, --connections, --max-in-flight and --steps: must be at least 1");
+        bail!(
+            "--agents, --connections, --max-in-flight, --steps, --customers and --repeat: must be at least 1"
+        );
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -212,17 +274,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Scenario::Latency => vec![("latency", &LATENCY)],
         Scenario::Throughput => vec![("throughput", &THROUGHPUT)],
         Scenario::All => vec![("latency", &LATENCY), ("throughput", &THROUGHPUT)],
-        Scenario::Migration | Scenario::Failover | Scenario::Scale => vec![],
+        Scenario::Migration | Scenario::Failover | Scenario::Drain | Scenario::Scale => vec![],
     };
     let not_measured: Vec<String> = match args.scenario {
-        Scenario::All => vec![
-            "migration (run --scenario migration)".into(),
-            "failover".into(),
-            "scale".into(),
-        ],
-        Scenario::Failover | Scenario::Scale => vec![args.scenario.name().into()],
-        Scenario::Migration => vec![],
-        Scenario::Latency | Scenario::Throughput => vec![],
+        Scenario::All => {
+            vec!["migration, failover, drain and scale (each runs alone: --scenario NAME)".into()]
+        }
+        _ => vec![],
     };
     let mean_cost = workload::mean_cost(&channels);
     // A throughput ramp is `--steps` phases whose rates double up to the
@@ -283,7 +341,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "topic": args.topic,
         "connections_per_target": args.connections,
         "max_in_flight": args.max_in_flight,
-        "drain_s": args.drain,
+        "drain_wait_s": args.drain,
+        "customers": args.customers,
+        "victim": args.victim.name(),
+        "repeat": args.repeat,
+        "lease_ttl_ms": args.lease_ttl_ms,
+        "cluster": args.cluster,
         "steps": args.steps,
         "ceiling_secs": args.ceiling_secs,
         "ceiling_concurrency": args.ceiling_concurrency,
@@ -296,27 +359,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         parameters,
         ..Report::default()
     };
-    if args.scenario == Scenario::Migration {
-        return run_migration(&args, report, &tag, &classes, &channels).await;
-    }
-    if specs.is_empty() {
-        report.system =
-            serde_json::json!({ "note": "nothing started: the scenario is not measured yet" });
-        finish(
-            &args.out,
-            &report,
-            &[],
-            &[],
-            &[],
-            &classes,
-            &channels,
-            "centralino bench: nothing measured",
-        )?;
-        return Ok(());
+    if measured.is_empty() {
+        return run_apart(&args, report, &tag, (&classes, &channels)).await;
     }
 
     let load_at_start = load::load_avg();
-    let mut system = start_system(&args, 1).await?;
+    let mut system = start_system(&args, spawn_spec(&args, 1, false)).await?;
     let env = Env {
         clock,
         tracker: Arc::new(Tracker::new()),
@@ -325,6 +373,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tag: tag.clone(),
         targets: system.targets.clone(),
         etcd: system.etcd.clone(),
+        prefix: system.prefix.clone(),
         processes: system.processes(),
     };
 
@@ -374,6 +423,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     report.etcd_requests_per_contact = thr
         .and_then(|p| p.etcd.as_ref())
         .and_then(|e| e.per_contact);
+    // At the end of the throughput scenario: its last phase (of a ramp, the
+    // step with the most open conversations).
+    report.etcd_bytes_per_active_conversation = report
+        .phases
+        .iter()
+        .rev()
+        .find_map(|p| p.etcd_footprint.as_ref())
+        .and_then(|f| f.per_open_conversation());
     report.grpc_ceiling_per_s = grpc.as_ref().map(|c| c.per_s);
     report.etcd_put_ceiling_per_s = etcd_put.as_ref().map(|c| c.per_s);
     report.routed_to_grpc_ceiling = match (report.routed_per_s, report.grpc_ceiling_per_s) {
@@ -416,77 +473,94 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &channels,
         &header,
     )?;
-    if !dead.is_empty() {
-        for d in &dead {
-            eprintln!("bench: node {d}");
-        }
-        bail!(
-            "{} node(s) died during the run (see above and the logs in {}): the numbers describe a failing system",
-            dead.len(),
-            args.out.display()
-        );
-    }
-    Ok(())
+    fail_if_dead(&dead, &args.out)
 }
 
-/// The nodes under test: `--target`'s, or `--nodes` (`default_nodes`
-/// unless given) started here, with etcd when more than one.
-async fn start_system(args: &Args, default_nodes: usize) -> anyhow::Result<System> {
+/// The nodes to start for `--nodes` (`default_nodes` unless given).
+fn spawn_spec(args: &Args, default_nodes: usize, clustered: bool) -> SpawnSpec {
+    SpawnSpec {
+        nodes: args.nodes.unwrap_or(default_nodes),
+        clustered,
+        lease_ttl_ms: args.lease_ttl_ms,
+    }
+}
+
+/// The nodes under test: `--target`'s, or those `spec` asks for, started
+/// here (with etcd when more than one or when clustered).
+async fn start_system(args: &Args, spec: SpawnSpec) -> anyhow::Result<System> {
     match &args.target {
-        Some(t) => System::external(t, args.etcd.clone()),
+        Some(t) => System::external(t, args.etcd.clone(), &args.cluster),
         None => {
-            let nodes = args.nodes.unwrap_or(default_nodes);
             eprintln!(
-                "bench: starting {nodes} node(s) on loopback; logs in {}",
+                "bench: starting {} node(s) on loopback; logs in {}",
+                spec.nodes,
                 args.out.display()
             );
-            System::spawn(nodes, &args.out).await
+            System::spawn(&spec, &args.out).await
         }
     }
 }
 
-/// The `migration` scenario (see [`migration`]) on a cluster of
-/// `--nodes` (3 unless given) or `--target` nodes.
-async fn run_migration(
+/// What one of the scenarios that run alone does with its system.
+type Measure<'a, T> = Pin<Box<dyn Future<Output = anyhow::Result<T>> + 'a>>;
+
+/// What a scenario that runs alone measured, as the report needs it.
+trait Outcome: serde::Serialize {
+    /// Fills the report's headline fields.
+    fn fill(&self, report: &mut Report);
+    /// The summary's opening lines, given what ran (the system's
+    /// description).
+    fn header(&self, system: &str) -> String;
+    /// Why the run fails, when what it measured shows a failing system
+    /// (lost customers, a repetition that never finished).
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// How a scenario that runs alone ends its system.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Teardown {
+    /// SIGTERM: the nodes drain and leave (see [`System::shutdown`]).
+    Drain,
+    /// SIGKILL: nothing worth moving between nodes that all leave.
+    Kill,
+}
+
+/// Runs one of the scenarios that run alone on a system of its own:
+/// starts it (`spec`), measures (Ctrl-C interrupts), saves the nodes'
+/// metrics, tears it down, then writes the report (what was measured under
+/// `system.<scenario>`) and prints the summary.
+async fn run_alone<T: Outcome>(
     args: &Args,
     mut report: Report,
-    tag: &str,
-    classes: &Mix<Class>,
-    channels: &Mix<centralino_core::Channel>,
+    mixes: (&Mix<Class>, &Mix<centralino_core::Channel>),
+    spec: SpawnSpec,
+    teardown: Teardown,
+    measure: impl for<'a> FnOnce(&'a mut System) -> Measure<'a, T>,
 ) -> anyhow::Result<()> {
-    let system = start_system(args, 3).await?;
+    let mut system = start_system(args, spec).await?;
     let outcome = tokio::select! {
-        r = migration::measure(&system.targets, tag) => r,
+        r = measure(&mut system) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     system.save_node_metrics(&args.out).await;
+    let dead = system.dead_nodes();
     let description = system.description.clone();
     eprintln!("bench: tearing down");
+    if teardown == Teardown::Kill {
+        system.kill_nodes();
+    }
     system.shutdown().await;
-    let m = outcome?;
-    report.migration_pause_p50_ms = Some(m.pause.p50_ms);
-    report.migration_pause_p99_ms = Some(m.pause.p99_ms);
+    let measured = outcome?;
+    measured.fill(&mut report);
     report.system = serde_json::json!({
         "under_test": description,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
-        "migration": {
-            "history_events": m.history,
-            "moves": m.moves,
-            "pause": m.pause,
-            "acks_during_moves": m.acks_during_moves,
-        },
+        args.scenario.name(): &measured,
     });
-    let header = format!(
-        "centralino bench: scenario migration, {description}: {} moves of a customer with {} events; pause p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; slowest ack of a message sent meanwhile {} ms",
-        m.moves,
-        m.history,
-        m.pause.p50_ms,
-        m.pause.p99_ms,
-        m.pause.max_ms,
-        m.acks_during_moves
-            .as_ref()
-            .map_or("-".into(), |a| format!("{:.2}", a.max_ms)),
-    );
+    let (classes, channels) = mixes;
+    let header = measured.header(&description);
     finish(
         &args.out,
         &report,
@@ -496,7 +570,126 @@ async fn run_migration(
         classes,
         channels,
         &header,
+    )?;
+    fail_if_dead(&dead, &args.out)?;
+    match measured.failure() {
+        Some(why) => bail!(
+            "{why}: see the summary above and the logs in {}",
+            args.out.display()
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Fails the run if nodes died that the bench did not stop (`dead`, each
+/// with its log's tail).
+fn fail_if_dead(dead: &[String], out: &Path) -> anyhow::Result<()> {
+    if dead.is_empty() {
+        return Ok(());
+    }
+    for d in dead {
+        eprintln!("bench: node {d}");
+    }
+    bail!(
+        "{} node(s) died during the run without the bench stopping them (see above and the logs in {}): the numbers describe a failing system",
+        dead.len(),
+        out.display()
     )
+}
+
+/// Failover and drain signal node processes: they need the bench's own.
+fn needs_own_nodes(args: &Args) -> anyhow::Result<()> {
+    if args.target.is_some() {
+        bail!(
+            "--scenario {} kills or stops a node process, so it starts its own nodes: use --nodes (or leave it out), not --target",
+            args.scenario.name()
+        );
+    }
+    Ok(())
+}
+
+/// The scenarios that run alone, each on a system of its own (see their
+/// modules).
+async fn run_apart(
+    args: &Args,
+    report: Report,
+    tag: &str,
+    mixes: (&Mix<Class>, &Mix<centralino_core::Channel>),
+) -> anyhow::Result<()> {
+    let tag = tag.to_owned();
+    match args.scenario {
+        Scenario::Migration => {
+            run_alone(
+                args,
+                report,
+                mixes,
+                spawn_spec(args, 3, false),
+                Teardown::Drain,
+                move |s| Box::pin(async move { migration::measure(&s.targets, &tag).await }),
+            )
+            .await
+        }
+        Scenario::Failover => {
+            needs_own_nodes(args)?;
+            let spec = failover::Spec {
+                nodes: args.nodes.unwrap_or(3),
+                customers: args.customers.unwrap_or(failover::DEFAULT_CUSTOMERS),
+                repeat: args.repeat,
+                victim: args.victim,
+                tag,
+            };
+            run_alone(
+                args,
+                report,
+                mixes,
+                spawn_spec(args, 3, true),
+                Teardown::Drain,
+                move |s| Box::pin(async move { failover::measure(s, &spec).await }),
+            )
+            .await
+        }
+        Scenario::Drain => {
+            needs_own_nodes(args)?;
+            let spec = drain::Spec {
+                nodes: args.nodes.unwrap_or(3),
+                customers: args.customers.unwrap_or(drain::DEFAULT_CUSTOMERS),
+                tag,
+            };
+            // One clustered node first; the others join after the customers.
+            let first = SpawnSpec {
+                nodes: 1,
+                clustered: true,
+                lease_ttl_ms: args.lease_ttl_ms,
+            };
+            run_alone(args, report, mixes, first, Teardown::Drain, move |s| {
+                Box::pin(async move { drain::measure(s, &spec).await })
+            })
+            .await
+        }
+        Scenario::Scale => {
+            let spec = scale::Spec {
+                customers: args.customers.unwrap_or(scale::DEFAULT_CUSTOMERS),
+                agents: args.agents.unwrap_or(scale::TARGET_AGENTS as usize),
+                hold: Duration::from_secs_f64(args.duration.unwrap_or(scale::DEFAULT_HOLD_S)),
+                tag,
+            };
+            run_alone(
+                args,
+                report,
+                mixes,
+                spawn_spec(args, 3, false),
+                Teardown::Kill,
+                move |s| Box::pin(async move { scale::measure(s, &spec).await }),
+            )
+            .await
+        }
+        Scenario::Latency | Scenario::Throughput | Scenario::All => {
+            bail!(
+                "--scenario {}: not one that runs alone",
+                args.scenario.name()
+            )
+        }
+    }
 }
 
 type Measured = (

@@ -2,7 +2,7 @@
 //!
 //! Every headline number sits next to its target from the brief ("How good
 //! it must be") and the ratio to it; a number this run did not measure is
-//! `null` in the JSON and "not measured yet" in the summary, never a guess.
+//! `null` in the JSON and "not measured" in the summary, never a guess.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::keys::Footprint;
 use super::tracker::Contact;
 
 /// The CSV header the issue fixes.
@@ -21,6 +22,8 @@ pub const TARGET_OFFER_P99_MS: f64 = 5.0;
 pub const TARGET_ETCD_PER_CONTACT: f64 = 1.0;
 pub const TARGET_MIGRATION_P99_MS: f64 = 10.0;
 pub const TARGET_FAILOVER_S: f64 = 3.0;
+pub const TARGET_CUSTOMER_ACTORS: f64 = 100_000.0;
+pub const TARGET_AGENTS_ONLINE: f64 = 15_000.0;
 
 /// Latency percentiles, ms.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -128,6 +131,9 @@ pub struct Phase {
     /// Desktop sessions the server ended (or that broke) during the load.
     pub sessions_lost: u64,
     pub etcd: Option<EtcdUsage>,
+    /// What the cluster's keys took in etcd when the window closed (the
+    /// throughput phases of runs with etcd).
+    pub etcd_footprint: Option<Footprint>,
     /// CPU cores each process used over the window (CPU seconds / window
     /// seconds): the bench, and the nodes and etcd it started.
     pub cpu_cores: BTreeMap<String, f64>,
@@ -158,10 +164,18 @@ pub struct Report {
     pub etcd_bytes_per_active_conversation: Option<f64>,
     pub migration_pause_p50_ms: Option<f64>,
     pub migration_pause_p99_ms: Option<f64>,
+    /// From SIGTERM until the drained node's process exited.
     pub drain_s: Option<f64>,
+    /// p50 over the repetitions.
     pub failover_s: Option<f64>,
+    /// The TTL etcd granted the killed node's membership lease.
+    pub failover_lease_ttl_s: Option<f64>,
     pub actors_per_node: Option<f64>,
+    pub customer_actors_in_cluster: Option<f64>,
     pub bytes_per_idle_actor: Option<f64>,
+    /// The bench's agents online (Admin.ListAgents) at the end of the
+    /// scale scenario.
+    pub agents_online: Option<f64>,
     pub grpc_ceiling_per_s: Option<f64>,
     pub etcd_put_ceiling_per_s: Option<f64>,
     /// Whether the phase `routed_per_s` comes from saturated the system
@@ -169,7 +183,7 @@ pub struct Report {
     pub routed_saturated: Option<bool>,
     /// `routed_per_s / grpc_ceiling_per_s`.
     pub routed_to_grpc_ceiling: Option<f64>,
-    /// Named scenarios that were asked for and are not implemented yet.
+    /// Scenarios the run was asked for (by `all`) and did not run.
     pub not_measured: Vec<String>,
     pub parameters: serde_json::Value,
     pub system: serde_json::Value,
@@ -349,6 +363,21 @@ pub fn summary(r: &Report, header: &str) -> String {
                 top.join(", ")
             );
         }
+        if let Some(f) = &p.etcd_footprint {
+            let b = |v: Option<f64>| v.map_or("-".into(), num);
+            let _ = writeln!(
+                s,
+                "  etcd as the window closed: {} keys, {} bytes for {} open conversations ({} B each) of {} customers: events {} B per open conversation, {} B per customer known (record, identities, ownership, placement), archive {} B",
+                num(f.keys as f64),
+                num(f.bytes as f64),
+                f.open_conversations,
+                b(f.per_open_conversation()),
+                f.customers,
+                b(f.events_per_open_conversation()),
+                b(f.per_customer()),
+                num(f.archive_bytes as f64),
+            );
+        }
         if !p.cpu_cores.is_empty() {
             let cpu: Vec<String> = p
                 .cpu_cores
@@ -380,7 +409,7 @@ pub fn summary(r: &Report, header: &str) -> String {
         "\n{:<34} {:>16} {:>12}  ratio to target",
         "number", "measured", "target"
     );
-    let rows: [(&str, Option<f64>, &str, Goal); 9] = [
+    let rows: [(&str, Option<f64>, &str, Goal); 13] = [
         (
             "routed contacts/s (end to end)",
             r.routed_per_s,
@@ -418,18 +447,37 @@ pub fn summary(r: &Report, header: &str) -> String {
             Goal::Below(TARGET_MIGRATION_P99_MS),
         ),
         (
-            "failover",
+            "failover (p50)",
             r.failover_s,
             "s",
             Goal::Below(TARGET_FAILOVER_S),
         ),
+        ("drain of a node", r.drain_s, "s", Goal::None),
         (
             "etcd bytes per active conversation",
             r.etcd_bytes_per_active_conversation,
             "B",
             Goal::None,
         ),
+        (
+            "customer actors in the cluster",
+            r.customer_actors_in_cluster,
+            "",
+            Goal::AtLeast(TARGET_CUSTOMER_ACTORS),
+        ),
         ("actors per node", r.actors_per_node, "", Goal::None),
+        (
+            "bytes per idle actor",
+            r.bytes_per_idle_actor,
+            "B",
+            Goal::None,
+        ),
+        (
+            "agents online",
+            r.agents_online,
+            "",
+            Goal::AtLeast(TARGET_AGENTS_ONLINE),
+        ),
     ];
     for (name, v, unit, goal) in rows {
         let (target, mut ratio) = against(v, goal);
@@ -442,6 +490,12 @@ pub fn summary(r: &Report, header: &str) -> String {
             format!("{target} {unit}").trim_end().to_owned()
         };
         let _ = writeln!(s, "{name:<34} {:>16} {target:>12}  {ratio}", opt(v, unit));
+    }
+    let measured_ceilings = r.grpc_ceiling.is_some() || r.etcd_put_ceiling.is_some();
+    if !measured_ceilings && r.phases.is_empty() {
+        // A scenario without load phases (migration, failover, drain,
+        // scale) measures no ceiling.
+        return not_measured(s, r);
     }
     let _ = writeln!(s, "\nceilings, measured in this process on this machine:");
     for (c, ratio) in [
@@ -479,10 +533,15 @@ pub fn summary(r: &Report, header: &str) -> String {
             "  etcd put ceiling             not measured (no etcd in this run)"
         );
     }
+    not_measured(s, r)
+}
+
+/// Ends the summary with the scenarios asked for and left out.
+fn not_measured(mut s: String, r: &Report) -> String {
     if !r.not_measured.is_empty() {
         let _ = writeln!(
             s,
-            "\nnot measured yet: {} (fields are null in report.json)",
+            "\nnot measured: {} (fields are null in report.json)",
             r.not_measured.join(", ")
         );
     }

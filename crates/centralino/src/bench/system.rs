@@ -2,15 +2,22 @@
 //! cluster the bench starts itself (`--nodes N`) and always tears down.
 //!
 //! `--nodes 1` is one standalone `centralino node` (in-memory
-//! coordination). `--nodes N > 1` is the system's `etcd` (Debian's
+//! coordination). `--nodes N > 1` (or one node that must be clustered, as
+//! the drain scenario's first node is) is the system's `etcd` (Debian's
 //! `etcd-server`) on two free loopback ports with its data on tmpfs
 //! (`/dev/shm`) when there is one, plus N `centralino node --etcd ...
-//! --cluster bench-<pid>` processes. The nodes are this very binary
-//! (`std::env::current_exe()`), configured by a file the bench writes to
-//! the output directory: the default queue and no after-contact work, so
-//! that a freed agent is free at once. Their logs (and etcd's) go to the
+//! --cluster bench-<pid>` processes, named `n1`, `n2`, ... in the order
+//! they start ([`System::add_node`] starts one more later). The nodes are
+//! this very binary (`std::env::current_exe()`), configured by a file the
+//! bench writes to the output directory: the default queue and no
+//! after-contact work, so that a freed agent is free at once. Their logs (and etcd's) go to the
 //! output directory, and each node's Prometheus metrics are saved there at
 //! the end: that is where to look when a number is bad.
+//!
+//! Scenarios that stop a node on purpose ([`System::kill`],
+//! [`System::sigterm`]) take it out of [`System::targets`], and its exit
+//! is not reported as a death. [`System::keys`] reads the cluster's keys
+//! in etcd; [`rss_bytes`] a node process's resident memory.
 //!
 //! Teardown: [`System::shutdown`] sends SIGTERM to the nodes (they drain
 //! and leave the cluster), waits, kills what is left, then stops etcd and
@@ -19,13 +26,15 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel as Conn, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
+
+use super::keys::ClusterKeys;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -64,6 +73,29 @@ pub struct Target {
     pub name: String,
 }
 
+impl Target {
+    /// A new HTTP/2 connection to the node (TCP_NODELAY, like a gateway's).
+    pub async fn connect(&self) -> anyhow::Result<Conn> {
+        Endpoint::from_shared(format!("http://{}", self.addr))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to node {} at {}", self.name, self.addr))
+    }
+}
+
+/// How the bench starts its own nodes.
+#[derive(Clone, Debug)]
+pub struct SpawnSpec {
+    pub nodes: usize,
+    /// With etcd even for one node (a cluster that others join later).
+    pub clustered: bool,
+    /// `--lease-ttl-ms` of every node (and `--keep-alive-ms` a quarter of
+    /// it); the node's defaults otherwise.
+    pub lease_ttl_ms: Option<u64>,
+}
+
 /// A child process, killed when dropped.
 struct Proc {
     name: String,
@@ -71,6 +103,8 @@ struct Proc {
     log: PathBuf,
     /// The node's metrics endpoint, if any.
     metrics: Option<SocketAddr>,
+    /// The bench stopped it on purpose: its exit is no death.
+    stopped: bool,
 }
 
 impl Proc {
@@ -125,6 +159,87 @@ struct Spawned {
     etcd: Option<Proc>,
     /// etcd's data directory (on tmpfs when possible).
     scratch: Option<PathBuf>,
+    /// What starting one more node takes.
+    exe: PathBuf,
+    config: PathBuf,
+    out: PathBuf,
+    cluster: String,
+    etcd_url: Option<String>,
+    lease_ttl_ms: Option<u64>,
+}
+
+impl Spawned {
+    /// Starts node `n<k>` (k = nodes started so far + 1); does not wait
+    /// for it to serve.
+    fn start_node(&mut self) -> anyhow::Result<Target> {
+        let id = format!("n{}", self.nodes.len() + 1);
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let log_path = self.out.join(format!("node-{id}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("node")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--node-id")
+            .arg(&id)
+            .arg("--metrics-listen")
+            .arg(metrics.to_string());
+        if let Some(url) = &self.etcd_url {
+            cmd.arg("--etcd")
+                .arg(url)
+                .arg("--cluster")
+                .arg(&self.cluster);
+        }
+        // Closed conversations go beside etcd's data, and go with it.
+        if let Some(scratch) = &self.scratch {
+            cmd.arg("--archive-dir").arg(scratch.join("archive"));
+        }
+        if let Some(ttl) = self.lease_ttl_ms {
+            // Renewed four times per TTL, as the node's defaults are.
+            cmd.arg("--lease-ttl-ms")
+                .arg(ttl.to_string())
+                .arg("--keep-alive-ms")
+                .arg((ttl / 4).max(1).to_string());
+        }
+        // Only the flags above configure the node.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CENTRALINO_") {
+                cmd.env_remove(k);
+            }
+        }
+        let filter = std::env::var("CENTRALINO_BENCH_NODE_LOG")
+            .unwrap_or_else(|_| "info,h2=warn,tower=warn".into());
+        let child = cmd
+            .env("RUST_LOG", filter)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} node", self.exe.display()))?;
+        self.nodes.push(Proc {
+            name: id.clone(),
+            child,
+            log: log_path,
+            metrics: Some(metrics),
+            stopped: false,
+        });
+        Ok(Target {
+            addr: listen.to_string(),
+            name: id,
+        })
+    }
+
+    fn node(&mut self, name: &str) -> anyhow::Result<&mut Proc> {
+        self.nodes
+            .iter_mut()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no node {name} was started by the bench"))
+    }
 }
 
 impl Drop for Spawned {
@@ -139,17 +254,25 @@ impl Drop for Spawned {
 
 /// The nodes to drive, the etcd to read (if any), and what to tear down.
 pub struct System {
+    /// The nodes that should be up: those the bench stopped are left out.
     pub targets: Vec<Target>,
     /// etcd's client URL (`http://host:port`), when there is one to read.
     pub etcd: Option<String>,
+    /// The cluster's key prefix in etcd (`/centralino/<cluster>/`), when
+    /// there is an etcd.
+    pub prefix: Option<String>,
     /// "standalone node", "3 nodes + etcd", "target".
     pub description: String,
     spawned: Option<Spawned>,
 }
 
 impl System {
-    /// Nodes someone else runs.
-    pub fn external(targets: &[String], etcd: Option<String>) -> anyhow::Result<System> {
+    /// Nodes someone else runs, of cluster `cluster` when `etcd` is given.
+    pub fn external(
+        targets: &[String],
+        etcd: Option<String>,
+        cluster: &str,
+    ) -> anyhow::Result<System> {
         let targets = targets
             .iter()
             .map(|t| {
@@ -173,6 +296,7 @@ impl System {
             if etcd.is_some() { " + their etcd" } else { "" }
         );
         Ok(System {
+            prefix: etcd.as_ref().map(|_| cluster_prefix(cluster)),
             targets,
             etcd,
             description,
@@ -180,13 +304,13 @@ impl System {
         })
     }
 
-    /// Starts `nodes` nodes (and etcd when more than one) on loopback;
-    /// logs and the node config go to `out`.
-    pub async fn spawn(nodes: usize, out: &Path) -> anyhow::Result<System> {
+    /// Starts the nodes `spec` asks for (and etcd when more than one, or
+    /// when asked) on loopback; logs and the node config go to `out`.
+    pub async fn spawn(spec: &SpawnSpec, out: &Path) -> anyhow::Result<System> {
+        let nodes = spec.nodes;
         if nodes == 0 {
             bail!("--nodes: must be at least 1");
         }
-        let exe = std::env::current_exe().context("finding this binary to start nodes with")?;
         let config = out.join("bench-node.toml");
         std::fs::write(&config, NODE_CONFIG)
             .with_context(|| format!("writing {}", config.display()))?;
@@ -194,83 +318,147 @@ impl System {
             nodes: Vec::new(),
             etcd: None,
             scratch: None,
+            exe: std::env::current_exe().context("finding this binary to start nodes with")?,
+            config,
+            out: out.to_path_buf(),
+            cluster: format!("bench-{}", std::process::id()),
+            etcd_url: None,
+            lease_ttl_ms: spec.lease_ttl_ms,
         };
-        let cluster = format!("bench-{}", std::process::id());
-        let etcd = if nodes > 1 {
+        if nodes > 1 || spec.clustered {
             let scratch = scratch_dir()?;
             spawned.scratch = Some(scratch.clone());
             let (proc, url) = start_etcd(&scratch, out).await?;
             spawned.etcd = Some(proc);
-            Some(url)
-        } else {
-            None
-        };
+            spawned.etcd_url = Some(url);
+        }
         let mut targets = Vec::new();
-        for i in 1..=nodes {
-            let id = format!("n{i}");
-            let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let log_path = out.join(format!("node-{id}.log"));
-            let log = std::fs::File::create(&log_path)
-                .with_context(|| format!("creating {}", log_path.display()))?;
-            let mut cmd = Command::new(&exe);
-            cmd.arg("node")
-                .arg("--config")
-                .arg(&config)
-                .arg("--listen")
-                .arg(listen.to_string())
-                .arg("--node-id")
-                .arg(&id)
-                .arg("--metrics-listen")
-                .arg(metrics.to_string());
-            if let Some(url) = &etcd {
-                cmd.arg("--etcd").arg(url).arg("--cluster").arg(&cluster);
-            }
-            // Closed conversations go beside etcd's data, and go with it.
-            if let Some(scratch) = &spawned.scratch {
-                cmd.arg("--archive-dir").arg(scratch.join("archive"));
-            }
-            // Only the flags above configure the node.
-            for (k, _) in std::env::vars_os() {
-                if k.to_string_lossy().starts_with("CENTRALINO_") {
-                    cmd.env_remove(k);
-                }
-            }
-            let filter = std::env::var("CENTRALINO_BENCH_NODE_LOG")
-                .unwrap_or_else(|_| "info,h2=warn,tower=warn".into());
-            let child = cmd
-                .env("RUST_LOG", filter)
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {} node", exe.display()))?;
-            spawned.nodes.push(Proc {
-                name: id.clone(),
-                child,
-                log: log_path,
-                metrics: Some(metrics),
-            });
-            targets.push(Target {
-                addr: listen.to_string(),
-                name: id,
-            });
+        for _ in 0..nodes {
+            targets.push(spawned.start_node()?);
         }
         for (proc, target) in spawned.nodes.iter_mut().zip(&targets) {
             wait_serving(proc, &target.addr).await?;
         }
-        let description = if nodes == 1 {
-            "1 standalone node (spawned)".to_owned()
-        } else {
-            format!("{nodes} nodes + etcd (spawned, cluster {cluster})")
+        let cluster = spawned.cluster.clone();
+        let description = match &spawned.etcd_url {
+            None => "1 standalone node (spawned)".to_owned(),
+            Some(_) => format!("{nodes} node(s) + etcd (spawned, cluster {cluster})"),
         };
         Ok(System {
             targets,
-            etcd,
+            etcd: spawned.etcd_url.clone(),
+            prefix: spawned.etcd_url.as_ref().map(|_| cluster_prefix(&cluster)),
             description,
             spawned: Some(spawned),
         })
+    }
+
+    fn spawned(&mut self) -> anyhow::Result<&mut Spawned> {
+        self.spawned.as_mut().context(
+            "this needs nodes the bench starts itself (--nodes), not running ones (--target)",
+        )
+    }
+
+    /// Starts one more node in the cluster (`n<k>`); returns once it
+    /// serves.
+    pub async fn add_node(&mut self) -> anyhow::Result<Target> {
+        let s = self.spawned()?;
+        if s.etcd_url.is_none() {
+            bail!("a standalone node has no cluster to add a node to");
+        }
+        let target = s.start_node()?;
+        let proc = s.node(&target.name)?;
+        wait_serving(proc, &target.addr).await?;
+        let (started, cluster) = (s.nodes.len(), s.cluster.clone());
+        self.targets.push(target.clone());
+        self.description =
+            format!("{started} nodes started over the run + etcd (spawned, cluster {cluster})");
+        Ok(target)
+    }
+
+    /// SIGKILL to node `name`, at once (no drain, no goodbye): its lease
+    /// expires in etcd by itself.
+    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let p = self.spawned()?.node(name)?;
+        p.stopped = true;
+        p.child
+            .kill()
+            .with_context(|| format!("sending SIGKILL to node {name}"))?;
+        self.targets.retain(|t| t.name != name);
+        Ok(())
+    }
+
+    /// SIGTERM to node `name`: it drains, leaves the cluster and exits.
+    pub fn sigterm(&mut self, name: &str) -> anyhow::Result<()> {
+        let p = self.spawned()?.node(name)?;
+        p.stopped = true;
+        if !p.running() {
+            bail!(
+                "node {name} is not running; its log ends:\n{}",
+                p.log_tail(30)
+            );
+        }
+        p.sigterm();
+        self.targets.retain(|t| t.name != name);
+        Ok(())
+    }
+
+    /// Waits (polling) until node `name` has exited, at most `deadline`;
+    /// its exit status, or `None` if it still runs.
+    pub async fn wait_exit(
+        &mut self,
+        name: &str,
+        deadline: Duration,
+    ) -> anyhow::Result<Option<ExitStatus>> {
+        let p = self.spawned()?.node(name)?;
+        let give_up = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Ok(Some(status));
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Ok(None);
+            }
+            tokio::time::sleep(EXIT_POLL).await;
+        }
+    }
+
+    /// The lines of node `name`'s log that contain `needle`.
+    pub fn log_lines_with(&self, name: &str, needle: &str) -> Vec<String> {
+        let Some(p) = self
+            .spawned
+            .as_ref()
+            .and_then(|s| s.nodes.iter().find(|p| p.name == name))
+        else {
+            return vec![];
+        };
+        std::fs::read_to_string(&p.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The process id of each node the bench started and has not stopped,
+    /// by node name (none for `--target` nodes).
+    pub fn node_pids(&self) -> Vec<(String, u32)> {
+        self.spawned
+            .iter()
+            .flat_map(|s| &s.nodes)
+            .filter(|p| !p.stopped)
+            .map(|p| (p.name.clone(), p.child.id()))
+            .collect()
+    }
+
+    /// A reader of the cluster's keys in etcd.
+    pub async fn keys(&self) -> anyhow::Result<ClusterKeys> {
+        match (&self.etcd, &self.prefix) {
+            (Some(url), Some(prefix)) => ClusterKeys::connect(url, prefix).await,
+            _ => bail!(
+                "this reads the cluster's keys in etcd, and there is no etcd: run 2 or more nodes (--nodes), or give --target nodes their --etcd and --cluster"
+            ),
+        }
     }
 
     /// Saves each spawned node's Prometheus metrics to `out`.
@@ -293,24 +481,37 @@ impl System {
                 s.nodes
                     .iter()
                     .chain(s.etcd.iter())
+                    .filter(|p| !p.stopped)
                     .map(|p| (p.name.clone(), p.child.id())),
             );
         }
         v
     }
 
-    /// Spawned nodes that are no longer running, with their logs' tails.
+    /// Spawned nodes that are no longer running though the bench did not
+    /// stop them, with their logs' tails.
     pub fn dead_nodes(&mut self) -> Vec<String> {
         let Some(s) = &mut self.spawned else {
             return vec![];
         };
         s.nodes
             .iter_mut()
+            .filter(|p| !p.stopped)
             .filter_map(|p| {
                 (!p.running())
                     .then(|| format!("{} exited; its log ends:\n{}", p.name, p.log_tail(30)))
             })
             .collect()
+    }
+
+    /// SIGKILL to every node still running: for a teardown where draining
+    /// would only move actors between nodes that are all leaving.
+    pub fn kill_nodes(&mut self) {
+        for p in self.spawned.iter_mut().flat_map(|s| &mut s.nodes) {
+            p.stopped = true;
+            let _ = p.child.kill();
+        }
+        self.targets.clear();
     }
 
     /// Stops what the bench started, in order: nodes (SIGTERM, then kill
@@ -336,6 +537,56 @@ impl System {
         }
         drop(s);
     }
+}
+
+/// Polls `check` every `every` until it answers `Ok(value)`; past
+/// `deadline`, fails with `what` and the last thing `check` said was
+/// missing (its `Err`). An error of `check` itself ends the wait at once.
+pub async fn poll_until<T, F, Fut>(
+    what: &str,
+    deadline: Duration,
+    every: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Result<T, String>>>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        let missing = match check().await? {
+            Ok(v) => return Ok(v),
+            Err(missing) => missing,
+        };
+        if tokio::time::Instant::now() >= give_up {
+            bail!("{what}: not within {deadline:?} ({missing})");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// How often an exit is polled for: fine enough for a drain measured in
+/// seconds.
+const EXIT_POLL: Duration = Duration::from_millis(5);
+
+/// The key prefix of cluster `cluster` in etcd (as `centralino node` has it).
+pub fn cluster_prefix(cluster: &str) -> String {
+    format!("/centralino/{cluster}/")
+}
+
+/// The resident set size of process `pid`, bytes (`VmRSS` in
+/// /proc/<pid>/status).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -390,6 +641,7 @@ async fn start_etcd(scratch: &Path, out: &Path) -> anyhow::Result<(Proc, String)
         child,
         log: log_path,
         metrics: None,
+        stopped: false,
     };
     let give_up = tokio::time::Instant::now() + START_DEADLINE;
     let addr = format!("127.0.0.1:{client}");
