@@ -38,6 +38,12 @@
 //!   its original waiting time; agents on the survivors then accept, reply
 //!   and wrap up each exactly once, and each history is contiguous and holds
 //!   every acknowledged message exactly once, in order, then the routing.
+//! - `a_node_that_joins_takes_its_share_of_the_existing_customers`: 240
+//!   customers and a background load, then a fourth node starts. Each old
+//!   node must log its rebalance (`moved=N failed=0`); n4 must own about a
+//!   quarter of the customers that existed before it joined; every
+//!   acknowledged message is in its history exactly once and every
+//!   conversation is still queued.
 //! - `agents_keep_their_conversations_when_the_router_s_node_dies`: 40
 //!   waiting customers and six agents (two per node) who accept every
 //!   offer but hold what they accepted, three chats each (full); then
@@ -138,15 +144,7 @@ impl TestCluster {
         std::fs::create_dir_all(&config_dir).expect("config dir");
         let config = config_dir.join("centralino.toml");
         std::fs::write(&config, CONFIG).expect("write the config");
-        let spec = |id: &str| NodeSpec {
-            etcd: etcd.endpoint(),
-            cluster: name.into(),
-            node_id: id.into(),
-            config: Some(config.clone()),
-            lease_ttl_ms: Some(LEASE_TTL_MS),
-            log_filter: std::env::var("NODE_LOG").ok(),
-            archive_dir: None,
-        };
+        let spec = |id: &str| node_spec(&etcd, name, &config, id);
         // The first node to start claims the router.
         let n1 = ClusterProcess::start_with(spec("n1")).await;
         let (n2, n3) = tokio::join!(
@@ -165,6 +163,13 @@ impl TestCluster {
         }
         say!(t0, "{name}: etcd and 3 nodes up");
         c
+    }
+
+    /// Starts one more node, `id`, in the cluster.
+    async fn add_node(&mut self, id: &str) {
+        let config = self.config_dir.join("centralino.toml");
+        let spec = node_spec(&self.etcd, &self.name, &config, id);
+        self.nodes.push(ClusterProcess::start_with(spec).await);
     }
 
     fn node(&self, id: &str) -> &ClusterProcess {
@@ -251,6 +256,19 @@ impl TestCluster {
             );
             tokio::time::sleep(POLL).await;
         }
+    }
+}
+
+/// How every node of a test cluster is started.
+fn node_spec(etcd: &EtcdServer, cluster: &str, config: &std::path::Path, id: &str) -> NodeSpec {
+    NodeSpec {
+        etcd: etcd.endpoint(),
+        cluster: cluster.into(),
+        node_id: id.into(),
+        config: Some(config.to_owned()),
+        lease_ttl_ms: Some(LEASE_TTL_MS),
+        log_filter: std::env::var("NODE_LOG").ok(),
+        archive_dir: None,
     }
 }
 
@@ -1961,6 +1979,113 @@ async fn crash(name: &str, which: Victim) {
         wanted.len()
     );
     drop(d);
+    finish(t0, problems);
+}
+
+/// Customers created before a fourth node joins.
+const JOIN_CUSTOMERS: usize = 240;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_joins_takes_its_share_of_the_existing_customers() {
+    let Seeded {
+        mut c,
+        t0,
+        all,
+        log,
+        counters,
+        seeded,
+        ..
+    } = Seeded::start("rebalance-join", JOIN_CUSTOMERS).await;
+    let mut problems: Vec<String> = Vec::new();
+    let load = Background::start(all.clone(), &log, &counters, 4);
+    wait_acks(&log, seeded + 30, "background load before the join").await;
+    let before: BTreeSet<String> = c.owners().await.into_keys().collect();
+    c.add_node("n4").await;
+    let t_join = Instant::now();
+    let old = ["n1", "n2", "n3"];
+    for n in ["n1", "n2", "n3", "n4"] {
+        c.wait_members(c.node(n), &["n1", "n2", "n3", "n4"]).await;
+    }
+    // Each old node moves n4 its share, once n4 answers.
+    let give_up = Instant::now() + WAIT;
+    let lines = loop {
+        let lines: Vec<(&str, String)> = old
+            .iter()
+            .filter_map(|n| {
+                c.node(n)
+                    .log_lines_with("rebalanced to a new node")
+                    .into_iter()
+                    .find(|l| l.contains(" to=n4 "))
+                    .map(|l| (*n, l))
+            })
+            .collect();
+        if lines.len() == old.len() || Instant::now() >= give_up {
+            break lines;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let rebalanced = t_join.elapsed();
+    if lines.len() < old.len() {
+        problems.push(format!(
+            "{WAIT:?} after n4 joined, only {lines:?} logged their rebalance"
+        ));
+    }
+    let moved: u64 = lines.iter().filter_map(|(_, l)| field(l, "moved")).sum();
+    for (n, l) in &lines {
+        if field(l, "failed") != Some(0) {
+            problems.push(format!("{n} could not move some customers to n4: {l}"));
+        }
+    }
+    let acked = lock(&log).acks.len();
+    wait_acks(&log, acked + 30, "background load after the join").await;
+    load.stop().await;
+    let snap = lock(&log).clone();
+
+    // n4 owns its share of the customers that existed before it joined.
+    let owners = c.owners().await;
+    let taken = before
+        .iter()
+        .filter(|cu| owners.get(*cu).map(String::as_str) == Some("n4"))
+        .count();
+    let share = taken as f64 / before.len() as f64;
+    if !(0.12..=0.40).contains(&share) {
+        problems.push(format!(
+            "n4 owns {taken} of the {} customers that existed before it joined ({:.0}%), want about a quarter",
+            before.len(),
+            share * 100.0
+        ));
+    }
+    if (moved as usize) < taken {
+        problems.push(format!(
+            "the old nodes logged {moved} customers moved, but n4 owns {taken} of those that existed before it"
+        ));
+    }
+
+    // Nothing lost on the way: every acknowledged message exactly once,
+    // every conversation still queued.
+    let all4 = c.gateways(&["n1", "n2", "n3", "n4"]);
+    let hist = check_histories(&all4, &snap, None).await;
+    problems.extend(hist.problems.iter().cloned());
+    let wanted: BTreeSet<String> = snap.acks.iter().map(|a| a.conversation.clone()).collect();
+    if let Err(e) = wait_listed(&c, "n4", &wanted, t_join).await {
+        problems.push(e);
+    }
+    let listed = list_conversations(c.node("n4")).await;
+    let (p, listed_n) = queued_problems(&listed, &wanted);
+    problems.extend(p);
+    problems.extend(snap.failures.iter().cloned());
+
+    eprintln!("---- summary: a fourth node joins");
+    eprintln!(
+        "  {} messages acknowledged ({} customers); n4 joined and owns {taken} of the {} that existed ({:.0}%); moved by the old nodes: {moved} ({lines:?}), all logged {rebalanced:.1?} after the join; {} attempts refused {:?}; ListConversations listed {listed_n} (want {})",
+        snap.acks.len(),
+        hist.customers,
+        before.len(),
+        share * 100.0,
+        snap.refused.len(),
+        refusal_codes(&snap),
+        wanted.len()
+    );
     finish(t0, problems);
 }
 

@@ -61,6 +61,11 @@ pub trait Cluster: Send + Sync + 'static {
     fn drain_target(&self, _id: CustomerId) -> Option<String> {
         None
     }
+    /// The live member placement picks for the customer now (rendezvous
+    /// hashing over the members this node knows).
+    fn placement(&self, _id: CustomerId) -> Option<String> {
+        Some(self.node_id().to_owned())
+    }
     /// The live members' ids, this node included.
     fn member_ids(&self) -> Vec<String> {
         vec![self.node_id().to_owned()]

@@ -68,7 +68,7 @@ use crate::clock::now_ms;
 use crate::error::{ActorError, Result};
 use crate::hub::{Delivery, DesktopEvent, Hub, OfferDelivery};
 use crate::journal::{JournalBatch, JournalError, rebuild};
-use crate::router::{RouteRequest, Seen};
+use crate::router::{Again, RouteRequest, Seen};
 use crate::wire::{CustomerReply, CustomerRequest, Envelope, EnvelopeReply, RouterRequest};
 
 pub enum CustomerMsg {
@@ -221,7 +221,7 @@ impl Actor for CustomerActor {
         // router is told what it must know of the open conversation; a
         // waiting customer keeps their place.
         if let Mode::Live = st.mode {
-            if let Some(request) = announcement(&st.customer) {
+            if let Some(request) = announcement(&st.customer, Again::Recovered) {
                 let epoch = st.hub.cluster().router_epoch();
                 tell_router(st, request).await;
                 if st.unrouted.is_none() {
@@ -278,7 +278,7 @@ async fn dispatch(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, msg: C
             {
                 tracing::debug!(customer = %st.customer.id, error = %e, "not announced to the new router yet");
                 if st.unrouted.is_none() {
-                    st.unrouted = announcement(&st.customer);
+                    st.unrouted = announcement(&st.customer, Again::Resync);
                 }
                 schedule_route_retry(myself, st);
             }
@@ -358,7 +358,12 @@ async fn live(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, msg: Custo
         return;
     }
     schedule_route_retry(myself, st);
-    if st.pending() && !st.flush_scheduled {
+    if let Err(ActorError::Journal(JournalError::Rejected(why))) = &outcome {
+        // Retrying cannot help: the conversation has outgrown what the
+        // journal takes in one write. The next request is refused with the
+        // same error (RESOURCE_EXHAUSTED), which says to resolve it.
+        tracing::error!(customer = %st.customer.id, error = %why, "routing decisions cannot be journaled; not retrying");
+    } else if st.pending() && !st.flush_scheduled {
         // Routing decisions recorded here but not yet durable are kept
         // and committed as soon as the journal answers again.
         tracing::warn!(customer = %st.customer.id, "journal behind; retrying");
@@ -931,7 +936,7 @@ fn route_request(
         last_agent: customer.last_agent.clone(),
         not_before,
         replace,
-        recovered: false,
+        again: Again::No,
         queue: conv.queue.clone(),
         seen: seen(conv),
     }
@@ -968,10 +973,10 @@ fn seen(conv: &Conversation) -> Seen {
 /// be told again (recovered, or a new router): a waiting one (queued,
 /// offered, or back after a wrap-up) to route with its original waiting
 /// time and queue; an assigned one as the assignment to restore.
-fn announcement(customer: &Customer) -> Option<RouterRequest> {
+fn announcement(customer: &Customer, again: Again) -> Option<RouterRequest> {
     let conv = customer.open.as_ref()?;
     let mut route = route_request(customer, conv, None, false);
-    route.recovered = true;
+    route.again = again;
     match (conv.state, &route.seen) {
         (ConversationState::Queued | ConversationState::Offered, _)
         | (ConversationState::WrappedUp, Seen::Nothing) => Some(RouterRequest::Route(route)),
@@ -1002,7 +1007,7 @@ async fn resync(st: &mut CustomerState, epoch: u64) -> Result<()> {
     }
     // Whatever was waiting for the old router is in the announcement.
     st.unrouted = None;
-    if let Some(request) = announcement(&st.customer) {
+    if let Some(request) = announcement(&st.customer, Again::Resync) {
         st.hub.tell_router(request).await?;
     }
     st.announced = Some(epoch);

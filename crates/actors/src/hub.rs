@@ -496,6 +496,40 @@ impl Hub {
         (moved, failed)
     }
 
+    /// Moves to node `to` (which just joined) every customer actor running
+    /// here that placement now gives to it, `parallel` at a time, so that
+    /// a node that joins takes its share of the existing customers, not
+    /// only of new ones. Stops early if this node starts draining or `to`
+    /// leaves. Returns how many moved and how many could not (those stay
+    /// here, served as before).
+    pub async fn rebalance_to(self: &Arc<Self>, to: &str, parallel: usize) -> (usize, usize) {
+        use futures::StreamExt;
+        let theirs: Vec<CustomerId> = self
+            .local_customers()
+            .into_iter()
+            .filter(|id| self.cluster.placement(*id).as_deref() == Some(to))
+            .collect();
+        let results: Vec<bool> = futures::stream::iter(theirs)
+            .map(|id| async move {
+                let gone = !self.cluster.member_ids().iter().any(|m| m == to);
+                if self.is_draining() || gone {
+                    return false;
+                }
+                match self.migrate_customer(id, to).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::debug!(customer = %id, %to, error = %e, "not moved to the new node");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(parallel.max(1))
+            .collect()
+            .await;
+        let moved = results.iter().filter(|m| **m).count();
+        (moved, results.len() - moved)
+    }
+
     /// Starts, from the journal, the actors of dead nodes' customers that
     /// placement gives to this node (failover): those whose placement
     /// record names a node not in `live` (this node's view of the members
@@ -999,6 +1033,7 @@ impl Hub {
                 self.cluster.router_vacated(&node);
                 EnvelopeReply::Done
             }
+            Envelope::Ping => EnvelopeReply::Done,
         }
     }
 }

@@ -65,11 +65,10 @@ pub struct RouteRequest {
     /// Route it again keeping its place (it changed channel, or a callback
     /// replaces its waiting).
     pub replace: bool,
-    /// Sent again by a customer that was recovered (its node died) or to a
-    /// router that took over: see [`route`] for what the router does when it
-    /// holds the conversation already.
+    /// Why it is told again, if it is: see [`route`] for what the router
+    /// does when it holds the conversation already.
     #[serde(default)]
-    pub recovered: bool,
+    pub again: Again,
     /// The queue it was routed to (a transfer may have moved it away from
     /// its topic's): a recovered conversation keeps it.
     #[serde(default)]
@@ -77,6 +76,21 @@ pub struct RouteRequest {
     /// What the customer's history holds of the current routing round.
     #[serde(default)]
     pub seen: Seen,
+}
+
+/// Why a conversation is told to the router again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Again {
+    /// It is not: a new routing round.
+    #[default]
+    No,
+    /// Its customer was recovered from the journal (its node died, or its
+    /// actor stopped): decisions told to the customer before may have been
+    /// lost with it.
+    Recovered,
+    /// A router took over and asked every node what it holds; the
+    /// customer lost nothing.
+    Resync,
 }
 
 /// The last routing decision a customer's history holds for its open
@@ -272,7 +286,7 @@ fn enqueue_of(st: &RouterState, req: &RouteRequest) -> Option<Enqueue> {
     let kept = req
         .queue
         .clone()
-        .filter(|q| req.recovered && st.router.has_queue(q));
+        .filter(|q| req.again != Again::No && st.router.has_queue(q));
     let Some(queue) = kept.or_else(|| st.router.queue_for_topic(&req.topic)) else {
         tracing::error!(conversation = %req.conversation, "no queue is defined: conversation cannot be routed");
         return None;
@@ -288,14 +302,17 @@ fn enqueue_of(st: &RouterState, req: &RouteRequest) -> Option<Enqueue> {
     })
 }
 
-/// Routes a conversation. A recovered one that the router holds already is
-/// compared with what the customer's history says, and only what the
-/// customer lost is said again (see [`restate`]).
+/// Routes a conversation. One told again that the router holds already is
+/// left as it is, unless its customer was recovered: then it is compared
+/// with what the customer's history says, and only what the customer lost
+/// is said again (see [`restate`]).
 fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
-    if req.recovered
+    if req.again != Again::No
         && let Some(view) = st.router.conversation_view(now, req.conversation)
     {
-        restate(now, st, &req, view);
+        if req.again == Again::Recovered {
+            restate(now, st, &req, view);
+        }
         return;
     }
     let Some(enqueue) = enqueue_of(st, &req) else {
@@ -303,7 +320,7 @@ fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
     };
     // The void offer the customer still shows (an earlier router's, or one
     // that ended while its node was down) leaves the agent's desktop.
-    if req.recovered
+    if req.again != Again::No
         && let Seen::Offered { offer, agent } = &req.seen
     {
         st.out.push(Output::OfferRevoked {
@@ -322,7 +339,7 @@ fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
     let r = st.router.step(now, input, &mut st.out);
     // A customer re-announced to a router that takes over, and queued in
     // the same queue and channel already: its history need not say so twice.
-    if req.recovered && req.seen == Seen::Queued {
+    if req.again != Again::No && req.seen == Seen::Queued {
         let known = |o: &Output| {
             matches!(o, Output::Queued { conversation, queue, channel }
                 if *conversation == req.conversation
@@ -334,7 +351,7 @@ fn route(now: TimeMs, st: &mut RouterState, req: RouteRequest) {
     }
     match r {
         Err(e) => tracing::warn!(conversation = %req.conversation, error = %e, "enqueue refused"),
-        Ok(()) if req.recovered => {
+        Ok(()) if req.again != Again::No => {
             tracing::debug!(conversation = %req.conversation, "recovered conversation queued again")
         }
         Ok(()) => {}

@@ -165,6 +165,8 @@ pub enum Envelope {
     RouterVacated {
         node: String,
     },
+    /// Are you serving? (Answered `Done`.)
+    Ping,
 }
 
 /// The answer to an [`Envelope`].

@@ -3,6 +3,7 @@
 pub const JOURNAL_GROUP_SIZE: &str = "centralino_cluster_journal_group_batches";
 pub const DRAIN_SECONDS: &str = "centralino_cluster_drain_seconds";
 pub const ARCHIVE_STORE_SECONDS: &str = "centralino_cluster_archive_store_seconds";
+pub const REBALANCED: &str = "centralino_cluster_rebalanced_customers_total";
 
 /// How many customers' batches one journal write carried.
 pub(crate) fn group_commit(batches: usize) {
@@ -17,4 +18,9 @@ pub(crate) fn drain(d: std::time::Duration) {
 /// How long storing one closed conversation in the archive took.
 pub(crate) fn archive_store(d: std::time::Duration) {
     metrics::histogram!(ARCHIVE_STORE_SECONDS).record(d.as_secs_f64());
+}
+
+/// Customers moved from this node to nodes that joined.
+pub(crate) fn rebalanced(moved: usize) {
+    metrics::counter!(REBALANCED).increment(moved as u64);
 }

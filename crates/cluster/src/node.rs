@@ -55,6 +55,7 @@ pub struct Node {
     keep_alive: JoinHandle<()>,
     lease_lost: watch::Receiver<bool>,
     failover: Option<JoinHandle<()>>,
+    rebalance: Option<JoinHandle<()>>,
 }
 
 /// What a node needs to take the router over: see [`take_router`].
@@ -107,6 +108,10 @@ impl Node {
             let left = t.members_left();
             tokio::spawn(failover(seat.clone(), left))
         });
+        let rebalance = seat
+            .topology
+            .as_ref()
+            .map(|t| tokio::spawn(rebalance(hub.clone(), t.members_joined())));
         tracing::info!(node = %opts.node.id, advertise = %opts.node.advertise, lease, router = hosts_router, ?mode, "node started");
         Ok(Node {
             hub,
@@ -119,6 +124,7 @@ impl Node {
             keep_alive,
             lease_lost,
             failover,
+            rebalance,
         })
     }
 
@@ -151,8 +157,8 @@ impl Node {
     /// many could not (those stop here, and recover from the journal
     /// wherever their next message takes them).
     pub async fn drain(&self) -> (usize, usize) {
-        if let Some(f) = &self.failover {
-            f.abort();
+        for task in self.failover.iter().chain(&self.rebalance) {
+            task.abort();
         }
         if self.hub.cluster().member_ids().len() <= 1 {
             // Standalone, or the last node of its cluster: nowhere to move
@@ -201,8 +207,8 @@ impl Node {
     /// Stops the actors, then leaves the cluster (revokes the lease). The
     /// server has stopped accepting before this is called.
     pub async fn shutdown(self) {
-        if let Some(f) = &self.failover {
-            f.abort();
+        for task in self.failover.iter().chain(&self.rebalance) {
+            task.abort();
         }
         let stop = Duration::from_secs(10);
         let supervisor = &self.seat.supervisor;
@@ -226,6 +232,13 @@ impl Node {
 
 /// Customers moved at once during a drain.
 pub const DRAIN_PARALLEL: usize = 32;
+/// Customers moved at once to a node that joined: fewer than a drain, so
+/// that rebalancing, which nothing waits for, stays in the background of
+/// the work the node serves.
+pub const REBALANCE_PARALLEL: usize = 8;
+/// How long a node that joined gets to start serving before the others
+/// give up moving it its share.
+pub const JOIN_READY_WAIT: Duration = Duration::from_secs(60);
 /// Dead nodes' customers recovered at once.
 pub const RECOVER_PARALLEL: usize = 64;
 /// How often a node checks that some node holds the router (a safety net:
@@ -382,6 +395,48 @@ async fn failover(seat: Arc<RouterSeat>, mut left: tokio::sync::broadcast::Recei
             _ = check.tick() => claim = hub.cluster().router_home().await.is_err(),
         }
     }
+}
+
+/// Rebalance: whenever a member joins, moves it its share of the
+/// customers running here (those placement now gives to it), once it
+/// answers: a node that joins takes load at once, not only new customers.
+async fn rebalance(hub: Arc<Hub>, mut joined: tokio::sync::broadcast::Receiver<String>) {
+    loop {
+        let node = match joined.recv().await {
+            Ok(node) => node,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            if !ready(&hub, &node).await {
+                tracing::warn!(%node, "joined but never answered: nothing moved to it");
+                return;
+            }
+            let started = std::time::Instant::now();
+            let (moved, failed) = hub.rebalance_to(&node, REBALANCE_PARALLEL).await;
+            crate::metrics::rebalanced(moved);
+            tracing::info!(to = %node, moved, failed, ms = started.elapsed().as_millis() as u64, "rebalanced to a new node");
+        });
+    }
+}
+
+/// Waits until `node` answers a ping (it joined before it serves), at most
+/// [`JOIN_READY_WAIT`]; false if it never did or left meanwhile.
+async fn ready(hub: &Hub, node: &str) -> bool {
+    let give_up = std::time::Instant::now() + JOIN_READY_WAIT;
+    let mut backoff = Duration::from_millis(50);
+    while std::time::Instant::now() < give_up {
+        if hub.send(node, Envelope::Ping).await.is_ok() {
+            return true;
+        }
+        if !hub.cluster().member_ids().iter().any(|m| m == node) {
+            return false;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+    false
 }
 
 /// Renews the lease every `every`. Failures while the store is unreachable

@@ -3,8 +3,10 @@
 //!
 //! - **Placement.** A customer lives where its ownership record says; a
 //!   customer nobody owns goes to the live member that rendezvous hashing
-//!   picks for its id, so a node that joins takes its share of *new*
-//!   customers and nothing else moves.
+//!   picks for its id. A node that joins takes its share of new customers
+//!   at once, and the others move it its share of theirs (the customers
+//!   rendezvous hashing now gives to it, and no others: see
+//!   `Hub::rebalance_to`).
 //! - **Ownership.** The node that starts a customer's actor claims it
 //!   first; the claim's revision is the fencing token its journal writes
 //!   carry. A lost race answers with the owner, and the request goes there.
@@ -76,6 +78,8 @@ pub struct Topology {
     peers: Mutex<HashMap<String, NodeClient<Conn>>>,
     /// Ids of members that left (died or drained), for failover.
     left: tokio::sync::broadcast::Sender<String>,
+    /// Ids of members that joined, for rebalancing.
+    joined: tokio::sync::broadcast::Sender<String>,
     /// The router may have no node: its node gave it up.
     router_vacant: tokio::sync::Notify,
 }
@@ -104,6 +108,7 @@ impl Topology {
             reported: Default::default(),
             peers: Default::default(),
             left: tokio::sync::broadcast::channel(64).0,
+            joined: tokio::sync::broadcast::channel(64).0,
             router_vacant: tokio::sync::Notify::new(),
         });
         let weak = Arc::downgrade(&t);
@@ -128,7 +133,9 @@ impl Topology {
         match e {
             MemberEvent::Joined(n) => {
                 tracing::info!(node = %n.id, advertise = %n.advertise, "member joined");
+                let id = n.id.clone();
                 lock(&self.members).insert(n.id.clone(), n);
+                let _ = self.joined.send(id);
             }
             MemberEvent::Left(id) => {
                 tracing::info!(node = %id, "member left");
@@ -143,6 +150,12 @@ impl Topology {
     /// customers that placement now gives it.
     pub fn members_left(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.left.subscribe()
+    }
+
+    /// Ids of members as they join: the node moves them their share of
+    /// its customers.
+    pub fn members_joined(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.joined.subscribe()
     }
 
     /// Drops every cached fact that points at `node`.
@@ -367,6 +380,10 @@ impl Cluster for Topology {
 
     fn drain_target(&self, id: CustomerId) -> Option<String> {
         self.rendezvous_except(id.0, Some(&self.me.id))
+    }
+
+    fn placement(&self, id: CustomerId) -> Option<String> {
+        self.rendezvous(id.0)
     }
 
     fn member_ids(&self) -> Vec<String> {
