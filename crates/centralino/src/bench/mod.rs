@@ -39,10 +39,10 @@
 mod ceiling;
 mod load;
 mod migration;
-mod report;
+pub(crate) mod report;
 mod system;
 mod tracker;
-mod workload;
+pub(crate) mod workload;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
