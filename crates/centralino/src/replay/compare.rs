@@ -8,12 +8,20 @@
 //!   count it.
 //! - **ASA**: the mean wait to an answer, ms, from the same KPIs.
 //! - **Occupancy**: the time agents held work (offered, assigned or in
-//!   after-contact work) over the time they were staffed. Both replays
-//!   use one staffed window, every agent of the pool from the first
-//!   arrival until the later of the two replays' last work ended, so the
-//!   two figures share a denominator; the same work spread over more time
-//!   shows as idle time, not as a lower load. The busiest and the idlest
-//!   agent show how a strategy spreads the work.
+//!   after-contact work) over the time they were staffed. An agent with
+//!   one chat is occupied as much as one with three: spreading chats over
+//!   more agents raises it. Every agent of the pool is staffed from the
+//!   first arrival until the replay's last work ended: a configuration
+//!   that finishes the same work later keeps its agents longer, and shows
+//!   it as lower occupancy. Each replay has its own window, so that A's
+//!   numbers do not depend on the B it is compared with. The busiest and
+//!   the idlest agent show how a strategy spreads the work.
+//! - **Capacity in use**: the agents' load (each conversation costs its
+//!   channel's share of 100) over their capacity, in the same window: how
+//!   much of what the pool could carry it carried. The same work in the
+//!   same window gives the same figure under any strategy (after-contact
+//!   work aside), which is what tells a change in occupancy from a change
+//!   in work.
 
 use std::fmt::Write as _;
 
@@ -30,6 +38,8 @@ pub struct Summary {
     /// Which configuration, for people.
     pub label: String,
     pub contacts: usize,
+    /// From the first arrival until the last work ended, ms.
+    pub staffed_ms: u64,
     pub answered: u64,
     pub never_answered: usize,
     pub service_level_pct: f64,
@@ -37,6 +47,7 @@ pub struct Summary {
     pub occupancy_pct: f64,
     pub busiest_agent_pct: f64,
     pub idlest_agent_pct: f64,
+    pub capacity_in_use_pct: f64,
     pub transfers: u64,
     pub channels: Vec<ChannelSummary>,
     pub agents: Vec<AgentSummary>,
@@ -63,8 +74,6 @@ pub struct AgentSummary {
 pub struct Comparison {
     pub recording: String,
     pub agents: usize,
-    /// The staffed window, ms (see the module docs).
-    pub staffed_ms: u64,
     pub a: Summary,
     pub b: Summary,
     /// B − A for each headline number (percentage points for the shares).
@@ -78,29 +87,25 @@ pub struct Difference {
     pub occupancy_pt: f64,
     pub busiest_agent_pt: f64,
     pub idlest_agent_pt: f64,
+    pub capacity_in_use_pt: f64,
     pub never_answered: i64,
 }
 
 impl Comparison {
     pub fn of(rec: &Recording, a: (&str, &Outcome), b: (&str, &Outcome)) -> Comparison {
-        let start = a.1.start.min(b.1.start);
-        let staffed_ms = a.1.end.max(b.1.end).saturating_sub(start);
-        let (sa, sb) = (
-            summary(rec, a.0, a.1, staffed_ms),
-            summary(rec, b.0, b.1, staffed_ms),
-        );
+        let (sa, sb) = (summary(rec, a.0, a.1), summary(rec, b.0, b.1));
         let difference = Difference {
             service_level_pt: sb.service_level_pct - sa.service_level_pct,
             asa_ms: sb.asa_ms - sa.asa_ms,
             occupancy_pt: sb.occupancy_pct - sa.occupancy_pct,
             busiest_agent_pt: sb.busiest_agent_pct - sa.busiest_agent_pct,
             idlest_agent_pt: sb.idlest_agent_pct - sa.idlest_agent_pct,
+            capacity_in_use_pt: sb.capacity_in_use_pct - sa.capacity_in_use_pct,
             never_answered: sb.never_answered as i64 - sa.never_answered as i64,
         };
         Comparison {
             recording: rec.source.clone(),
             agents: a.1.agents.len(),
-            staffed_ms,
             a: sa,
             b: sb,
             difference,
@@ -112,13 +117,7 @@ impl Comparison {
         let (a, b) = (&self.a, &self.b);
         let mut t = String::new();
         let _ = writeln!(t, "replay of {}", self.recording);
-        let _ = writeln!(
-            t,
-            "{} contacts, {} agents staffed for {:.1} s",
-            a.contacts,
-            self.agents,
-            self.staffed_ms as f64 / 1_000.0
-        );
+        let _ = writeln!(t, "{} contacts, {} agents", a.contacts, self.agents);
         let _ = writeln!(t, "  A: {}", a.label);
         let _ = writeln!(t, "  B: {}", b.label);
         let _ = writeln!(t);
@@ -183,6 +182,24 @@ impl Comparison {
             pct(b.idlest_agent_pct),
             pt(self.difference.idlest_agent_pt),
         );
+        let secs = |v: u64| format!("{:.1} s", v as f64 / 1_000.0);
+        row(
+            &mut t,
+            "staffed until work done",
+            secs(a.staffed_ms),
+            secs(b.staffed_ms),
+            format!(
+                "{:+.1} s",
+                (b.staffed_ms as f64 - a.staffed_ms as f64) / 1_000.0
+            ),
+        );
+        row(
+            &mut t,
+            "capacity in use",
+            pct(a.capacity_in_use_pct),
+            pct(b.capacity_in_use_pct),
+            pt(self.difference.capacity_in_use_pt),
+        );
         let count = |v: u64| v.to_string();
         row(
             &mut t,
@@ -209,7 +226,8 @@ impl Comparison {
     }
 }
 
-fn summary(rec: &Recording, label: &str, o: &Outcome, staffed_ms: u64) -> Summary {
+fn summary(rec: &Recording, label: &str, o: &Outcome) -> Summary {
+    let staffed_ms = o.end.saturating_sub(o.start);
     let share = |busy: u64| {
         if staffed_ms == 0 {
             0.0
@@ -233,6 +251,17 @@ fn summary(rec: &Recording, label: &str, o: &Outcome, staffed_ms: u64) -> Summar
         share(busy) / agents.len() as f64
     };
     let shares = agents.iter().map(|a| a.occupancy_pct);
+    let load: u64 = o.agents.iter().map(|a| a.load_ms).sum();
+    let could: u64 = o
+        .agents
+        .iter()
+        .map(|a| u64::from(a.capacity) * staffed_ms)
+        .sum();
+    let capacity_in_use_pct = if could == 0 {
+        0.0
+    } else {
+        load as f64 * 100.0 / could as f64
+    };
     let channels = Channel::ALL
         .iter()
         .filter_map(|&ch| {
@@ -256,6 +285,7 @@ fn summary(rec: &Recording, label: &str, o: &Outcome, staffed_ms: u64) -> Summar
     Summary {
         label: label.to_owned(),
         contacts: rec.contacts.len(),
+        staffed_ms,
         answered: total.answered,
         never_answered: o.contacts.iter().filter(|c| c.waited_ms.is_none()).count(),
         service_level_pct: total.service_level() * 100.0,
@@ -267,6 +297,7 @@ fn summary(rec: &Recording, label: &str, o: &Outcome, staffed_ms: u64) -> Summar
         } else {
             shares.fold(f64::INFINITY, f64::min)
         },
+        capacity_in_use_pct,
         transfers: total.transfers,
         channels,
         agents,
@@ -297,7 +328,10 @@ mod tests {
                 .enumerate()
                 .map(|(i, &busy_ms)| AgentUse {
                     id: format!("agent-{i}").as_str().into(),
+                    capacity: 100,
                     busy_ms,
+                    // Voice only: the whole capacity while busy.
+                    load_ms: busy_ms * 100,
                 })
                 .collect(),
             start: 0,
@@ -305,19 +339,33 @@ mod tests {
         }
     }
 
-    /// The numbers of the hand-worked scenario in `simulate`'s tests: both
-    /// replays are staffed for the later one's 40 s.
+    /// The numbers of the hand-worked scenario in `simulate`'s tests:
+    /// longest idle is done at 30 s, most proficient at 40 s.
     #[test]
-    fn shares_use_one_staffed_window() {
+    fn shares_over_each_replays_staffed_window() {
         let rec = Recording::default();
         let a = outcome([30_000, 20_000], 30_000, 3, 3, 9_000);
         let b = outcome([10_000, 40_000], 40_000, 3, 2, 29_000);
         let c = Comparison::of(&rec, ("longest idle", &a), ("most proficient", &b));
-        assert_eq!(c.staffed_ms, 40_000);
-        assert_eq!(c.a.occupancy_pct, 62.5);
-        assert_eq!(c.b.occupancy_pct, 62.5, "the same work in the same window");
-        assert_eq!((c.a.busiest_agent_pct, c.a.idlest_agent_pct), (75.0, 50.0));
-        assert_eq!((c.b.busiest_agent_pct, c.b.idlest_agent_pct), (100.0, 25.0));
+        assert_eq!((c.a.staffed_ms, c.b.staffed_ms), (30_000, 40_000));
+        // 50 s of work over 2 agents × 30 s, then × 40 s.
+        assert!((c.a.occupancy_pct - 250.0 / 3.0).abs() < 1e-9);
+        assert_eq!(c.b.occupancy_pct, 62.5, "the same work, done later");
+        assert_eq!(
+            (c.a.busiest_agent_pct, c.b.busiest_agent_pct),
+            (100.0, 100.0)
+        );
+        assert!((c.a.idlest_agent_pct - 200.0 / 3.0).abs() < 1e-9);
+        assert_eq!(c.b.idlest_agent_pct, 25.0);
+        assert_eq!(
+            c.b.capacity_in_use_pct, c.b.occupancy_pct,
+            "voice: as loaded as occupied"
+        );
+        assert_eq!(
+            Comparison::of(&rec, ("A", &a), ("A again", &a)).a,
+            Comparison::of(&rec, ("A", &a), ("B", &b)).a,
+            "A's numbers do not depend on B"
+        );
         assert_eq!(c.a.service_level_pct, 100.0);
         assert!((c.difference.service_level_pt + 100.0 / 3.0).abs() < 1e-9);
         assert!((c.difference.asa_ms - 20_000.0 / 3.0).abs() < 1e-9);

@@ -136,12 +136,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let agents = match (&args.agents, args.dev_agents) {
-        (Some(path), _) => pool::from_file(path)?,
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the agent pool {}", path.display()))?;
+            pool::from_toml(&path.display().to_string(), &text)?
+        }
         (None, Some(n)) => pool::dev(n, args.seed),
         (None, None) => {
             eprintln!(
-                "note: agents recovered from the recording ({} named; skills are the least its \
-                 decisions prove, capacity 100): give --agents FILE or --dev-agents N for the real pool",
+                "note: agents recovered from the recording ({} named, capacity 100, skills only as \
+                 far as its routing decisions prove them): give --agents FILE or --dev-agents N for \
+                 the real pool",
                 rec.agents.len()
             );
             pool::recovered(&rec)

@@ -28,7 +28,6 @@
 //! to the end: a recording holds no shifts or breaks.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, bail};
 use centralino_core::channel::FULL_CAPACITY;
@@ -61,14 +60,9 @@ fn full_capacity() -> u16 {
     FULL_CAPACITY
 }
 
-/// Reads a pool file; errors name the file and the agent at fault.
-pub fn from_file(path: &Path) -> anyhow::Result<Vec<AgentProfile>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the agent pool {}", path.display()))?;
-    from_toml(&path.display().to_string(), &text)
-}
-
-fn from_toml(name: &str, text: &str) -> anyhow::Result<Vec<AgentProfile>> {
+/// The pool in a file's text; errors name the file (`name`) and the agent
+/// at fault.
+pub fn from_toml(name: &str, text: &str) -> anyhow::Result<Vec<AgentProfile>> {
     let file: PoolFile = toml::from_str(text).with_context(|| format!("agent pool {name}"))?;
     if file.agents.is_empty() {
         bail!("agent pool {name}: agents: list at least one agent");

@@ -65,8 +65,12 @@ pub struct ContactResult {
 #[derive(Clone, Debug, PartialEq)]
 pub struct AgentUse {
     pub id: AgentId,
+    pub capacity: u16,
     /// Time it held any work (offered, assigned or after-contact work).
     pub busy_ms: u64,
+    /// Its load integrated over time (capacity units × ms): an agent with
+    /// two chats (30 each) for 1 s adds 60,000.
+    pub load_ms: u64,
 }
 
 /// Replays `rec` (sorted by arrival, as `Recording` keeps it) through a
@@ -93,6 +97,7 @@ pub fn simulate(
         last_agent: HashMap::new(),
         loads: vec![0; agents.len()],
         busy: vec![0; agents.len()],
+        load_ms: vec![0; agents.len()],
         clock: start,
         end: start,
     };
@@ -143,10 +148,12 @@ pub fn simulate(
         contacts: sim.results,
         agents: agents
             .iter()
-            .zip(sim.busy)
-            .map(|(a, busy_ms)| AgentUse {
+            .zip(sim.busy.into_iter().zip(sim.load_ms))
+            .map(|(a, (busy_ms, load_ms))| AgentUse {
                 id: a.id.clone(),
+                capacity: a.capacity,
                 busy_ms,
+                load_ms,
             })
             .collect(),
         start,
@@ -169,6 +176,7 @@ struct Sim<'a> {
     /// Each agent's load as last sampled, in login (= pool) order.
     loads: Vec<u16>,
     busy: Vec<u64>,
+    load_ms: Vec<u64>,
     /// Up to when `busy` is accounted.
     clock: TimeMs,
     end: TimeMs,
@@ -310,12 +318,15 @@ impl Sim<'_> {
         self.step(now, Input::Enqueue(enqueue))
     }
 
-    /// Accounts busy time up to `now` at the loads sampled last.
+    /// Accounts busy time and load up to `now` at the loads sampled last
+    /// (loads change only at the instants the loop visits).
     fn advance(&mut self, now: TimeMs) {
         let dt = now.saturating_sub(self.clock);
-        for (busy, load) in self.busy.iter_mut().zip(&self.loads) {
+        for ((busy, load_ms), load) in self.busy.iter_mut().zip(&mut self.load_ms).zip(&self.loads)
+        {
             if *load > 0 {
                 *busy += dt;
+                *load_ms += dt * u64::from(*load);
             }
         }
         self.clock = now;
@@ -514,9 +525,10 @@ mod tests {
         );
         assert_eq!(o.kpis.total.transfers, 1);
         // Bruno 0..5; Anna takes the transfer at 5 (tech) until 12, then
-        // the returning customer 20..21.
+        // the returning customer 20..21. Voice takes all of their capacity.
         assert_eq!(o.agents[0].busy_ms, 5_000);
         assert_eq!(o.agents[1].busy_ms, 8_000);
+        assert_eq!(o.agents[1].load_ms, 8_000 * 100);
         assert_eq!(o.end, 21_000);
     }
 
