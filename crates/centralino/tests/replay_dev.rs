@@ -4,19 +4,12 @@
 //! configuration and under two other strategies. Both sides are printed,
 //! the numbers are sane, and a replay run twice gives the same numbers.
 
+mod support;
+
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-/// Kills the child if the test fails before it stops it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A directory removed when the test ends, however it ends.
 struct TempDir(PathBuf);
@@ -37,13 +30,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// Closed conversations archived under `dir` (any cluster, any customer).
@@ -90,30 +76,22 @@ fn number(v: &serde_json::Value, path: &[&str]) -> f64 {
 fn a_dev_recording_replays_under_two_strategies() {
     let tmp = TempDir::new();
     let archive = tmp.0.join("archive");
-    let port = free_port();
     // Few agents and short handle times: conversations close quickly, and
     // customers sometimes wait, so that strategies can differ.
-    let child = Command::new(env!("CARGO_BIN_EXE_centralino"))
-        .args([
-            "dev",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--rate",
-            "12",
-            "--agents",
-            "4",
-            "--handle-ms",
-            "300",
-            "--seed",
-            "11",
-            "--archive-dir",
-        ])
-        .arg(&archive)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start centralino dev");
-    let mut dev = Running(child);
+    let mut args: Vec<&OsStr> = [
+        "--rate",
+        "12",
+        "--agents",
+        "4",
+        "--handle-ms",
+        "300",
+        "--seed",
+        "11",
+    ]
+    .map(OsStr::new)
+    .to_vec();
+    args.extend([OsStr::new("--archive-dir"), archive.as_os_str()]);
+    let (mut dev, _) = support::start_dev(args);
 
     let wanted = 25;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -129,27 +107,7 @@ fn a_dev_recording_replays_under_two_strategies() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let pid = dev.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("send SIGTERM");
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = dev.0.try_wait().expect("wait for centralino dev") {
-            assert!(
-                status.success(),
-                "centralino dev exits cleanly on SIGTERM, got {status}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "centralino dev still running 30 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::terminate(&mut dev);
     let closed = archived(&archive);
 
     for strategy in ["most_proficient", "round_robin"] {
