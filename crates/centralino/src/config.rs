@@ -94,8 +94,10 @@ pub struct QueueSection {
     pub priority_boost_ms: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+/// A queue's strategy as the file and the command line spell it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum StrategyName {
     #[default]
     LongestIdle,

@@ -4,9 +4,13 @@
 //!   gateways and agent desktops driving it over real gRPC, and live numbers
 //!   on the terminal until Ctrl-C.
 //! - `centralino node`: a node configured by file, environment and flags.
+//! - `centralino bench`: measures a cluster against this machine's ceilings.
+//! - `centralino replay`: recorded traffic through the routing core under
+//!   two configurations, service level, ASA and occupancy side by side.
 
 mod bench;
 mod config;
+mod replay;
 mod run;
 mod sim;
 
@@ -34,6 +38,9 @@ enum Command {
     Node(NodeArgs),
     /// Measure a cluster (started here or running) against this machine's ceilings.
     Bench(bench::Args),
+    /// Replay recorded traffic under two routing configurations and compare
+    /// service level, ASA and occupancy.
+    Replay(replay::Args),
 }
 
 #[derive(Args, Debug)]
@@ -125,6 +132,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Node(args) => run::node(args.load(false)?, None).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
             Command::Dev(args) => {
                 let cfg = args.node.load(true)?;
                 let sim = sim::Options {

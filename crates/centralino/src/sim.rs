@@ -22,6 +22,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel as Conn;
 
+use centralino_core::Skill;
+
 use crate::config::{BullseyeSection, Config, QueueSection, StrategyName};
 
 #[derive(Clone, Debug)]
@@ -111,20 +113,52 @@ pub fn dev_defaults(cfg: &mut Config) {
     cfg.routing.acw_ms.insert("voice".into(), 500);
 }
 
+/// One simulated agent: who logs in, and the random stream that then
+/// decides its accepts, rejects and handle times.
+pub struct DevAgent {
+    pub id: String,
+    pub skills: Vec<Skill>,
+    rng: StdRng,
+}
+
+/// The agents `centralino dev --agents n --seed seed` logs in, and the seed
+/// of its customers. A function of its arguments alone, so that a replay of
+/// a dev recording can staff the very same pool (`centralino replay
+/// --dev-agents`).
+pub fn dev_agents(n: usize, seed: u64) -> (Vec<DevAgent>, u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let agents = (0..n)
+        .map(|i| {
+            let mut own = StdRng::seed_from_u64(rng.random());
+            let mut skills = Vec::new();
+            for s in SKILLS {
+                if own.random_bool(0.6) {
+                    skills.push(Skill::new(s, own.random_range(1..=5)));
+                }
+            }
+            DevAgent {
+                id: format!("agent-{i:02}"),
+                skills,
+                rng: own,
+            }
+        })
+        .collect();
+    (agents, rng.random())
+}
+
 pub async fn start(addr: SocketAddr, o: Options) -> anyhow::Result<Simulation> {
     let conn = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let mut rng = StdRng::seed_from_u64(o.seed);
-    for i in 0..o.agents {
-        let seed = rng.random();
+    let (agents, customers_seed) = dev_agents(o.agents, o.seed);
+    for (i, a) in agents.into_iter().enumerate() {
         tasks.push(tokio::spawn(agent(
             conn.clone(),
             i,
+            a,
             o.handle_ms,
-            seed,
             stop_rx.clone(),
         )));
     }
@@ -132,7 +166,7 @@ pub async fn start(addr: SocketAddr, o: Options) -> anyhow::Result<Simulation> {
     tasks.push(tokio::spawn(customers(
         conn.clone(),
         o.rate,
-        rng.random(),
+        customers_seed,
         stop_rx.clone(),
     )));
     tasks.push(tokio::spawn(report(conn, o.report_every, stop_rx)));
@@ -261,23 +295,30 @@ async fn deliveries(conn: Conn, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn agent(conn: Conn, i: usize, handle_ms: u64, seed: u64, mut stop: watch::Receiver<bool>) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut skills = Vec::new();
-    for s in SKILLS {
-        if rng.random_bool(0.6) {
-            skills.push(pb::Skill {
-                name: s.into(),
-                proficiency: rng.random_range(1..=5),
-            });
-        }
-    }
+async fn agent(
+    conn: Conn,
+    i: usize,
+    me: DevAgent,
+    handle_ms: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let DevAgent {
+        id,
+        skills,
+        mut rng,
+    } = me;
     let (tx, rx) = mpsc::channel::<pb::AgentCommand>(64);
     let mut request = 1u64;
     let login = pb::agent_command::Login {
-        agent_id: format!("agent-{i:02}"),
+        agent_id: id,
         name: format!("Agent {i}"),
-        skills,
+        skills: skills
+            .into_iter()
+            .map(|s| pb::Skill {
+                name: s.name,
+                proficiency: i32::from(s.proficiency),
+            })
+            .collect(),
         languages: vec!["it".into()],
         capacity: 100,
         initial_state: pb::AgentState::Available as i32,

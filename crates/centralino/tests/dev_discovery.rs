@@ -2,7 +2,8 @@
 //! protocols finds a running `centralino dev` SERVING and lists the
 //! centralino.v1 services; SIGTERM then shuts the node down cleanly.
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use tonic_health::pb::HealthCheckRequest;
@@ -13,41 +14,9 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-/// Kills the child if the test fails before it stops it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 #[tokio::test]
 async fn dev_is_discoverable_through_health_and_reflection() {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_centralino"))
-        .args([
-            "dev",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--rate",
-            "2",
-            "--agents",
-            "3",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start centralino dev");
-    let mut node = Running(child);
+    let (mut node, port) = support::start_dev(["--rate", "2", "--agents", "3"]);
     let url = format!("http://127.0.0.1:{port}");
 
     // Wait until it serves: connection refused until then.
@@ -123,25 +92,5 @@ async fn dev_is_discoverable_through_health_and_reflection() {
     }
 
     // SIGTERM: the ordered shutdown runs and the process exits by itself.
-    let pid = node.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("send SIGTERM");
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = node.0.try_wait().expect("wait for centralino dev") {
-            assert!(
-                status.success(),
-                "centralino dev exits cleanly on SIGTERM, got {status}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "centralino dev still running 30 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::terminate(&mut node);
 }

@@ -186,8 +186,49 @@ impl FileArchive {
         Ok(FileArchive { root })
     }
 
+    /// Opens an existing archive to read it (a what-if replay, an audit):
+    /// nothing is created or probed, so a read-only copy or mount will do.
+    /// Stores through it fail where the directory is not writable.
+    pub fn open_to_read(root: impl Into<PathBuf>) -> Result<FileArchive> {
+        let root = root.into();
+        match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => Ok(FileArchive { root }),
+            Ok(_) => Err(ClusterError::Archive(format!(
+                "{} is not a directory",
+                root.display()
+            ))),
+            Err(e) => Err(io_error("opening the archive", &root, e)),
+        }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Every customer with a directory in the archive, in id order. Not
+    /// part of [`Archive`]: a node only ever asks about one customer, while
+    /// a reader of a whole archive walks them all.
+    pub async fn customers(&self) -> Result<Vec<CustomerId>> {
+        let root = self.root.clone();
+        blocking(move || {
+            let entries = fs::read_dir(&root).map_err(|e| io_error("listing", &root, e))?;
+            let mut found = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| io_error("listing", &root, e))?;
+                // Anything but `cu-<n>` (temporary files, an operator's
+                // notes) is not a customer's directory.
+                if let Some(id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<CustomerId>().ok())
+                {
+                    found.push(id);
+                }
+            }
+            found.sort_unstable();
+            Ok(found)
+        })
+        .await
     }
 }
 
@@ -523,6 +564,21 @@ mod tests {
         let text = fs::read_to_string(dir.0.join("cu-7/3.6.jsonl")).expect("read the file");
         assert_eq!(text.lines().count(), 2, "one event per line: {text}");
         assert!(text.starts_with("{\"seq\":1,"), "{text}");
+
+        // A reader walks every customer and creates nothing.
+        fs::create_dir_all(dir.0.join("cu-12")).expect("mkdir");
+        fs::write(dir.0.join("notes.txt"), b"an operator's file").expect("write");
+        let reader = FileArchive::open_to_read(&dir.0).expect("open to read");
+        assert_eq!(
+            reader.customers().await.expect("customers"),
+            vec![CustomerId(7), CustomerId(12)],
+            "customers in id order; other entries ignored"
+        );
+        assert_eq!(reader.read(conv).await.expect("read"), Some(events));
+        assert!(
+            FileArchive::open_to_read(dir.0.join("missing")).is_err(),
+            "a missing directory is an error, not an empty archive"
+        );
     }
 
     #[tokio::test]

@@ -65,11 +65,11 @@ mod keys;
 mod load;
 mod migration;
 mod population;
-mod report;
+pub(crate) mod report;
 mod scale;
 mod system;
 mod tracker;
-mod workload;
+pub(crate) mod workload;
 
 use std::future::Future;
 use std::io::Write as _;

@@ -136,6 +136,15 @@ impl Router {
         })
     }
 
+    /// Every agent the router knows, in the order they first logged in,
+    /// with the capacity its conversations take now (offered, assigned or
+    /// in after-contact work). Cheaper than [`Router::agent_views`]: a
+    /// driver that samples load after every step (what-if replay measures
+    /// occupancy this way) copies nothing.
+    pub fn agent_loads(&self) -> impl Iterator<Item = (&AgentId, u16)> + '_ {
+        self.agents.iter().map(|a| (&a.id, a.load))
+    }
+
     /// Number of conversations waiting (not offered) across all queues.
     pub fn waiting(&self) -> usize {
         self.queues.iter().map(|q| q.waiting_len()).sum::<usize>()
