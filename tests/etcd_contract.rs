@@ -428,7 +428,7 @@ async fn a_conversation_that_outgrows_one_request_is_refused_and_can_close() {
         script.message(Channel::Chat, &text);
         let b = script.batch();
         match c.append(b.clone()).await {
-            Ok(()) => script.committed(&b),
+            Ok(_) => script.committed(&b),
             Err(e) => {
                 refused = Some((b, e));
                 break;
@@ -641,8 +641,13 @@ async fn etcd_bytes_per_active_and_closed_conversation() {
     let prefix = "/centralino/footprint/";
     let c = Arc::new(connect(etcd.endpoints(), prefix).await);
     let archive = Arc::new(MemoryArchive::new());
-    let journal = Arc::new(CoordinatedJournal::new(c.clone(), archive.clone()));
     let lease = c.join(&node("n1"), TTL).await.expect("join");
+    let journal = Arc::new(CoordinatedJournal::new(
+        c.clone(),
+        archive.clone(),
+        "n1",
+        lease,
+    ));
     let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
         .await
         .expect("connect a raw client");

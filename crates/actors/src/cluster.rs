@@ -56,6 +56,15 @@ pub trait Cluster: Send + Sync + 'static {
     }
     /// The customer now lives on `node`: forget it here.
     fn customer_moved(&self, _id: CustomerId, _node: &str) {}
+    /// A hint: the customer's actor runs on `node` (as a message from it
+    /// says), so decisions for it need not look its owner up.
+    fn customer_at(&self, _id: CustomerId, _node: &str) {}
+    /// This node took ownership of a new customer with its first journal
+    /// write (see `journal`, "Creating a customer"), under `token`.
+    fn claimed(&self, _id: CustomerId, _token: u64) {}
+    /// The identity belongs to `customer` (learnt from a creation that
+    /// lost a race for it).
+    fn identity_of(&self, _identity: &Identity, _customer: CustomerId) {}
     /// Where a customer should go when it leaves this node (a drain): the
     /// live member other than this one that placement would pick.
     fn drain_target(&self, _id: CustomerId) -> Option<String> {

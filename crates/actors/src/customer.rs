@@ -6,9 +6,12 @@
 //! - a request (a contact, an agent's reply, a wrap-up, ...) whose commit
 //!   fails is undone here (a [`Checkpoint`] of the customer is restored) and
 //!   answered with the error, so a retry does not record it twice;
-//! - a routing decision whose commit fails stays recorded here (nothing was
-//!   acknowledged about it, and the router has decided it) and is committed
-//!   with the next commit; a retry is scheduled every [`FLUSH_RETRY`];
+//! - a routing decision is recorded at once (an offer goes on to the
+//!   agent's desktop at once) and committed [`DECISION_FLUSH`] later, with
+//!   the decisions of the same burst, or with the next request's commit:
+//!   nothing was acknowledged about it, and one lost with this node is said
+//!   again by the router to the customer recovered elsewhere; a commit
+//!   that fails keeps it recorded here, retried every [`FLUSH_RETRY`];
 //! - a commit refused by the fencing check means another node owns the
 //!   customer now: the actor stops at once.
 //!
@@ -67,7 +70,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use crate::clock::now_ms;
 use crate::error::{ActorError, Result};
 use crate::hub::{Delivery, DesktopEvent, Hub, OfferDelivery};
-use crate::journal::{JournalBatch, JournalError, rebuild};
+use crate::journal::{Creation, JournalBatch, JournalError, rebuild};
 use crate::router::{Again, RouteRequest, Seen};
 use crate::wire::{CustomerReply, CustomerRequest, Envelope, EnvelopeReply, RouterRequest};
 
@@ -97,6 +100,11 @@ pub enum CustomerMsg {
 /// How soon a failed commit of routing decisions is retried.
 pub const FLUSH_RETRY: Duration = Duration::from_millis(500);
 
+/// How long routing decisions wait to be committed together: the router
+/// makes them in bursts (queued, then offered, in one step), and one
+/// commit for the burst is one etcd write instead of several.
+pub const DECISION_FLUSH: Duration = Duration::from_millis(10);
+
 /// How soon a routing request the router could not be handed is retried.
 pub const ROUTE_RETRY: Duration = Duration::from_millis(500);
 
@@ -111,6 +119,13 @@ pub struct CustomerActor;
 pub enum Start {
     /// From the journal, owning the customer with `token`.
     Recover { token: u64 },
+    /// A customer made up by the request that starts it, claimed already:
+    /// nothing to recover.
+    New { token: u64 },
+    /// A customer made up by the request that starts it, that its first
+    /// journal write creates, linking these identities (see `journal`,
+    /// "Creating a customer"): nothing to recover, no ownership yet.
+    Create { identities: Vec<Identity> },
     /// From the state another node handed over (a planned migration).
     Adopted {
         customer: Box<Customer>,
@@ -148,6 +163,10 @@ pub struct CustomerState {
     route_retry_scheduled: bool,
     /// The router epoch this customer last announced itself to.
     announced: Option<u64>,
+    /// Not created yet: the first commit creates the customer, linking
+    /// these identities (see `journal`, "Creating a customer"); until it
+    /// succeeds the actor owns nothing, and if it fails the actor stops.
+    creating: Option<Vec<Identity>>,
 }
 
 impl CustomerState {
@@ -170,6 +189,10 @@ impl Actor for CustomerActor {
         myself: ActorRef<CustomerMsg>,
         (id, hub, start): Self::Arguments,
     ) -> Result<CustomerState, ActorProcessingErr> {
+        let creating = match &start {
+            Start::Create { identities } => Some(identities.clone()),
+            _ => None,
+        };
         let (customer, token, mode, unrouted, announced) = match start {
             Start::Recover { token } => {
                 let customer = match hub.journal().recover(id).await? {
@@ -178,6 +201,8 @@ impl Actor for CustomerActor {
                 };
                 (customer, token, Mode::Live, None, None)
             }
+            Start::New { token } => (Customer::new(id, Vec::new()), token, Mode::Live, None, None),
+            Start::Create { .. } => (Customer::new(id, Vec::new()), 0, Mode::Live, None, None),
             Start::Adopted {
                 customer,
                 token,
@@ -209,6 +234,7 @@ impl Actor for CustomerActor {
             route_retry_scheduled: unrouted.is_some(),
             unrouted,
             announced,
+            creating,
         })
     }
 
@@ -248,8 +274,9 @@ impl Actor for CustomerActor {
         _myself: ActorRef<CustomerMsg>,
         st: &mut CustomerState,
     ) -> Result<(), ActorProcessingErr> {
-        // A moved customer's ownership went with it.
-        if !matches!(st.mode, Mode::Moved { .. }) {
+        // A moved customer's ownership went with it; one never created
+        // had none.
+        if !matches!(st.mode, Mode::Moved { .. }) && st.creating.is_none() {
             st.hub
                 .cluster()
                 .release_customer(st.customer.id, st.token)
@@ -297,6 +324,7 @@ async fn dispatch(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, msg: C
 /// Handles a message as the customer's owner.
 async fn live(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, msg: CustomerMsg) {
     let now = now_ms();
+    let decision = matches!(msg, CustomerMsg::Routed(_));
     let outcome = match msg {
         CustomerMsg::Routed(o) => routed(now, st, o).await,
         CustomerMsg::Flush => {
@@ -357,6 +385,13 @@ async fn live(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, msg: Custo
         myself.stop(Some("fenced out".into()));
         return;
     }
+    if st.creating.is_some() {
+        // The write that would have created the customer failed: it does
+        // not exist (the contact's retry makes it up afresh, or finds whose
+        // the identity is).
+        myself.stop(Some("never created".into()));
+        return;
+    }
     schedule_route_retry(myself, st);
     if let Err(ActorError::Journal(JournalError::Rejected(why))) = &outcome {
         // Retrying cannot help: the conversation has outgrown what the
@@ -365,10 +400,16 @@ async fn live(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState, msg: Custo
         tracing::error!(customer = %st.customer.id, error = %why, "routing decisions cannot be journaled; not retrying");
     } else if st.pending() && !st.flush_scheduled {
         // Routing decisions recorded here but not yet durable are kept
-        // and committed as soon as the journal answers again.
-        tracing::warn!(customer = %st.customer.id, "journal behind; retrying");
+        // and committed soon: together, when they just arrived; as soon as
+        // the journal answers again, when a commit failed.
+        let delay = if decision && outcome.is_ok() {
+            DECISION_FLUSH
+        } else {
+            tracing::warn!(customer = %st.customer.id, "journal behind; retrying");
+            FLUSH_RETRY
+        };
         st.flush_scheduled = true;
-        myself.send_after(FLUSH_RETRY, || CustomerMsg::Flush);
+        myself.send_after(delay, || CustomerMsg::Flush);
     }
 }
 
@@ -476,9 +517,9 @@ async fn request(
     req: CustomerRequest,
 ) -> Result<CustomerReply> {
     Ok(match req {
-        CustomerRequest::Contact { contact, linked } => {
-            CustomerReply::Contact(contact_in(now, st, contact, linked).await?)
-        }
+        CustomerRequest::Contact {
+            contact, linked, ..
+        } => CustomerReply::Contact(contact_in(now, st, contact, linked).await?),
         CustomerRequest::Reply {
             conversation,
             agent,
@@ -542,15 +583,23 @@ async fn request(
 /// [`JournalBatch::of`]); `closing` commits it as closed (its whole history
 /// goes to the archive) and, once durable, closes it here.
 async fn persist(st: &mut CustomerState, closing: bool) -> Result<()> {
-    let batch = JournalBatch::of(&st.customer, st.durable_seq, closing, st.token);
+    let mut batch = JournalBatch::of(&st.customer, st.durable_seq, closing, st.token);
+    batch.create = st.creating.clone().map(|identities| Creation {
+        identities,
+        owner: None,
+    });
     let last = st
         .customer
         .open
         .as_ref()
         .map_or(0, |c| c.history.last_seq());
     let started = std::time::Instant::now();
-    st.hub.journal().commit(batch).await?;
+    let token = st.hub.journal().commit(batch).await?;
     crate::metrics::journal_commit(started.elapsed());
+    if st.creating.take().is_some() {
+        st.token = token;
+        st.hub.cluster().claimed(st.customer.id, token);
+    }
     if closing {
         st.customer.open = None;
         st.durable_seq = 0;
@@ -724,16 +773,12 @@ async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> Result<()> {
             offer,
             ..
         } => {
-            // Usually recorded already, when the agent's accept came back.
+            // Usually recorded already, when the agent's accept came back
+            // (then there is nothing to commit).
             if let Err(e) = record_assigned(now, st, *conversation, agent.clone(), *offer) {
                 tracing::debug!(%conversation, error = %e, "assignment about a conversation no longer open");
             }
-            // Nothing to commit when the accept recorded it already.
-            return if st.pending() {
-                persist(st, false).await
-            } else {
-                Ok(())
-            };
+            return Ok(());
         }
         Output::Requeued { conversation, from } => {
             let Some(queue) = st.customer.open.as_ref().and_then(|c| c.queue.clone()) else {
@@ -756,13 +801,10 @@ async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> Result<()> {
         tracing::debug!(%conversation, error = %e, "routing decision about a conversation no longer open");
         return Ok(());
     }
-    // The decision stands even if the journal is unreachable right now: it
-    // stays recorded here and is committed on the next successful commit
-    // (nothing about it was acknowledged). A fenced-out owner stops.
-    let committed = persist(st, false).await;
-    if let Err(ActorError::Journal(JournalError::Fenced { .. })) = committed {
-        return committed;
-    }
+    // The decision is committed shortly, with those that follow it (see
+    // DECISION_FLUSH), not here: nothing about it was acknowledged, and a
+    // decision lost with this node is said again by the router to the
+    // customer recovered elsewhere (`actors::router`, "restate").
     if let Output::Offered {
         offer,
         agent,
@@ -785,11 +827,12 @@ async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> Result<()> {
             history: conv.history.events().to_vec(),
             explanation,
             expires_at,
+            home: Some(st.hub.cluster().node_id().to_owned()),
         };
         st.hub
             .post_desktop(&agent, DesktopEvent::Offer(Box::new(delivery)));
     }
-    committed
+    Ok(())
 }
 
 async fn agent_reply(
@@ -939,6 +982,7 @@ fn route_request(
         again: Again::No,
         queue: conv.queue.clone(),
         seen: seen(conv),
+        home: None,
     }
 }
 
@@ -1007,7 +1051,10 @@ async fn resync(st: &mut CustomerState, epoch: u64) -> Result<()> {
     }
     // Whatever was waiting for the old router is in the announcement.
     st.unrouted = None;
-    if let Some(request) = announcement(&st.customer, Again::Resync) {
+    if let Some(mut request) = announcement(&st.customer, Again::Resync) {
+        if let RouterRequest::Route(route) | RouterRequest::Restore { route, .. } = &mut request {
+            route.home = Some(st.hub.cluster().node_id().to_owned());
+        }
         st.hub.tell_router(request).await?;
     }
     st.announced = Some(epoch);
@@ -1017,7 +1064,10 @@ async fn resync(st: &mut CustomerState, epoch: u64) -> Result<()> {
 /// Tells the router; what cannot be handed over now is kept for a retry
 /// (a newer request replaces an older one: it says everything the router
 /// must know).
-async fn tell_router(st: &mut CustomerState, request: RouterRequest) {
+async fn tell_router(st: &mut CustomerState, mut request: RouterRequest) {
+    if let RouterRequest::Route(route) | RouterRequest::Restore { route, .. } = &mut request {
+        route.home = Some(st.hub.cluster().node_id().to_owned());
+    }
     if let Err(e) = st.hub.tell_router(request.clone()).await {
         tracing::debug!(customer = %st.customer.id, error = %e, "router not reachable; retrying");
         st.unrouted = Some(request);

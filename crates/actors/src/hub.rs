@@ -30,7 +30,8 @@ use crate::error::{ActorError, Result, call_result};
 use crate::journal::Journal;
 use crate::router::RouterMsg;
 use crate::wire::{
-    CustomerReply, CustomerRequest, Envelope, EnvelopeReply, RouterReply, RouterRequest,
+    CustomerReply, CustomerRequest, Envelope, EnvelopeReply, NewCustomer, RouterReply,
+    RouterRequest,
 };
 
 /// A reply on its way to a customer, through a channel gateway.
@@ -74,6 +75,9 @@ pub struct OfferDelivery {
     pub history: Vec<HistoryEvent>,
     pub explanation: Box<Explanation>,
     pub expires_at: TimeMs,
+    /// The node the customer's actor runs on (a hint for the accept).
+    #[serde(default)]
+    pub home: Option<String>,
 }
 
 /// Replies waiting for a gateway of their channel; beyond this many the
@@ -228,13 +232,19 @@ impl Hub {
 
     // ---------------------------------------------------------- customers
 
-    /// Asks the customer's actor, wherever it lives.
+    /// Asks the customer's actor, wherever it lives. A customer created by
+    /// this very request has no owner yet: placement says where it starts.
     pub async fn ask_customer(
         self: &Arc<Self>,
         id: CustomerId,
         req: CustomerRequest,
     ) -> Result<CustomerReply> {
-        match self.cluster.customer_home(id).await? {
+        let new = matches!(req, CustomerRequest::Contact { new: Some(_), .. });
+        let home = match self.cluster.placement(id) {
+            Some(node) if new => home_of(&node, self.cluster.node_id()),
+            _ => self.cluster.customer_home(id).await?,
+        };
+        match home {
             Home::Here => self.ask_local_customer(id, req).await,
             Home::There(node) => self.ask_remote_customer(&node, id, req).await,
         }
@@ -269,8 +279,12 @@ impl Hub {
     ) -> Result<CustomerReply> {
         // An actor that stops as we reach it (it migrated, or was fenced
         // out) did not take the request: look again, once.
+        let new = match &req {
+            CustomerRequest::Contact { new, .. } => new.clone(),
+            _ => None,
+        };
         for attempt in 0..2 {
-            let actor = match self.local_customer(id).await? {
+            let actor = match self.start_customer(id, new.as_ref()).await? {
                 Ok(actor) => actor,
                 Err(owner) => return self.ask_remote_customer(&owner, id, req).await,
             };
@@ -345,6 +359,18 @@ impl Hub {
         self: &Arc<Self>,
         id: CustomerId,
     ) -> Result<Result<ActorRef<CustomerMsg>, String>> {
+        self.start_customer(id, None).await
+    }
+
+    /// [`Hub::local_customer`]; `new`: the customer is made up by the
+    /// request at hand, so there is nothing to recover from the journal,
+    /// and if its identities are not linked yet, its first journal write
+    /// creates it (claims it and links them) instead of a claim now.
+    async fn start_customer(
+        self: &Arc<Self>,
+        id: CustomerId,
+        new: Option<&NewCustomer>,
+    ) -> Result<Result<ActorRef<CustomerMsg>, String>> {
         if let Some(node) = lock(&self.moved).get(&id).cloned() {
             return Ok(Err(node));
         }
@@ -365,19 +391,27 @@ impl Hub {
         };
         let started = cell
             .get_or_try_init(|| async {
-                let token = match self.cluster.claim_customer(id).await? {
-                    Claim::Owned { token } => token,
-                    Claim::Elsewhere(node) => return Err(Elsewhere::Owner(node)),
+                let start = match new {
+                    Some(n) if !n.link.is_empty() => Start::Create {
+                        identities: n.link.clone(),
+                    },
+                    _ => {
+                        let token = match self.cluster.claim_customer(id).await? {
+                            Claim::Owned { token } => token,
+                            Claim::Elsewhere(node) => return Err(Elsewhere::Owner(node)),
+                        };
+                        if new.is_some() {
+                            Start::New { token }
+                        } else {
+                            Start::Recover { token }
+                        }
+                    }
                 };
                 let supervisor = self.supervisor_cell()?;
-                let (actor, _) = Actor::spawn_linked(
-                    None,
-                    CustomerActor,
-                    (id, self.clone(), Start::Recover { token }),
-                    supervisor,
-                )
-                .await
-                .map_err(|e| ActorError::unavailable(format!("customer {id} ({e})")))?;
+                let (actor, _) =
+                    Actor::spawn_linked(None, CustomerActor, (id, self.clone(), start), supervisor)
+                        .await
+                        .map_err(|e| ActorError::unavailable(format!("customer {id} ({e})")))?;
                 Ok(actor)
             })
             .await;
@@ -953,6 +987,12 @@ impl Hub {
             },
             Envelope::TellRouter(req) => match self.local_router() {
                 Some(r) => {
+                    if let RouterRequest::Route(route) | RouterRequest::Restore { route, .. } = &req
+                        && let Some(home) = &route.home
+                    {
+                        // Where the customer lives, for the decisions to come.
+                        self.cluster.customer_at(route.conversation.customer, home);
+                    }
                     let _ = r.cast(RouterMsg::Ask(req, None));
                     EnvelopeReply::Done
                 }
@@ -962,6 +1002,12 @@ impl Hub {
             },
             Envelope::Desktop(agent, event) => match self.agent(&agent) {
                 Some(a) => {
+                    if let DesktopEvent::Offer(o) = &event
+                        && let Some(home) = &o.home
+                    {
+                        // The agent's accept goes to the customer next.
+                        self.cluster.customer_at(o.conversation.customer, home);
+                    }
                     let _ = a.cast(AgentMsg::Desktop(event));
                     EnvelopeReply::Done
                 }
@@ -1034,6 +1080,20 @@ impl Hub {
                 EnvelopeReply::Done
             }
             Envelope::Ping => EnvelopeReply::Done,
+            Envelope::Batch(envelopes) => {
+                let answers = envelopes.into_iter().map(|e| {
+                    let hub = self.clone();
+                    async move {
+                        if matches!(e, Envelope::Batch(_)) {
+                            return EnvelopeReply::NotHere(ActorError::unavailable(
+                                "a batch inside a batch",
+                            ));
+                        }
+                        Box::pin(hub.handle(e)).await
+                    }
+                });
+                EnvelopeReply::Batch(futures::future::join_all(answers).await)
+            }
         }
     }
 }
@@ -1072,6 +1132,14 @@ async fn run_lane(hub: std::sync::Weak<Hub>, mut rx: mpsc::UnboundedReceiver<Tol
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
         }
+    }
+}
+
+fn home_of(node: &str, me: &str) -> Home {
+    if node == me {
+        Home::Here
+    } else {
+        Home::There(node.to_owned())
     }
 }
 

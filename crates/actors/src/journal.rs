@@ -26,6 +26,17 @@
 //! migration or a failover the next owner takes them at the same points. A
 //! batch of more than [`MAX_BATCH_EVENTS`] events carries one too.
 //!
+//! # Creating a customer
+//!
+//! A customer that a contact has just made up (its identity was seen for
+//! the first time) exists nowhere until its first batch: that batch
+//! carries a [`Creation`], and the journal writes, in the same atomic
+//! write, the customer's ownership (to the committing node) and the links
+//! of its identities. If another customer has one of the identities by
+//! then (a race between two first contacts), nothing is written and the
+//! commit fails with [`JournalError::Taken`], naming the customer the
+//! contact belongs to. A new customer thus costs no write of its own.
+//!
 //! # Closing
 //!
 //! A batch that closes a conversation carries its whole history, from seq 1:
@@ -105,8 +116,21 @@ pub struct JournalBatch {
     /// (see "Snapshots" in the module docs): the journal keeps it instead of
     /// the events it covers.
     pub snapshot: Option<Box<Conversation>>,
-    /// The owner's fencing token.
+    /// The owner's fencing token (ignored by a creating batch).
     pub token: u64,
+    /// The batch creates the customer (see "Creating a customer").
+    pub create: Option<Creation>,
+}
+
+/// What the first batch of a new customer creates with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Creation {
+    /// Identities linked to the customer in the same write: none of them
+    /// may belong to a customer yet.
+    pub identities: Vec<Identity>,
+    /// The node that takes ownership, and the lease its ownership lives on
+    /// (set by the journal implementation, which knows them).
+    pub owner: Option<(String, i64)>,
 }
 
 impl JournalBatch {
@@ -135,6 +159,7 @@ impl JournalBatch {
             closed: closing,
             snapshot,
             token,
+            create: None,
         }
     }
 }
@@ -161,13 +186,22 @@ pub enum JournalError {
     /// The batch can never be written (too large for one request).
     #[error("journal batch rejected: {0}")]
     Rejected(String),
+    /// A creating batch links an identity that another customer has: the
+    /// contact belongs to that customer (see "Creating a customer").
+    #[error("identity {identity} belongs to customer {customer}")]
+    Taken {
+        identity: Identity,
+        customer: CustomerId,
+    },
 }
 
 /// Durable storage of active conversations.
 #[async_trait::async_trait]
 pub trait Journal: Send + Sync + 'static {
-    /// Makes the batch durable; returns once it is.
-    async fn commit(&self, batch: JournalBatch) -> Result<(), JournalError>;
+    /// Makes the batch durable; returns once it is, with the fencing token
+    /// the customer's writes carry from now on (the batch's own, or the
+    /// token of the ownership a creating batch took).
+    async fn commit(&self, batch: JournalBatch) -> Result<u64, JournalError>;
     /// The customer's record, its open conversation's latest snapshot and
     /// the events after it, if the customer was ever journaled.
     async fn recover(&self, customer: CustomerId) -> Result<Option<Recovered>, JournalError>;

@@ -76,6 +76,9 @@ pub struct RouteRequest {
     /// What the customer's history holds of the current routing round.
     #[serde(default)]
     pub seen: Seen,
+    /// The node the customer's actor runs on (a hint for the decisions).
+    #[serde(default)]
+    pub home: Option<String>,
 }
 
 /// Why a conversation is told to the router again.

@@ -25,6 +25,11 @@ pub enum CustomerRequest {
     Contact {
         contact: Contact,
         linked: Vec<Identity>,
+        /// The customer is made up by this very contact (nothing of it is
+        /// journaled yet and nobody owns it: placement decides where it
+        /// starts, without asking).
+        #[serde(default)]
+        new: Option<NewCustomer>,
     },
     Reply {
         conversation: ConversationId,
@@ -62,6 +67,15 @@ pub enum CustomerRequest {
     },
     /// A copy of the customer, for views.
     Get,
+}
+
+/// A customer a contact makes up.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewCustomer {
+    /// Identities its first journal write links to it (see
+    /// `journal`, "Creating a customer"); empty when they are linked
+    /// already (a standalone node's directory links at once).
+    pub link: Vec<Identity>,
 }
 
 /// A customer actor's answer.
@@ -167,6 +181,10 @@ pub enum Envelope {
     },
     /// Are you serving? (Answered `Done`.)
     Ping,
+    /// Several envelopes in one call (see `centralino_cluster::peer`),
+    /// handled concurrently, answered with `EnvelopeReply::Batch` in the
+    /// same order.
+    Batch(Vec<Envelope>),
 }
 
 /// The answer to an [`Envelope`].
@@ -179,4 +197,6 @@ pub enum EnvelopeReply {
     Done,
     /// The envelope's target is not on the receiving node (any more).
     NotHere(ActorError),
+    /// The answers to an `Envelope::Batch`, in order.
+    Batch(Vec<EnvelopeReply>),
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use centralino_actors::journal::{
-    CustomerRecord, JournalBatch, Recovered, SNAPSHOT_EVERY, rebuild,
+    Creation, CustomerRecord, JournalBatch, Recovered, SNAPSHOT_EVERY, rebuild,
 };
 use centralino_core::customer::{Attributes, Contact, Customer};
 use centralino_core::explain::{Candidate, Explanation, PassedOver, Rule};
@@ -31,6 +31,7 @@ pub async fn run_all(c: &dyn Coordination) {
     directory(c).await;
     gateways(c).await;
     queues(c).await;
+    creation(c).await;
     group_commit(c).await;
     migration_and_orphans(c).await;
 }
@@ -241,6 +242,97 @@ pub async fn gateways(c: &dyn Coordination) {
         all.iter().all(|(n, _)| n != "contract-g"),
         "a node that left has no gateway streams: {all:?}"
     );
+}
+
+/// A new customer's first batch creates it: claims it for the node and
+/// links its identities in the same write, or fails and writes nothing
+/// when another customer has an identity (or someone owns it); alone or in
+/// a group with other customers' batches.
+pub async fn creation(c: &dyn Coordination) {
+    let lease = c
+        .join(&node("contract-cr"), Duration::from_secs(10))
+        .await
+        .expect("join cr");
+    let creating = |customer: CustomerId, identities: Vec<Identity>| {
+        let conv = ConversationId {
+            customer,
+            number: 1,
+        };
+        let mut b = batch(customer, conv, 0, 1..=1);
+        b.create = Some(Creation {
+            identities,
+            owner: Some(("contract-cr".into(), lease)),
+        });
+        b
+    };
+    let (x, y, z) = (
+        CustomerId(900_401),
+        CustomerId(900_402),
+        CustomerId(900_403),
+    );
+    let ix = Identity::new(IdentityKind::Phone, "+39 040 900401");
+    let token = c
+        .append(creating(x, vec![ix.clone()]))
+        .await
+        .expect("a new customer's first batch creates it");
+    assert!(token > 0, "creation returns the ownership's token");
+    assert_eq!(
+        c.owner(&ActorKey::Customer(x)).await.expect("owner"),
+        Some(("contract-cr".to_owned(), token)),
+        "the creating node owns it, under the returned token"
+    );
+    assert_eq!(c.lookup_identity(&ix).await.expect("lookup"), Some(x));
+    assert!(c.customer_known(x).await.expect("known"));
+    let conv = ConversationId {
+        customer: x,
+        number: 1,
+    };
+    assert_eq!(
+        c.append(batch(x, conv, token, 2..=2)).await.expect("next"),
+        token,
+        "later batches write under the token"
+    );
+    match c.append(creating(y, vec![ix.clone()])).await {
+        Err(ClusterError::IdentityTaken { identity, customer }) => {
+            assert_eq!((identity, customer), (ix.clone(), x));
+        }
+        other => panic!("a creation with a taken identity: expected IdentityTaken, got {other:?}"),
+    }
+    assert_eq!(
+        c.owner(&ActorKey::Customer(y)).await.expect("owner"),
+        None,
+        "a refused creation claims nothing"
+    );
+    assert!(!c.customer_known(y).await.expect("known"));
+    match c.append(creating(x, vec![])).await {
+        Err(ClusterError::OwnedElsewhere { .. }) => {}
+        other => panic!("creating an owned customer: expected OwnedElsewhere, got {other:?}"),
+    }
+    // In a group: each member as if alone.
+    let iz = Identity::new(IdentityKind::Email, "z@contract.example");
+    let results = c
+        .append_many(vec![
+            creating(z, vec![iz.clone()]),
+            batch(x, conv, token, 3..=3),
+            creating(y, vec![ix.clone()]),
+        ])
+        .await;
+    let tz = match &results[0] {
+        Ok(t) => *t,
+        other => panic!("a creation in a group: {other:?}"),
+    };
+    assert_eq!(
+        c.owner(&ActorKey::Customer(z)).await.expect("owner"),
+        Some(("contract-cr".to_owned(), tz))
+    );
+    assert_eq!(results[1], Ok(token), "the owner's batch in the group");
+    assert!(
+        matches!(results[2], Err(ClusterError::IdentityTaken { .. })),
+        "the conflicting creation in the group fails alone: {:?}",
+        results[2]
+    );
+    assert_eq!(c.lookup_identity(&iz).await.expect("lookup"), Some(z));
+    c.leave(lease).await.expect("leave cr");
 }
 
 /// Queue definitions are kept, one per id, the latest winning.
@@ -547,7 +639,7 @@ pub async fn journal_close(c: &dyn Coordination) {
     c.leave(lease).await.expect("leave f");
 }
 
-fn assert_fenced(r: crate::error::Result<()>, what: &str) {
+fn assert_fenced<T: std::fmt::Debug>(r: crate::error::Result<T>, what: &str) {
     match r {
         Err(ClusterError::Fenced { .. }) => {}
         other => panic!("{what}: expected Fenced, got {other:?}"),
@@ -583,6 +675,7 @@ pub fn batch(
         closed: false,
         snapshot: None,
         token,
+        create: None,
     }
 }
 

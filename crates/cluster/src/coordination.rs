@@ -81,12 +81,19 @@ pub trait Coordination: Send + Sync + 'static {
     async fn orphans(&self, live: &[String]) -> Result<Vec<(String, CustomerId)>>;
 
     /// Appends a batch to the customer's journal, fenced by `batch.token`
-    /// against the ownership of `ActorKey::Customer`.
-    async fn append(&self, batch: JournalBatch) -> Result<()>;
-    /// Appends several customers' batches (group commit), each fenced by
-    /// its own token; one result per batch, in order. A backend may write
-    /// them in fewer requests than batches.
-    async fn append_many(&self, batches: Vec<JournalBatch>) -> Vec<Result<()>> {
+    /// against the ownership of `ActorKey::Customer`; returns the token the
+    /// customer's writes carry from now on. A creating batch
+    /// (`batch.create`, with its owner set) is fenced instead by nobody
+    /// owning the customer and none of its identities being linked; it
+    /// claims the customer for the owner and links the identities in the
+    /// same write (see `centralino_actors::journal`, "Creating a
+    /// customer"), and fails with [`ClusterError::IdentityTaken`] or
+    /// [`ClusterError::OwnedElsewhere`] when the fence does not hold.
+    async fn append(&self, batch: JournalBatch) -> Result<u64>;
+    /// Appends several customers' batches (group commit), each fenced as
+    /// [`Coordination::append`] says; one result per batch, in order. A
+    /// backend may write them in fewer requests than batches.
+    async fn append_many(&self, batches: Vec<JournalBatch>) -> Vec<Result<u64>> {
         let mut results = Vec::with_capacity(batches.len());
         for b in batches {
             results.push(self.append(b).await);

@@ -16,6 +16,12 @@ pub enum ClusterError {
     /// The coordination store cannot be reached; retryable.
     #[error("coordination store unavailable: {0}")]
     Unavailable(String),
+    /// A new customer's identity belongs to another customer already.
+    #[error("identity {identity} belongs to customer {customer}")]
+    IdentityTaken {
+        identity: centralino_core::Identity,
+        customer: centralino_core::CustomerId,
+    },
     /// The history archive did not store or read a conversation (a disk
     /// full, a directory not writable, a file damaged); retryable once the
     /// cause named here is fixed.

@@ -113,7 +113,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use centralino_actors::journal::{CustomerRecord, JournalBatch, Recovered};
+use centralino_actors::journal::{Creation, CustomerRecord, JournalBatch, Recovered};
 use centralino_core::customer::Conversation;
 use centralino_core::history::HistoryEvent;
 use centralino_core::queue::QueueConfig;
@@ -178,6 +178,8 @@ impl Default for EtcdOptions {
 pub struct EtcdCoordination {
     client: Client,
     kv: KvClient,
+    /// Point reads waiting to go out together (see [`read_batches`]).
+    reads: mpsc::UnboundedSender<Read>,
     /// Ends with `/`.
     prefix: String,
     opts: EtcdOptions,
@@ -264,9 +266,17 @@ impl EtcdCoordination {
         let kv = client
             .kv_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let (reads, pending) = mpsc::unbounded_channel();
+        tokio::spawn(read_batches(
+            kv.clone(),
+            opts.timeout,
+            shown.clone(),
+            pending,
+        ));
         let this = EtcdCoordination {
             client,
             kv,
+            reads,
             prefix,
             opts,
             endpoints: shown,
@@ -357,6 +367,7 @@ impl EtcdCoordination {
         lease: Option<i64>,
         fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
     ) -> Result<T> {
+        crate::metrics::etcd_request(what);
         match tokio::time::timeout(self.opts.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => match lease {
@@ -370,6 +381,15 @@ impl EtcdCoordination {
             },
             Err(_) => Err(timed_out(&self.endpoints, what, self.opts.timeout)),
         }
+    }
+
+    /// One key's value, read together with the other point reads waiting
+    /// at the same moment (see [`read_batches`]).
+    async fn read(&self, key: String) -> Result<Option<KeyValue>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stopped = || ClusterError::Unavailable("the etcd reader stopped".into());
+        self.reads.send((key, tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// The members and the revision they were read at.
@@ -436,10 +456,38 @@ impl EtcdCoordination {
     }
 
     /// The fence and the writes of a batch (see "What one batch writes").
-    fn batch_ops(&self, batch: &JournalBatch) -> Result<(Compare, Ops)> {
+    fn batch_ops(&self, batch: &JournalBatch) -> Result<(Vec<Compare>, Ops)> {
         let customer = batch.record.id;
         let owner = ActorKey::Customer(customer);
+        let owner_key = self.owner_key(&owner);
         let mut ops = Ops::default();
+        let fences = match &batch.create {
+            None => vec![fence(&owner_key, batch.token)],
+            Some(create) => {
+                // Nobody owns it and none of its identities is linked; the
+                // write claims it and links them.
+                let Some((node, lease)) = &create.owner else {
+                    return Err(ClusterError::Unavailable(format!(
+                        "creating {customer}: the batch names no owner"
+                    )));
+                };
+                let mut fences = vec![Compare::create_revision(
+                    owner_key.as_str(),
+                    CompareOp::Equal,
+                    0,
+                )];
+                for op in self.owner_puts(&owner, &owner_key, node, *lease) {
+                    ops.push(op, owner_key.len() + node.len());
+                }
+                ops.put(self.key(format_args!("customers/{customer}")), Vec::new());
+                for i in &create.identities {
+                    let key = self.identity_key(i);
+                    fences.push(Compare::create_revision(key.as_str(), CompareOp::Equal, 0));
+                    ops.put(key, customer.to_string().into_bytes());
+                }
+                fences
+            }
+        };
         ops.put(self.record_key(customer), encode(&batch.record)?);
         match (batch.conversation, &batch.snapshot) {
             (Some(conv), _) if batch.closed => {
@@ -468,31 +516,44 @@ impl EtcdCoordination {
             (None, _) => {}
         }
         self.check_limits(batch, &ops)?;
-        Ok((fence(&self.owner_key(&owner), batch.token), ops))
+        Ok((fences, ops))
     }
 
-    /// The fenced write of one batch.
-    async fn append_one(&self, batch: JournalBatch) -> Result<()> {
-        let (fence, ops) = self.batch_ops(&batch)?;
-        let txn = Txn::new().when([fence]).and_then(ops.ops);
+    /// The fenced write of one batch; the token the customer's writes carry
+    /// from now on.
+    async fn append_one(&self, batch: JournalBatch) -> Result<u64> {
+        let (fences, ops) = self.batch_ops(&batch)?;
+        let owner = ActorKey::Customer(batch.record.id);
+        let mut txn = Txn::new().when(fences).and_then(ops.ops);
+        if let Some(create) = &batch.create {
+            // Why the fence failed, if it does: who owns it, whose
+            // identities they are.
+            let mut gets = vec![TxnOp::get(self.owner_key(&owner), None)];
+            for i in &create.identities {
+                gets.push(TxnOp::get(self.identity_key(i), None));
+            }
+            txn = txn.or_else(gets);
+        }
         let mut kv = self.kv.clone();
         let resp = self.call("journal append", None, kv.txn(txn)).await?;
-        if !resp.succeeded() {
-            let owner = ActorKey::Customer(batch.record.id);
-            return Err(ClusterError::Fenced {
+        let revision = resp.header().map_or(0, |h| h.revision()) as u64;
+        match (&batch.create, resp.succeeded()) {
+            (None, true) => Ok(batch.token),
+            (Some(_), true) => Ok(revision),
+            (None, false) => Err(ClusterError::Fenced {
                 key: owner.to_string(),
                 token: batch.token,
-            });
+            }),
+            (Some(create), false) => Err(creation_refused(&owner, create, resp.op_responses())),
         }
-        Ok(())
     }
 
     /// Group commit: the batches of several customers in as few
     /// transactions as etcd's limits allow (and at most one batch of a
     /// customer in each), each guarded by every member's fence. A group whose transaction fails (one member was fenced out)
     /// is retried member by member, so only the fenced one fails.
-    async fn append_group(&self, batches: Vec<JournalBatch>) -> Vec<Result<()>> {
-        let mut results: Vec<Option<Result<()>>> = vec![None; batches.len()];
+    async fn append_group(&self, batches: Vec<JournalBatch>) -> Vec<Result<u64>> {
+        let mut results: Vec<Option<Result<u64>>> = vec![None; batches.len()];
         let mut groups: Vec<(Vec<usize>, Vec<Compare>, Ops)> = Vec::new();
         for (i, b) in batches.iter().enumerate() {
             let (fence, ops) = match self.batch_ops(b) {
@@ -515,7 +576,7 @@ impl EtcdCoordination {
             }
             if let Some((members, fences, g)) = groups.last_mut() {
                 members.push(i);
-                fences.push(fence);
+                fences.extend(fence);
                 g.bytes += ops.bytes;
                 g.ops.extend(ops.ops);
             }
@@ -533,8 +594,15 @@ impl EtcdCoordination {
             };
             match outcome {
                 Some(Ok(resp)) if resp.succeeded() => {
+                    let revision = resp.header().map_or(0, |h| h.revision()) as u64;
                     for i in members {
-                        results[i] = Some(Ok(()));
+                        let b = &batches[i];
+                        let token = if b.create.is_some() {
+                            revision
+                        } else {
+                            b.token
+                        };
+                        results[i] = Some(Ok(token));
                     }
                 }
                 Some(Err(e)) => {
@@ -561,6 +629,37 @@ impl EtcdCoordination {
             })
             .collect()
     }
+}
+
+/// Why a creating batch's fence failed, from the `or_else` reads of its
+/// transaction: the customer is owned (by a node that raced this one), or
+/// one of its identities belongs to another customer.
+fn creation_refused(
+    owner: &ActorKey,
+    create: &Creation,
+    responses: Vec<TxnOpResponse>,
+) -> ClusterError {
+    let mut kvs = responses.into_iter().map(|r| match r {
+        TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+        _ => None,
+    });
+    if let Some(Some(kv)) = kvs.next() {
+        return ClusterError::OwnedElsewhere {
+            key: owner.to_string(),
+            owner: String::from_utf8_lossy(kv.value()).into_owned(),
+        };
+    }
+    for (identity, kv) in create.identities.iter().zip(kvs) {
+        if let Some(customer) = kv.and_then(|kv| parse_customer(&kv).ok()) {
+            return ClusterError::IdentityTaken {
+                identity: identity.clone(),
+                customer,
+            };
+        }
+    }
+    ClusterError::Unavailable(format!(
+        "creating {owner}: the fence failed, yet nothing was in the way (changed meanwhile?)"
+    ))
 }
 
 /// A snapshot must be of the batch's conversation and cover its events:
@@ -715,11 +814,7 @@ impl Coordination for EtcdCoordination {
     }
 
     async fn owner(&self, key: &ActorKey) -> Result<Option<(String, u64)>> {
-        let mut kv = self.kv.clone();
-        let resp = self
-            .call("reading an owner", None, kv.get(self.owner_key(key), None))
-            .await?;
-        Ok(resp.kvs().first().map(|kv| {
+        Ok(self.read(self.owner_key(key)).await?.map(|kv| {
             (
                 String::from_utf8_lossy(kv.value()).into_owned(),
                 kv.mod_revision() as u64,
@@ -776,11 +871,11 @@ impl Coordination for EtcdCoordination {
         Ok(orphans)
     }
 
-    async fn append(&self, batch: JournalBatch) -> Result<()> {
+    async fn append(&self, batch: JournalBatch) -> Result<u64> {
         self.append_one(batch).await
     }
 
-    async fn append_many(&self, batches: Vec<JournalBatch>) -> Vec<Result<()>> {
+    async fn append_many(&self, batches: Vec<JournalBatch>) -> Vec<Result<u64>> {
         self.append_group(batches).await
     }
 
@@ -882,28 +977,16 @@ impl Coordination for EtcdCoordination {
     }
 
     async fn lookup_identity(&self, identity: &Identity) -> Result<Option<CustomerId>> {
-        let mut kv = self.kv.clone();
-        let resp = self
-            .call(
-                "looking up an identity",
-                None,
-                kv.get(self.identity_key(identity), None),
-            )
-            .await?;
-        resp.kvs().first().map(parse_customer).transpose()
+        self.read(self.identity_key(identity))
+            .await?
+            .as_ref()
+            .map(parse_customer)
+            .transpose()
     }
 
     async fn customer_known(&self, customer: CustomerId) -> Result<bool> {
-        let mut kv = self.kv.clone();
         let key = self.key(format_args!("customers/{customer}"));
-        let resp = self
-            .call(
-                "checking a customer",
-                None,
-                kv.get(key, Some(GetOptions::new().with_count_only())),
-            )
-            .await?;
-        Ok(resp.count() > 0)
+        Ok(self.read(key).await?.is_some())
     }
 
     async fn set_gateways(&self, node: &str, lease: i64, streams: &[Vec<Channel>]) -> Result<()> {
@@ -1022,6 +1105,12 @@ struct Ops {
 }
 
 impl Ops {
+    /// An operation built elsewhere, of about `bytes`.
+    fn push(&mut self, op: TxnOp, bytes: usize) {
+        self.bytes += bytes + OP_OVERHEAD_BYTES;
+        self.ops.push(op);
+    }
+
     fn put(&mut self, key: String, value: Vec<u8>) {
         self.bytes += key.len() + value.len() + OP_OVERHEAD_BYTES;
         self.ops.push(TxnOp::put(key, value, None));
@@ -1038,6 +1127,84 @@ impl Ops {
             prefix,
             Some(DeleteOptions::new().with_prefix()),
         ));
+    }
+}
+
+/// A point read waiting to go out, and where its answer goes.
+type Read = (
+    String,
+    tokio::sync::oneshot::Sender<Result<Option<KeyValue>>>,
+);
+
+/// Most point reads in one request (etcd's `--max-txn-ops`).
+const MAX_READS: usize = MAX_TXN_OPS;
+
+/// Point reads together: every read waiting when the previous request
+/// returned goes out in one transaction of gets (one read alone is a plain
+/// get), so that under load the reads of many contacts (identities,
+/// owners) cost one etcd request. Nothing waits to fill a batch.
+async fn read_batches(
+    mut kv: KvClient,
+    timeout: Duration,
+    endpoints: String,
+    mut pending: mpsc::UnboundedReceiver<Read>,
+) {
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_READS {
+            match pending.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+        let read = async {
+            if let [key] = &keys[..] {
+                crate::metrics::etcd_request("point read");
+                return kv
+                    .get(key.as_str(), None)
+                    .await
+                    .map(|r| vec![r.kvs().first().cloned()]);
+            }
+            crate::metrics::etcd_request("point reads (batched)");
+            let gets = keys.iter().map(|k| TxnOp::get(k.as_str(), None));
+            kv.txn(Txn::new().and_then(gets.collect::<Vec<_>>()))
+                .await
+                .map(|r| {
+                    r.op_responses()
+                        .into_iter()
+                        .map(|op| match op {
+                            TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+                            _ => None,
+                        })
+                        .collect()
+                })
+        };
+        let results: Result<Vec<Option<KeyValue>>> = match tokio::time::timeout(timeout, read).await
+        {
+            Ok(Ok(values)) if values.len() == keys.len() => Ok(values),
+            Ok(Ok(values)) => Err(ClusterError::Unavailable(format!(
+                "etcd at {endpoints}: {} reads answered with {} values",
+                keys.len(),
+                values.len()
+            ))),
+            Ok(Err(e)) => Err(ClusterError::Unavailable(format!(
+                "etcd at {endpoints}: reading: {e}"
+            ))),
+            Err(_) => Err(timed_out(&endpoints, "reading", timeout)),
+        };
+        match results {
+            Ok(values) => {
+                for ((_, reply), value) in batch.into_iter().zip(values) {
+                    let _ = reply.send(Ok(value));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
 

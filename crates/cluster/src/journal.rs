@@ -30,25 +30,33 @@ use crate::error::ClusterError;
 /// Most batches committed together.
 pub const MAX_GROUP: usize = 64;
 
-type Pending = (JournalBatch, oneshot::Sender<Result<(), JournalError>>);
+type Pending = (JournalBatch, oneshot::Sender<Result<u64, JournalError>>);
 
 /// Journals customer changes through the coordination backend.
 pub struct CoordinatedJournal {
     coord: Arc<dyn Coordination>,
     archive: Arc<dyn Archive>,
     committer: mpsc::UnboundedSender<Pending>,
+    /// This node and its lease: the owner a creating batch claims for.
+    owner: (String, i64),
 }
 
 impl CoordinatedJournal {
     /// A journal that archives closed conversations in `archive`; starts
     /// its committer on the current tokio runtime.
-    pub fn new(coord: Arc<dyn Coordination>, archive: Arc<dyn Archive>) -> Self {
+    pub fn new(
+        coord: Arc<dyn Coordination>,
+        archive: Arc<dyn Archive>,
+        node: &str,
+        lease: i64,
+    ) -> Self {
         let (committer, rx) = mpsc::unbounded_channel();
         tokio::spawn(commit_groups(coord.clone(), rx));
         CoordinatedJournal {
             coord,
             archive,
             committer,
+            owner: (node.to_owned(), lease),
         }
     }
 
@@ -93,6 +101,9 @@ fn journal_error(customer: CustomerId, token: u64, e: ClusterError) -> JournalEr
         ClusterError::Fenced { .. } | ClusterError::OwnedElsewhere { .. } => {
             JournalError::Fenced { customer, token }
         }
+        ClusterError::IdentityTaken { identity, customer } => {
+            JournalError::Taken { identity, customer }
+        }
         ClusterError::Rejected(m) => JournalError::Rejected(m),
         other => JournalError::Unavailable(other.to_string()),
     }
@@ -100,9 +111,12 @@ fn journal_error(customer: CustomerId, token: u64, e: ClusterError) -> JournalEr
 
 #[async_trait::async_trait]
 impl Journal for CoordinatedJournal {
-    async fn commit(&self, batch: JournalBatch) -> Result<(), JournalError> {
+    async fn commit(&self, mut batch: JournalBatch) -> Result<u64, JournalError> {
         // Archived before the journal lets go of it (see the module docs).
         self.archive(&batch).await?;
+        if let Some(create) = &mut batch.create {
+            create.owner = Some(self.owner.clone());
+        }
         let (tx, rx) = oneshot::channel();
         self.committer
             .send((batch, tx))
@@ -170,7 +184,7 @@ mod tests {
     async fn a_close_goes_to_the_archive_whole_and_leaves_only_the_record() {
         let coord = Arc::new(MemoryCoordination::new());
         let archive = Arc::new(MemoryArchive::new());
-        let journal = CoordinatedJournal::new(coord.clone(), archive.clone());
+        let journal = CoordinatedJournal::new(coord.clone(), archive.clone(), "n1", 0);
         let customer = CustomerId(1);
         let (_, token) = owned(&coord, "n1", customer).await;
         let mut script = Script::new(customer, token);
@@ -196,7 +210,7 @@ mod tests {
     async fn a_fenced_close_leaves_the_conversation_open_and_a_later_close_wins() {
         let coord = Arc::new(MemoryCoordination::new());
         let archive = Arc::new(MemoryArchive::new());
-        let journal = CoordinatedJournal::new(coord.clone(), archive.clone());
+        let journal = CoordinatedJournal::new(coord.clone(), archive.clone(), "n1", 0);
         let customer = CustomerId(2);
         let (_, old) = owned(&coord, "n1", customer).await;
         let mut stale = Script::new(customer, old);
@@ -258,7 +272,7 @@ mod tests {
     #[tokio::test]
     async fn a_close_the_archive_cannot_take_changes_nothing() {
         let coord = Arc::new(MemoryCoordination::new());
-        let journal = CoordinatedJournal::new(coord.clone(), Arc::new(Broken));
+        let journal = CoordinatedJournal::new(coord.clone(), Arc::new(Broken), "n1", 0);
         let customer = CustomerId(3);
         let (_, token) = owned(&coord, "n1", customer).await;
         let mut script = Script::new(customer, token);

@@ -24,6 +24,7 @@ pub mod journal;
 pub mod memory;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod topology;
 
 pub use archive::{Archive, FileArchive, MemoryArchive};

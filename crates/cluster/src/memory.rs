@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use centralino_actors::journal::{CustomerRecord, JournalBatch, Recovered};
+use centralino_actors::journal::{Creation, CustomerRecord, JournalBatch, Recovered};
 use centralino_core::customer::Conversation;
 use centralino_core::history::HistoryEvent;
 use centralino_core::queue::QueueConfig;
@@ -60,6 +60,43 @@ struct Stored {
     snapshot: Option<Box<Conversation>>,
     /// The conversation's events after the snapshot.
     events: Vec<HistoryEvent>,
+}
+
+impl Inner {
+    /// A creating batch's fence and claim (as etcd's transaction does it):
+    /// nobody owns the customer and none of the identities is linked; then
+    /// the customer is owned and the identities are its. Returns the token.
+    fn create(&mut self, key: &ActorKey, customer: CustomerId, create: &Creation) -> Result<u64> {
+        let Some((node, lease)) = &create.owner else {
+            return Err(ClusterError::Unavailable(format!(
+                "creating {customer}: the batch names no owner"
+            )));
+        };
+        if !self.leases.contains_key(lease) {
+            return Err(ClusterError::LeaseExpired(*lease));
+        }
+        if let Some(o) = self.owners.get(key) {
+            return Err(ClusterError::OwnedElsewhere {
+                key: key.to_string(),
+                owner: o.node.clone(),
+            });
+        }
+        if let Some((identity, &other)) = create
+            .identities
+            .iter()
+            .find_map(|i| self.identities.get(i).map(|c| (i, c)))
+        {
+            return Err(ClusterError::IdentityTaken {
+                identity: identity.clone(),
+                customer: other,
+            });
+        }
+        for i in &create.identities {
+            self.identities.insert(i.clone(), customer);
+        }
+        self.customers.insert(customer);
+        Ok(self.own(key, node, *lease))
+    }
 }
 
 impl MemoryCoordination {
@@ -216,18 +253,25 @@ impl Coordination for MemoryCoordination {
             .map(|o| (o.node.clone(), o.token)))
     }
 
-    async fn append(&self, batch: JournalBatch) -> Result<()> {
+    async fn append(&self, batch: JournalBatch) -> Result<u64> {
         let mut g = self.inner();
         let key = ActorKey::Customer(batch.record.id);
-        // As in etcd, where a missing owner key compares as revision 0:
-        // without an owner only token 0 writes, with one only its token.
-        let owner_token = g.owners.get(&key).map_or(0, |o| o.token);
-        if owner_token != batch.token {
-            return Err(ClusterError::Fenced {
-                key: key.to_string(),
-                token: batch.token,
-            });
-        }
+        let token = match &batch.create {
+            Some(create) => g.create(&key, batch.record.id, create)?,
+            None => {
+                // As in etcd, where a missing owner key compares as revision
+                // 0: without an owner only token 0 writes, with one only its
+                // token.
+                let owner_token = g.owners.get(&key).map_or(0, |o| o.token);
+                if owner_token != batch.token {
+                    return Err(ClusterError::Fenced {
+                        key: key.to_string(),
+                        token: batch.token,
+                    });
+                }
+                batch.token
+            }
+        };
         g.bump();
         let customer = batch.record.id;
         let stored = g.journals.entry(customer).or_insert_with(|| Stored {
@@ -245,13 +289,13 @@ impl Coordination for MemoryCoordination {
         if batch.closed {
             // The history is in the archive: the journal lets go of it.
             stored.conversation = None;
-            return Ok(());
+            return Ok(token);
         }
         if let Some(snapshot) = batch.snapshot {
             // It covers every event so far, the batch's included.
             stored.snapshot = Some(snapshot);
             stored.events.clear();
-            return Ok(());
+            return Ok(token);
         }
         let last = stored.events.last().map_or_else(
             || stored.snapshot.as_ref().map_or(0, |s| s.history.last_seq()),
@@ -265,7 +309,7 @@ impl Coordination for MemoryCoordination {
             );
         }
         stored.events.extend(batch.events);
-        Ok(())
+        Ok(token)
     }
 
     async fn load(&self, customer: CustomerId) -> Result<Option<Recovered>> {

@@ -83,7 +83,12 @@ impl Node {
         let lease = coord.join(&opts.node, opts.lease_ttl).await?;
         let (lost_tx, lease_lost) = watch::channel(false);
         let keep_alive = tokio::spawn(keep_alive(coord.clone(), lease, opts.keep_alive, lost_tx));
-        let journal = Arc::new(CoordinatedJournal::new(coord.clone(), archive.clone()));
+        let journal = Arc::new(CoordinatedJournal::new(
+            coord.clone(),
+            archive.clone(),
+            &opts.node.id,
+            lease,
+        ));
         let (cluster, topology): (Arc<dyn Cluster>, _) = match mode {
             Mode::Standalone => (Arc::new(Standalone::new(opts.node.id.clone())), None),
             Mode::Clustered => {

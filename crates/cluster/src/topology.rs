@@ -20,7 +20,8 @@
 //! - **Agents and gateways** are where their streams are connected; agent
 //!   sessions are ownership records, gateway streams a per-node list.
 //! - **Messaging.** An envelope for another node goes over that node's
-//!   internal `Node.Send`, JSON-encoded.
+//!   internal `Node.Send`, JSON-encoded, through a [`Pipe`] that carries
+//!   what queues up under load several envelopes per call.
 //!
 //! Lookups are cached: owners of remote customers until their node leaves
 //! or a send to it fails, agent homes and gateway lists for a second.
@@ -35,12 +36,12 @@ use centralino_actors::wire::{Envelope, EnvelopeReply};
 use centralino_core::directory::Resolution;
 use centralino_core::queue::QueueConfig;
 use centralino_core::{AgentId, Channel, CustomerId, Identity};
-use centralino_proto::internal::Frame;
 use centralino_proto::internal::node_client::NodeClient;
-use tonic::transport::{Channel as Conn, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
 use crate::error::ClusterError;
+use crate::peer::Pipe;
 
 /// The router's ownership key.
 pub const ROUTER: &str = "main";
@@ -71,11 +72,13 @@ pub struct Topology {
     agent_tokens: Mutex<HashMap<AgentId, u64>>,
     gateways_here: Mutex<Vec<Vec<Channel>>>,
     gateways: Mutex<Option<(GatewayList, Instant)>>,
+    /// Identities this node has resolved, and whose they are.
+    identities: IdentityCache,
     /// Where the router is, and its epoch (0 while unknown).
     router: Mutex<Option<(String, u64)>>,
     /// The newest router epoch this node has reported to.
     reported: Mutex<u64>,
-    peers: Mutex<HashMap<String, NodeClient<Conn>>>,
+    peers: Mutex<HashMap<String, Pipe>>,
     /// Ids of members that left (died or drained), for failover.
     left: tokio::sync::broadcast::Sender<String>,
     /// Ids of members that joined, for rebalancing.
@@ -85,6 +88,31 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// Resolves a contact with one identity in one read at most: a known
+    /// identity (cached here) is its customer's; an unknown one is looked
+    /// up, and if nobody has it, it makes a new customer, which the
+    /// customer's first journal write creates, linking the identity (see
+    /// `centralino_actors::journal`, "Creating a customer"): a new customer
+    /// costs no write of its own.
+    async fn resolve_one(&self, identity: &Identity) -> Result<Resolution> {
+        let mut res = Resolution {
+            customer: CustomerId(0),
+            created: false,
+            linked: Vec::new(),
+            conflicts: Vec::new(),
+            pending: Vec::new(),
+        };
+        match self.lookup(identity).await? {
+            Some(c) => res.customer = c,
+            None => {
+                res.customer = fresh_customer();
+                res.created = true;
+                res.pending.push(identity.clone());
+            }
+        }
+        Ok(res)
+    }
+
     /// Starts following membership for the node that joined under `lease`.
     pub async fn start(
         coord: Arc<dyn Coordination>,
@@ -106,6 +134,7 @@ impl Topology {
             gateways: Default::default(),
             router: Default::default(),
             reported: Default::default(),
+            identities: IdentityCache::new(IDENTITY_CACHE),
             peers: Default::default(),
             left: tokio::sync::broadcast::channel(64).0,
             joined: tokio::sync::broadcast::channel(64).0,
@@ -232,7 +261,7 @@ impl Topology {
         }
     }
 
-    async fn peer(&self, node: &str) -> Result<NodeClient<Conn>> {
+    fn peer(&self, node: &str) -> Result<Pipe> {
         if let Some(c) = lock(&self.peers).get(node) {
             return Ok(c.clone());
         }
@@ -247,8 +276,9 @@ impl Topology {
         let client = NodeClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_FRAME)
             .max_encoding_message_size(MAX_FRAME);
-        lock(&self.peers).insert(node.to_owned(), client.clone());
-        Ok(client)
+        let pipe = Pipe::new(node.to_owned(), client);
+        lock(&self.peers).insert(node.to_owned(), pipe.clone());
+        Ok(pipe)
     }
 }
 
@@ -263,19 +293,23 @@ impl Cluster for Topology {
     }
 
     async fn resolve(&self, identity: &Identity, also: &[Identity]) -> Result<Resolution> {
+        if also.is_empty() {
+            return self.resolve_one(identity).await;
+        }
         let mut known = None;
         for i in std::iter::once(identity).chain(also) {
-            if let Some(c) = self.coord.lookup_identity(i).await.map_err(unavailable)? {
+            if let Some(c) = self.lookup(i).await? {
                 known = Some(c);
                 break;
             }
         }
-        let mut customer = known.unwrap_or_else(|| CustomerId(rand::random::<u64>() >> 12 | 1));
+        let mut customer = known.unwrap_or_else(fresh_customer);
         let mut res = Resolution {
             customer,
             created: false,
             linked: Vec::new(),
             conflicts: Vec::new(),
+            pending: Vec::new(),
         };
         for (n, i) in std::iter::once(identity).chain(also).enumerate() {
             let (owner, linked_now) = self
@@ -283,6 +317,7 @@ impl Cluster for Topology {
                 .link_identity(i, customer)
                 .await
                 .map_err(unavailable)?;
+            self.identities.put(i.clone(), owner);
             if n == 0 && owner != customer {
                 // Another contact linked this identity first: it is theirs.
                 customer = owner;
@@ -299,10 +334,18 @@ impl Cluster for Topology {
     }
 
     async fn lookup(&self, identity: &Identity) -> Result<Option<CustomerId>> {
-        self.coord
+        if let Some(c) = self.identities.get(identity) {
+            return Ok(Some(c));
+        }
+        let found = self
+            .coord
             .lookup_identity(identity)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if let Some(c) = found {
+            self.identities.put(identity.clone(), c);
+        }
+        Ok(found)
     }
 
     async fn customer_exists(&self, id: CustomerId) -> Result<bool> {
@@ -376,6 +419,21 @@ impl Cluster for Topology {
     fn customer_moved(&self, id: CustomerId, node: &str) {
         lock(&self.mine).remove(&id);
         lock(&self.owners).insert(id, node.to_owned());
+    }
+
+    fn claimed(&self, id: CustomerId, token: u64) {
+        lock(&self.mine).insert(id, token);
+        lock(&self.owners).remove(&id);
+    }
+
+    fn identity_of(&self, identity: &Identity, customer: CustomerId) {
+        self.identities.put(identity.clone(), customer);
+    }
+
+    fn customer_at(&self, id: CustomerId, node: &str) {
+        if node != self.me.id && !lock(&self.mine).contains_key(&id) {
+            lock(&self.owners).insert(id, node.to_owned());
+        }
     }
 
     fn drain_target(&self, id: CustomerId) -> Option<String> {
@@ -548,26 +606,53 @@ impl Cluster for Topology {
     }
 
     async fn send(&self, node: &str, envelope: Envelope) -> Result<EnvelopeReply> {
-        let payload = serde_json::to_vec(&envelope)
-            .map_err(|e| ActorError::unavailable(format!("encoding an envelope ({e})")))?;
-        let mut client = self.peer(node).await?;
-        match client.send(Frame { payload }).await {
-            Ok(reply) => serde_json::from_slice(&reply.into_inner().payload).map_err(|e| {
-                ActorError::unavailable(format!(
-                    "node {node} answered with an unreadable envelope ({e})"
-                ))
-            }),
-            Err(status) => {
-                // Whatever we believed about that node may be stale.
-                self.forget_node(node);
-                Err(ActorError::unavailable(format!(
-                    "node {node}: {}",
-                    status.message()
-                )))
-            }
+        let r = self.peer(node)?.send(envelope).await;
+        if r.is_err() {
+            // Whatever we believed about that node may be stale.
+            self.forget_node(node);
         }
+        r
     }
 }
+
+/// A fresh customer id: random, so that nodes allocate ids without
+/// coordinating (the identity link that makes it a customer is the check).
+fn fresh_customer() -> CustomerId {
+    CustomerId(rand::random::<u64>() >> 12 | 1)
+}
+
+/// Identities resolved on this node, at most [`IDENTITY_CACHE`]. An
+/// identity's customer never changes once linked (a merge, when there is
+/// one, leaves the absorbed customer forwarding to the survivor), so an
+/// entry never goes stale; when full, the cache is emptied and refills.
+struct IdentityCache {
+    map: Mutex<HashMap<Identity, CustomerId>>,
+    capacity: usize,
+}
+
+impl IdentityCache {
+    fn new(capacity: usize) -> Self {
+        IdentityCache {
+            map: Mutex::default(),
+            capacity,
+        }
+    }
+
+    fn get(&self, identity: &Identity) -> Option<CustomerId> {
+        lock(&self.map).get(identity).copied()
+    }
+
+    fn put(&self, identity: Identity, customer: CustomerId) {
+        let mut map = lock(&self.map);
+        if map.len() >= self.capacity {
+            map.clear();
+        }
+        map.insert(identity, customer);
+    }
+}
+
+/// Identities a node remembers (about 100 bytes each).
+const IDENTITY_CACHE: usize = 200_000;
 
 /// Rendezvous hashing: the node among `nodes` with the highest score for
 /// `key`, the same in every process for the same set.

@@ -20,6 +20,10 @@ pub struct Resolution {
     /// Linked identities that already belong to another customer: the two
     /// are the same person, to be merged.
     pub conflicts: Vec<(Identity, CustomerId)>,
+    /// Identities of a new customer that are not linked yet: the
+    /// customer's first durable write links them (a cluster creates a
+    /// customer that way; this directory links at once and leaves it empty).
+    pub pending: Vec<Identity>,
 }
 
 /// Identity → customer, with customer ids allocated here.
@@ -65,6 +69,7 @@ impl Directory {
             created,
             linked,
             conflicts,
+            pending: Vec::new(),
         }
     }
 

@@ -4,7 +4,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use centralino_actors::Hub;
-use centralino_actors::wire::{CustomerReply, CustomerRequest, RouterReply, RouterRequest};
+use centralino_actors::wire::{
+    CustomerReply, CustomerRequest, NewCustomer, RouterReply, RouterRequest,
+};
+use centralino_actors::{ActorError, JournalError};
 use centralino_core::CustomerId;
 use centralino_core::customer::Contact;
 use centralino_core::router::Phase;
@@ -89,21 +92,33 @@ impl pb::gateway_server::Gateway for GatewayService {
             sentiment: convert::sentiment("sentiment", r.sentiment)?,
             attributes: convert::attributes("attributes", r.attributes.as_ref())?,
         };
-        let resolution = self.hub.resolve(&identity, &links).await.map_err(status)?;
-        if !resolution.conflicts.is_empty() {
-            tracing::debug!(customer = %resolution.customer, conflicts = resolution.conflicts.len(), "linked identities belong to other customers; not merged");
-        }
-        let request = CustomerRequest::Contact {
-            contact,
-            linked: resolution.linked,
-        };
-        let CustomerReply::Contact(outcome) = self
-            .hub
-            .ask_customer(resolution.customer, request)
-            .await
-            .map_err(status)?
-        else {
-            return Err(unexpected("customer"));
+        // A new customer's identity can be taken by a first contact of the
+        // same identity elsewhere at the same moment: then it is that
+        // customer's, and the contact goes there.
+        let mut attempt = 0;
+        let (resolution, outcome) = loop {
+            attempt += 1;
+            let resolution = self.hub.resolve(&identity, &links).await.map_err(status)?;
+            if !resolution.conflicts.is_empty() {
+                tracing::debug!(customer = %resolution.customer, conflicts = resolution.conflicts.len(), "linked identities belong to other customers; not merged");
+            }
+            let request = CustomerRequest::Contact {
+                contact: contact.clone(),
+                linked: resolution.linked.clone(),
+                new: resolution.created.then(|| NewCustomer {
+                    link: resolution.pending.clone(),
+                }),
+            };
+            match self.hub.ask_customer(resolution.customer, request).await {
+                Ok(CustomerReply::Contact(outcome)) => break (resolution, outcome),
+                Ok(_) => return Err(unexpected("customer")),
+                Err(ActorError::Journal(JournalError::Taken { identity, customer }))
+                    if attempt == 1 =>
+                {
+                    self.hub.cluster().identity_of(&identity, customer);
+                }
+                Err(e) => return Err(status(e)),
+            }
         };
         metrics::contact(channel);
         Ok(Response::new(pb::SubmitContactResponse {
