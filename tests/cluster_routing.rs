@@ -562,6 +562,9 @@ fn describe(e: &pb::HistoryEvent) -> String {
         Some(Kind::WrappedUp(w)) => format!("wrapped {}", w.agent_id),
         Some(Kind::Resolved(r)) => format!("resolved {}", r.by),
         Some(Kind::IdentityLinked(_)) => "linked".into(),
+        Some(Kind::Merged(m)) => format!("merged {}", m.from_customer_id),
+        Some(Kind::Absorbed(a)) => format!("absorbed {}", a.conversation_id),
+        Some(Kind::MergedInto(m)) => format!("merged into {}", m.into_customer_id),
         None => "(no kind)".into(),
     }
 }

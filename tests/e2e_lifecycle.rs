@@ -105,6 +105,12 @@ fn describe(e: &pb::HistoryEvent) -> String {
             "identity_linked {}",
             i.identity.as_ref().map_or("", |i| i.address.as_str())
         ),
+        Kind::Merged(m) => format!("merged {}", m.from_customer_id),
+        Kind::Absorbed(a) => format!(
+            "absorbed {}",
+            a.event.as_deref().map_or("?".into(), describe)
+        ),
+        Kind::MergedInto(m) => format!("merged_into {}", m.into_customer_id),
     }
 }
 

@@ -516,6 +516,9 @@ async fn request(
     st: &mut CustomerState,
     req: CustomerRequest,
 ) -> Result<CustomerReply> {
+    if let Some(survivor) = st.customer.merged_into {
+        return tombstone(st, survivor, req).await;
+    }
     Ok(match req {
         CustomerRequest::Contact {
             contact, linked, ..
@@ -575,6 +578,13 @@ async fn request(
             CustomerReply::Done
         }
         CustomerRequest::Get => CustomerReply::Customer(Box::new(st.customer.clone())),
+        CustomerRequest::MergeInto { survivor } => {
+            CustomerReply::Customer(Box::new(merge_into(now, st, survivor).await?))
+        }
+        CustomerRequest::Absorb { from } => {
+            absorb(now, st, &from).await?;
+            CustomerReply::Done
+        }
     })
 }
 
@@ -708,13 +718,23 @@ async fn routed(now: TimeMs, st: &mut CustomerState, o: Output) -> Result<()> {
             conversation,
             queue,
             channel,
-        } => (
-            *conversation,
-            EventKind::Queued {
+        } => {
+            let kind = EventKind::Queued {
                 queue: queue.clone(),
                 channel: *channel,
-            },
-        ),
+            };
+            // The same Queued twice in a row says nothing new: a decision
+            // delivered again (a lane's retry reaching a recovered
+            // customer, or one the router said again) is not recorded twice.
+            if st
+                .customer
+                .conversation(*conversation)
+                .is_ok_and(|c| last_routing_event(c) == Some(&kind))
+            {
+                return Ok(());
+            }
+            (*conversation, kind)
+        }
         Output::Offered {
             conversation,
             agent,
@@ -956,6 +976,90 @@ async fn resolve(
     Ok(())
 }
 
+/// A tombstone (merged into `survivor`): what the customer is asked goes
+/// to the survivor; what was about its own conversation is refused.
+async fn tombstone(
+    st: &mut CustomerState,
+    survivor: CustomerId,
+    req: CustomerRequest,
+) -> Result<CustomerReply> {
+    let customer = st.customer.id;
+    match req {
+        CustomerRequest::Contact {
+            contact, linked, ..
+        } => {
+            let forwarded = CustomerRequest::Contact {
+                contact,
+                linked,
+                new: None,
+            };
+            Box::pin(st.hub.ask_customer(survivor, forwarded)).await
+        }
+        CustomerRequest::Get | CustomerRequest::Callback { .. } => {
+            Box::pin(st.hub.ask_customer(survivor, req)).await
+        }
+        // Merged already: asked again (a retry), the same answer.
+        CustomerRequest::MergeInto { survivor: s } if s == survivor => {
+            Ok(CustomerReply::Customer(Box::new(st.customer.clone())))
+        }
+        _ => Err(CoreError::Merged {
+            customer,
+            into: survivor,
+        }
+        .into()),
+    }
+}
+
+/// Becomes the tombstone of `survivor` (see `core::customer`, "Merging"):
+/// the open conversation leaves routing and closes with a `MergedInto`
+/// event (archived, like a resolved one). Returns the customer as it was.
+async fn merge_into(now: TimeMs, st: &mut CustomerState, survivor: CustomerId) -> Result<Customer> {
+    if survivor == st.customer.id {
+        return Err(CoreError::invalid(
+            "link_identities",
+            "a customer cannot be merged into itself",
+        )
+        .into());
+    }
+    let before = st.customer.clone();
+    if let Some(conv) = st.customer.open.as_ref().map(|c| c.id) {
+        let withdraw = Input::Withdraw {
+            conversation: conv,
+            abandoned: false,
+        };
+        match ask_router(&st.hub, withdraw).await {
+            Ok(()) | Err(ActorError::Core(CoreError::UnknownConversation(_))) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let closing = st.customer.merge_into(now, survivor).is_some();
+    persist(st, closing).await?;
+    tracing::info!(customer = %before.id, into = %survivor, "merged");
+    Ok(before)
+}
+
+/// Takes in a customer that turned out to be this one; if it had waited
+/// longer, this conversation takes its place in the queue.
+async fn absorb(now: TimeMs, st: &mut CustomerState, other: &Customer) -> Result<()> {
+    let before = st.customer.open.as_ref().map(|c| c.waiting_since);
+    if !st.customer.absorb(now, other)? {
+        return Ok(());
+    }
+    persist(st, false).await?;
+    let Some(conv) = st.customer.open.as_ref() else {
+        return Ok(());
+    };
+    let waiting = matches!(
+        conv.state,
+        ConversationState::Queued | ConversationState::Offered
+    );
+    if waiting && before.is_some_and(|b| conv.waiting_since < b) {
+        let request = route_request(&st.customer, conv, None, true);
+        tell_router(st, RouterRequest::Route(request)).await;
+    }
+    Ok(())
+}
+
 /// What the router needs to route `conv` (as it stands now: its latest
 /// topic and channel, its waiting time kept), and whether it replaces a
 /// routing round already under way.
@@ -986,31 +1090,48 @@ fn route_request(
     }
 }
 
-/// What the customer's history holds of the conversation's current
-/// routing round (see [`Seen`]).
-fn seen(conv: &Conversation) -> Seen {
-    let last = conv
-        .history
+/// The conversation's last routing decision in its history, or the message
+/// that started a new round after a wrap-up (see [`seen`]).
+fn last_routing_event(conv: &Conversation) -> Option<&EventKind> {
+    conv.history
         .events()
         .iter()
         .rev()
-        .find_map(|e| match &e.kind {
+        .map(|e| &e.kind)
+        .find(|k| {
+            matches!(
+                k,
+                EventKind::Queued { .. }
+                    | EventKind::Offered { .. }
+                    | EventKind::OfferRejected { .. }
+                    | EventKind::OfferTimedOut { .. }
+                    | EventKind::Transferred { .. }
+                    | EventKind::Assigned { .. }
+                    | EventKind::WrappedUp { .. }
+            ) || matches!(k, EventKind::CustomerMessage { .. })
+                && conv.state == ConversationState::WrappedUp
+        })
+}
+
+/// What the customer's history holds of the conversation's current
+/// routing round (see [`Seen`]).
+fn seen(conv: &Conversation) -> Seen {
+    match last_routing_event(conv) {
+        Some(
             EventKind::Queued { .. }
             | EventKind::OfferRejected { .. }
             | EventKind::OfferTimedOut { .. }
-            | EventKind::Transferred { .. } => Some(Seen::Queued),
-            EventKind::Offered { offer, agent, .. } => Some(Seen::Offered {
-                offer: *offer,
-                agent: agent.clone(),
-            }),
-            EventKind::Assigned { .. } | EventKind::WrappedUp { .. } => Some(Seen::Assigned),
-            // A message after a wrap-up starts a new round: nothing seen yet.
-            EventKind::CustomerMessage { .. } if conv.state == ConversationState::WrappedUp => {
-                Some(Seen::Nothing)
-            }
-            _ => None,
-        });
-    last.unwrap_or_default()
+            | EventKind::Transferred { .. },
+        ) => Seen::Queued,
+        Some(EventKind::Offered { offer, agent, .. }) => Seen::Offered {
+            offer: *offer,
+            agent: agent.clone(),
+        },
+        Some(EventKind::Assigned { .. } | EventKind::WrappedUp { .. }) => Seen::Assigned,
+        // Nothing routed yet, or a message after a wrap-up started a new
+        // round: nothing seen of it yet.
+        _ => Seen::Nothing,
+    }
 }
 
 /// What the router must know of the open conversation, when it needs to

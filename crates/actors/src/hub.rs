@@ -119,6 +119,9 @@ enum Told {
     Desktop(AgentId, DesktopEvent),
 }
 
+/// Attempts at having a survivor absorb a merged customer.
+const MERGE_ATTEMPTS: u32 = 10;
+
 /// What a node answers for a router it does not host (any more).
 const ROUTER_NOT_HERE: &str = "router (not on this node)";
 
@@ -528,6 +531,36 @@ impl Hub {
             }
         }
         (moved, failed)
+    }
+
+    /// Merges customer `absorbed` into `survivor`, the same person (see
+    /// `core::customer`, "Merging"): the absorbed one becomes a tombstone
+    /// that sends whoever comes to it to the survivor, and hands over what
+    /// it was; the survivor takes it in. The survivor's absorb is retried
+    /// while it is unavailable: if this node died between the two steps,
+    /// the absorbed conversation stays in the history archive, closed with
+    /// the `MergedInto` event that says where the customer went.
+    pub async fn merge(self: &Arc<Self>, survivor: CustomerId, absorbed: CustomerId) -> Result<()> {
+        let became = CustomerRequest::MergeInto { survivor };
+        let CustomerReply::Customer(was) = self.ask_customer(absorbed, became).await? else {
+            return Err(ActorError::unavailable(format!(
+                "customer {absorbed}: unexpected answer to a merge"
+            )));
+        };
+        let mut backoff = std::time::Duration::from_millis(50);
+        for attempt in 1.. {
+            let absorb = CustomerRequest::Absorb { from: was.clone() };
+            match self.ask_customer(survivor, absorb).await {
+                Ok(_) => break,
+                Err(ActorError::Unavailable(e)) if attempt < MERGE_ATTEMPTS => {
+                    tracing::debug!(%survivor, %absorbed, error = %e, "absorbing a merged customer; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Moves to node `to` (which just joined) every customer actor running

@@ -60,6 +60,9 @@ pub struct CustomerRecord {
     pub last_agent: Option<(AgentId, TimeMs)>,
     /// The open conversation, if any, whose events are journaled.
     pub open: Option<ConversationId>,
+    /// The customer was merged into this one (a tombstone).
+    #[serde(default)]
+    pub merged_into: Option<CustomerId>,
 }
 
 impl CustomerRecord {
@@ -71,6 +74,7 @@ impl CustomerRecord {
             opened: c.opened,
             last_agent: c.last_agent.clone(),
             open: c.open.as_ref().map(|o| o.id),
+            merged_into: c.merged_into,
         }
     }
 }
@@ -255,6 +259,7 @@ pub fn rebuild(r: Recovered) -> Customer {
     c.opened = r.record.opened;
     c.last_agent = r.record.last_agent;
     c.identities = r.record.identities;
+    c.merged_into = r.record.merged_into;
     c
 }
 

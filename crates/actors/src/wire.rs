@@ -67,6 +67,12 @@ pub enum CustomerRequest {
     },
     /// A copy of the customer, for views.
     Get,
+    /// This customer turned out to be `survivor` (see `core::customer`,
+    /// "Merging"): become its tombstone; answered with a copy of the
+    /// customer as it was, for the survivor to absorb.
+    MergeInto { survivor: CustomerId },
+    /// Take in a customer that turned out to be this one.
+    Absorb { from: Box<Customer> },
 }
 
 /// A customer a contact makes up.

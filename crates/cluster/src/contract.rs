@@ -661,6 +661,7 @@ pub fn batch(
             opened: 1,
             last_agent: None,
             open: Some(conv),
+            merged_into: None,
         },
         conversation: Some(conv),
         events: seqs

@@ -16,6 +16,21 @@
 //!
 //! Architecture invariant: every change is an event appended to the history
 //! (contiguous sequence numbers), and the state is a function of the events.
+//!
+//! # Merging
+//!
+//! Two customers found to be one person (a gateway links an identity of one
+//! to a contact of the other) are merged: the survivor [`Customer::absorb`]s
+//! the other's identities, what is known of it, and its open
+//! conversation's history: a `Merged` event, then each absorbed event
+//! wrapped in an `Absorbed` one that keeps its own sequence number and
+//! time, so the survivor's history stays contiguous while a timeline sorted
+//! by time interleaves the two. If the absorbed customer had waited longer,
+//! the survivor's conversation takes its place in the queue. The absorbed
+//! customer is [`Customer::merge_into`] the survivor: its conversation ends
+//! with a `MergedInto` event (and is closed, like a resolved one) and the
+//! customer stays a tombstone that sends whoever comes to it to the
+//! survivor. Absorbing is idempotent per event.
 
 use serde::{Deserialize, Serialize};
 
@@ -160,6 +175,9 @@ pub struct Customer {
     pub opened: u32,
     /// The agent who last served them, and when, for continuity.
     pub last_agent: Option<(AgentId, TimeMs)>,
+    /// Merged into this customer: a tombstone (see "Merging").
+    #[serde(default)]
+    pub merged_into: Option<CustomerId>,
 }
 
 impl Customer {
@@ -171,7 +189,115 @@ impl Customer {
             open: None,
             opened: 0,
             last_agent: None,
+            merged_into: None,
         }
+    }
+
+    /// Takes in `other`, the same person (see "Merging"): its identities,
+    /// the attributes this customer does not know, the later of the two
+    /// last agents, and its open conversation's events after those already
+    /// absorbed, into this customer's open conversation. Returns whether
+    /// anything was recorded. Fails if this customer has no open
+    /// conversation (the merge is told in it) or `other` is this one.
+    pub fn absorb(&mut self, now: TimeMs, other: &Customer) -> Result<bool> {
+        if other.id == self.id {
+            return Err(CoreError::invalid(
+                "link_identities",
+                "a customer cannot be merged with itself",
+            ));
+        }
+        let open = self.open.as_ref().map(|c| c.id).ok_or_else(|| {
+            CoreError::invalid(
+                "link_identities",
+                "the customer to merge into has no open conversation",
+            )
+        })?;
+        for i in &other.identities {
+            if !self.identities.contains(i) {
+                self.identities.push(i.clone());
+            }
+        }
+        let known = self.attributes.clone();
+        self.attributes = other.attributes.clone();
+        self.attributes.update(&known);
+        if let Some((agent, at)) = &other.last_agent
+            && self.last_agent.as_ref().is_none_or(|(_, mine)| mine < at)
+        {
+            self.last_agent = Some((agent.clone(), *at));
+        }
+        let conv = self.conversation(open)?;
+        let merged_before = conv
+            .history
+            .events()
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Merged { from, .. } if *from == other.id));
+        let absorbed = |theirs: ConversationId| -> u64 {
+            conv.history
+                .events()
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::Absorbed {
+                        conversation,
+                        event,
+                    } if *conversation == theirs => Some(event.seq),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        let theirs = other.open.as_ref();
+        let since = theirs.map_or(0, |c| absorbed(c.id));
+        let new_events: Vec<HistoryEvent> = theirs
+            .map(|c| c.history.since(since).to_vec())
+            .unwrap_or_default();
+        if merged_before && new_events.is_empty() {
+            return Ok(false);
+        }
+        // The survivor keeps the earlier place in the queue of the two.
+        let their_wait = theirs
+            .filter(|c| {
+                matches!(
+                    c.state,
+                    ConversationState::Queued | ConversationState::Offered
+                )
+            })
+            .map(|c| c.waiting_since);
+        if !merged_before {
+            self.record(
+                now,
+                open,
+                EventKind::Merged {
+                    from: other.id,
+                    identities: other.identities.clone(),
+                },
+            )?;
+        }
+        for event in new_events {
+            let conversation = theirs.map(|c| c.id).unwrap_or(open);
+            self.record(
+                now,
+                open,
+                EventKind::Absorbed {
+                    conversation,
+                    event: Box::new(event),
+                },
+            )?;
+        }
+        if let (Some(wait), Some(conv)) = (their_wait, self.open.as_mut()) {
+            conv.waiting_since = conv.waiting_since.min(wait);
+        }
+        Ok(true)
+    }
+
+    /// This customer turned out to be `into` (see "Merging"): from now on
+    /// it is a tombstone, and its open conversation, if any, ends with a
+    /// `MergedInto` event; returns that conversation's id, for the caller
+    /// to close it (archive it) as a resolve does.
+    pub fn merge_into(&mut self, now: TimeMs, into: CustomerId) -> Option<ConversationId> {
+        self.merged_into = Some(into);
+        let id = self.open.as_ref()?.id;
+        self.record(now, id, EventKind::MergedInto { into }).ok()?;
+        Some(id)
     }
 
     /// A contact on any channel: joins the open conversation or opens one.
@@ -310,7 +436,10 @@ impl Customer {
             }
             EventKind::CustomerMessage { .. }
             | EventKind::AgentMessage { .. }
-            | EventKind::IdentityLinked { .. } => {}
+            | EventKind::IdentityLinked { .. }
+            | EventKind::Merged { .. }
+            | EventKind::Absorbed { .. }
+            | EventKind::MergedInto { .. } => {}
         }
         let seq = conv.history.push(now, kind);
         Ok(seq)
@@ -382,6 +511,7 @@ impl Customer {
             open: None,
             opened: self.opened,
             last_agent: self.last_agent.clone(),
+            merged_into: self.merged_into,
         };
         Checkpoint {
             customer,
@@ -534,5 +664,117 @@ mod tests {
             contact(Channel::Email, IdentityKind::Email, "m@x.it", "again"),
         );
         assert_eq!(next.conversation.number, 2);
+    }
+
+    /// Anna wrote from the app (customer 2, waiting since 5), then from a
+    /// chat session her gateway links to the app user (customer 1).
+    fn two_annas() -> (Customer, Customer) {
+        let mut app = Customer::new(CustomerId(2), vec![]);
+        let mut c = contact(
+            Channel::App,
+            IdentityKind::AppUser,
+            "anna",
+            "my fiber is down",
+        );
+        c.attributes.tier = Some("gold".into());
+        app.contact(5, c);
+        let id = app.open.as_ref().unwrap().id;
+        app.record(
+            6,
+            id,
+            EventKind::Queued {
+                queue: "tech".into(),
+                channel: Channel::App,
+            },
+        )
+        .unwrap();
+        let mut chat = Customer::new(CustomerId(1), vec![]);
+        let mut c = contact(Channel::Chat, IdentityKind::ChatSession, "s9", "still down");
+        c.attributes.language = Some("it".into());
+        chat.contact(40, c);
+        (chat, app)
+    }
+
+    #[test]
+    fn absorbing_takes_the_identities_attributes_history_and_earlier_place() {
+        let (mut chat, app) = two_annas();
+        assert!(chat.absorb(50, &app).unwrap());
+        assert_eq!(
+            chat.identities,
+            vec![
+                Identity::new(IdentityKind::ChatSession, "s9"),
+                Identity::new(IdentityKind::AppUser, "anna")
+            ]
+        );
+        assert_eq!(
+            chat.attributes.tier.as_deref(),
+            Some("gold"),
+            "learnt from the other"
+        );
+        assert_eq!(chat.attributes.language.as_deref(), Some("it"), "kept");
+        let h = chat.history();
+        let seqs: Vec<u64> = h.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            vec![1, 2, 3, 4],
+            "contiguous: message, merged, 2 absorbed"
+        );
+        assert!(matches!(&h[1].kind, EventKind::Merged { from, .. } if *from == CustomerId(2)));
+        let absorbed: Vec<(u64, TimeMs)> = h[2..]
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Absorbed { event, .. } => (event.seq, event.at),
+                other => panic!("not absorbed: {other:?}"),
+            })
+            .collect();
+        assert_eq!(absorbed, vec![(1, 5), (2, 6)], "their own seqs and times");
+        assert_eq!(
+            chat.open.as_ref().unwrap().waiting_since,
+            5,
+            "the earlier place"
+        );
+        assert_eq!(
+            chat.open.as_ref().unwrap().state,
+            ConversationState::Queued,
+            "absorbed events do not move the survivor's state"
+        );
+    }
+
+    #[test]
+    fn absorbing_again_takes_only_what_is_new() {
+        let (mut chat, mut app) = two_annas();
+        chat.absorb(50, &app).unwrap();
+        assert!(!chat.absorb(51, &app).unwrap(), "nothing new");
+        assert_eq!(chat.history().len(), 4);
+        app.contact(
+            60,
+            contact(Channel::App, IdentityKind::AppUser, "anna", "hello?"),
+        );
+        assert!(chat.absorb(61, &app).unwrap());
+        let h = chat.history();
+        assert_eq!(h.len(), 5);
+        assert!(matches!(&h[4].kind, EventKind::Absorbed { event, .. } if event.seq == 3));
+        assert_eq!(
+            chat.absorb(62, &chat.clone()).unwrap_err().field(),
+            Some("link_identities")
+        );
+    }
+
+    #[test]
+    fn the_absorbed_customer_closes_its_conversation_and_points_to_the_survivor() {
+        let (_, mut app) = two_annas();
+        let closing = app.merge_into(70, CustomerId(1)).expect("it had one open");
+        assert_eq!(Some(closing), app.open.as_ref().map(|c| c.id));
+        assert!(matches!(
+            &app.history().last().unwrap().kind,
+            EventKind::MergedInto { into } if *into == CustomerId(1)
+        ));
+        assert_eq!(app.merged_into, Some(CustomerId(1)));
+        app.open = None;
+        assert_eq!(
+            app.merge_into(71, CustomerId(1)),
+            None,
+            "nothing left to close"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The core's one error type. Variants say whose fault it is, so the server
 //! maps each to the right gRPC status in one place.
 
-use crate::ids::{AgentId, ConversationId, OfferId, QueueId};
+use crate::ids::{AgentId, ConversationId, CustomerId, OfferId, QueueId};
 
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 
@@ -33,6 +33,12 @@ pub enum CoreError {
     },
     #[error("conversation {0} is closed")]
     Closed(ConversationId),
+    /// The customer turned out to be another one and was merged into it.
+    #[error("customer {customer} was merged into customer {into}")]
+    Merged {
+        customer: CustomerId,
+        into: CustomerId,
+    },
 }
 
 impl CoreError {

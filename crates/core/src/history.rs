@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::{Channel, Identity};
 use crate::explain::Explanation;
-use crate::ids::{AgentId, OfferId, QueueId};
+use crate::ids::{AgentId, ConversationId, CustomerId, OfferId, QueueId};
 use crate::time::TimeMs;
 
 /// One accepted event.
@@ -74,6 +74,24 @@ pub enum EventKind {
     },
     IdentityLinked {
         identity: Identity,
+    },
+    /// Customer `from` (with these identities) turned out to be this one:
+    /// what follows, up to the next event of another kind, is its open
+    /// conversation (see `customer`, "Merging").
+    Merged {
+        from: CustomerId,
+        identities: Vec<Identity>,
+    },
+    /// One event of a merged customer's conversation, as it was (its own
+    /// sequence number and time).
+    Absorbed {
+        conversation: ConversationId,
+        event: Box<HistoryEvent>,
+    },
+    /// The last event of a customer that turned out to be `into`: its
+    /// conversation closes here and continues in `into`'s.
+    MergedInto {
+        into: CustomerId,
     },
 }
 

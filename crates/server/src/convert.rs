@@ -527,6 +527,20 @@ pub fn event_to_pb(e: &HistoryEvent) -> pb::HistoryEvent {
         EventKind::IdentityLinked { identity } => h::Kind::IdentityLinked(h::IdentityLinked {
             identity: Some(identity_to_pb(identity)),
         }),
+        EventKind::Merged { from, identities } => h::Kind::Merged(h::Merged {
+            from_customer_id: from.to_string(),
+            identities: identities.iter().map(identity_to_pb).collect(),
+        }),
+        EventKind::Absorbed {
+            conversation,
+            event,
+        } => h::Kind::Absorbed(Box::new(h::Absorbed {
+            conversation_id: conversation.to_string(),
+            event: Some(Box::new(event_to_pb(event))),
+        })),
+        EventKind::MergedInto { into } => h::Kind::MergedInto(h::MergedInto {
+            into_customer_id: into.to_string(),
+        }),
     };
     pb::HistoryEvent {
         seq: e.seq,

@@ -29,5 +29,8 @@ fn core_status(e: CoreError) -> Status {
         }
         CoreError::AlreadyRouted(_) => Status::failed_precondition(format!("conversation_id: {m}")),
         CoreError::AgentNotLoggedIn(_) => Status::failed_precondition(format!("agent_id: {m}")),
+        CoreError::Merged { .. } => Status::failed_precondition(format!(
+            "conversation_id: {m}; its conversation continues in that customer's"
+        )),
     }
 }

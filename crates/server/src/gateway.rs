@@ -99,9 +99,6 @@ impl pb::gateway_server::Gateway for GatewayService {
         let (resolution, outcome) = loop {
             attempt += 1;
             let resolution = self.hub.resolve(&identity, &links).await.map_err(status)?;
-            if !resolution.conflicts.is_empty() {
-                tracing::debug!(customer = %resolution.customer, conflicts = resolution.conflicts.len(), "linked identities belong to other customers; not merged");
-            }
             let request = CustomerRequest::Contact {
                 contact: contact.clone(),
                 linked: resolution.linked.clone(),
@@ -120,9 +117,19 @@ impl pb::gateway_server::Gateway for GatewayService {
                 Err(e) => return Err(status(e)),
             }
         };
+        // Linked identities that another customer has: the same person,
+        // merged into the contact's customer (the contact is acknowledged
+        // either way; a merge that fails is retried by the next contact
+        // that links them).
+        for (other, absorbed) in &resolution.conflicts {
+            if let Err(e) = self.hub.merge(resolution.customer, *absorbed).await {
+                tracing::warn!(survivor = %resolution.customer, %absorbed, identity = %other, error = %e, "customers not merged");
+            }
+        }
         metrics::contact(channel);
         Ok(Response::new(pb::SubmitContactResponse {
-            customer_id: resolution.customer.to_string(),
+            // The conversation's: a merged customer's contact joins the survivor's.
+            customer_id: outcome.conversation.customer.to_string(),
             conversation_id: outcome.conversation.to_string(),
             seq: outcome.seq,
             joined_existing: outcome.joined_existing,
@@ -221,7 +228,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             return Err(unexpected("customer"));
         };
         let mut view = pb::ConversationView {
-            customer_id: id.to_string(),
+            customer_id: customer.id.to_string(),
             attributes: Some(convert::attributes_to_pb(&customer.attributes)),
             identities: customer
                 .identities

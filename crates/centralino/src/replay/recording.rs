@@ -229,10 +229,15 @@ impl Recording {
                         self.close(conversation, r, e.at, recorded.priority);
                     }
                 }
+                // A merged customer's events are replayed from its own
+                // conversation, not from the copy the survivor keeps.
                 EventKind::AgentMessage { .. }
                 | EventKind::OfferRejected { .. }
                 | EventKind::OfferTimedOut { .. }
-                | EventKind::IdentityLinked { .. } => {}
+                | EventKind::IdentityLinked { .. }
+                | EventKind::Merged { .. }
+                | EventKind::Absorbed { .. }
+                | EventKind::MergedInto { .. } => {}
             }
         }
         // A history ends with its resolve; one that does not (written by
