@@ -565,6 +565,9 @@ fn describe(e: &pb::HistoryEvent) -> String {
         Some(Kind::Merged(m)) => format!("merged {}", m.from_customer_id),
         Some(Kind::Absorbed(a)) => format!("absorbed {}", a.conversation_id),
         Some(Kind::MergedInto(m)) => format!("merged into {}", m.into_customer_id),
+        Some(Kind::Notice(n)) => format!("notice {}", n.campaign_id),
+        Some(Kind::BotTranscript(b)) => format!("bot_transcript {}", b.bot_id),
+        Some(Kind::Abandoned(_)) => "abandoned".into(),
         None => "(no kind)".into(),
     }
 }

@@ -13,8 +13,8 @@ use centralino_core::queue::QueueConfig;
 use centralino_core::{Channel, ConversationId, RouterConfig};
 use centralino_proto::v1 as pb;
 use centralino_tests::{
-    DEADLINE, Desktop, TestNode, assert_result, assert_status, cmd, eventually, eventually_some,
-    login, within,
+    DEADLINE, Desktop, TestNode, assert_result, assert_status, cmd, describe, eventually,
+    eventually_some, login, within,
 };
 use pb::agent_event::Event;
 use pb::get_conversation_request::Who;
@@ -62,55 +62,6 @@ fn identity(kind: pb::IdentityKind, address: &str) -> pb::Identity {
 fn by_identity(i: &pb::Identity) -> pb::GetConversationRequest {
     pb::GetConversationRequest {
         who: Some(Who::Identity(i.clone())),
-    }
-}
-
-/// A short, comparable description of a history event.
-fn describe(e: &pb::HistoryEvent) -> String {
-    match e.kind.as_ref().expect("history event has a kind") {
-        Kind::CustomerMessage(m) => format!(
-            "customer_message {:?} {:?}",
-            pb::Channel::try_from(m.channel).unwrap(),
-            m.text
-        ),
-        Kind::AgentMessage(m) => format!(
-            "agent_message {} {:?} {:?}",
-            m.agent_id,
-            pb::Channel::try_from(m.channel).unwrap(),
-            m.text
-        ),
-        Kind::Queued(q) => format!(
-            "queued {} {:?}",
-            q.queue_id,
-            pb::Channel::try_from(q.channel).unwrap()
-        ),
-        Kind::Offered(o) => format!("offered {} {}", o.agent_id, o.offer_id),
-        Kind::OfferRejected(r) => format!(
-            "offer_rejected {} {} {:?}",
-            r.agent_id, r.offer_id, r.reason
-        ),
-        Kind::OfferTimedOut(t) => format!("offer_timed_out {} {}", t.agent_id, t.offer_id),
-        Kind::Assigned(a) => format!("assigned {}", a.agent_id),
-        Kind::Transferred(t) => format!(
-            "transferred {} -> {}{}",
-            t.from_agent_id, t.to_queue_id, t.to_agent_id
-        ),
-        Kind::CallbackRequested(c) => format!(
-            "callback_requested {:?}",
-            pb::Channel::try_from(c.channel).unwrap()
-        ),
-        Kind::WrappedUp(w) => format!("wrapped_up {} {:?}", w.agent_id, w.disposition),
-        Kind::Resolved(r) => format!("resolved {}", r.by),
-        Kind::IdentityLinked(i) => format!(
-            "identity_linked {}",
-            i.identity.as_ref().map_or("", |i| i.address.as_str())
-        ),
-        Kind::Merged(m) => format!("merged {}", m.from_customer_id),
-        Kind::Absorbed(a) => format!(
-            "absorbed {}",
-            a.event.as_deref().map_or("?".into(), describe)
-        ),
-        Kind::MergedInto(m) => format!("merged_into {}", m.into_customer_id),
     }
 }
 
@@ -472,7 +423,8 @@ async fn a_contact_lives_from_chat_to_voice_to_resolution() {
         "the delivery carries the reply's sequence number"
     );
 
-    // Resolve closes it: the customer has no open conversation any more.
+    // Resolve closes it: asking after it, the customer sees it resolved,
+    // with its whole history (from the archive).
     anna.command_ok(cmd::resolve(&conversation)).await;
     let view = gw
         .get_conversation(by_identity(&phone))
@@ -480,15 +432,19 @@ async fn a_contact_lives_from_chat_to_voice_to_resolution() {
         .expect("get conversation")
         .into_inner();
     assert_eq!(view.customer_id, first.customer_id);
-    assert!(
-        view.conversation_id.is_empty(),
-        "no open conversation after resolve: {view:?}"
+    assert_eq!(
+        view.conversation_id, conversation,
+        "the resolved one: {view:?}"
     );
-    assert_eq!(view.state, pb::ConversationState::Unspecified as i32);
-    assert!(
-        view.history.is_empty(),
-        "no open history after resolve: {view:?}"
+    assert_eq!(view.state, pb::ConversationState::Resolved as i32);
+    let mut resolved: Vec<String> = view.history.iter().map(describe).collect();
+    assert_eq!(resolved.pop(), Some("resolved anna".to_owned()));
+    assert_eq!(
+        resolved, expected,
+        "the history as it was, then the resolution"
     );
+    assert_eq!(view.position, 0);
+    assert!(view.wait_estimate.is_none());
     // It left the journal for the archive, whole: the events above and the
     // resolution.
     let closed: ConversationId = conversation.parse().expect("a conversation id");

@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod outreach;
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -31,6 +32,7 @@ use centralino_proto::v1::agent_desktop_client::AgentDesktopClient;
 use centralino_proto::v1::gateway_client::GatewayClient;
 use pb::agent_command::Command;
 use pb::agent_event::{CommandResult, Event, Offer};
+use pb::history_event::Kind;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -78,6 +80,7 @@ impl TestNode {
             },
             router,
             queues,
+            rules: Vec::new(),
             lease_ttl: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
         };
@@ -501,4 +504,61 @@ pub fn assert_result(r: &CommandResult, code: tonic::Code, field: &str) {
         "message should name {field:?} first: {:?}",
         r.message
     );
+}
+
+/// A short, comparable description of a history event (every kind).
+pub fn describe(e: &pb::HistoryEvent) -> String {
+    match e.kind.as_ref().expect("history event has a kind") {
+        Kind::CustomerMessage(m) => format!(
+            "customer_message {:?} {:?}",
+            pb::Channel::try_from(m.channel).unwrap(),
+            m.text
+        ),
+        Kind::AgentMessage(m) => format!(
+            "agent_message {} {:?} {:?}",
+            m.agent_id,
+            pb::Channel::try_from(m.channel).unwrap(),
+            m.text
+        ),
+        Kind::Queued(q) => format!(
+            "queued {} {:?}",
+            q.queue_id,
+            pb::Channel::try_from(q.channel).unwrap()
+        ),
+        Kind::Offered(o) => format!("offered {} {}", o.agent_id, o.offer_id),
+        Kind::OfferRejected(r) => format!(
+            "offer_rejected {} {} {:?}",
+            r.agent_id, r.offer_id, r.reason
+        ),
+        Kind::OfferTimedOut(t) => format!("offer_timed_out {} {}", t.agent_id, t.offer_id),
+        Kind::Assigned(a) => format!("assigned {}", a.agent_id),
+        Kind::Transferred(t) => format!(
+            "transferred {} -> {}{}",
+            t.from_agent_id, t.to_queue_id, t.to_agent_id
+        ),
+        Kind::CallbackRequested(c) => format!(
+            "callback_requested {:?}",
+            pb::Channel::try_from(c.channel).unwrap()
+        ),
+        Kind::WrappedUp(w) => format!("wrapped_up {} {:?}", w.agent_id, w.disposition),
+        Kind::Resolved(r) => format!("resolved {}", r.by),
+        Kind::IdentityLinked(i) => format!(
+            "identity_linked {}",
+            i.identity.as_ref().map_or("", |i| i.address.as_str())
+        ),
+        Kind::Merged(m) => format!("merged {}", m.from_customer_id),
+        Kind::Absorbed(a) => format!(
+            "absorbed {}",
+            a.event.as_deref().map_or("?".into(), describe)
+        ),
+        Kind::MergedInto(m) => format!("merged_into {}", m.into_customer_id),
+        Kind::Notice(n) => format!(
+            "notice {} {:?} {:?}",
+            n.campaign_id,
+            pb::Channel::try_from(n.channel).unwrap(),
+            n.text
+        ),
+        Kind::BotTranscript(b) => format!("bot_transcript {} {} lines", b.bot_id, b.lines.len()),
+        Kind::Abandoned(a) => format!("abandoned {:?}", pb::Channel::try_from(a.channel).unwrap()),
+    }
 }

@@ -7,7 +7,9 @@
 //! service.
 
 use centralino_core::directory::Resolution;
+use centralino_core::kpi::KpiReport;
 use centralino_core::queue::QueueConfig;
+use centralino_core::rules::RoutingRule;
 use centralino_core::{AgentId, Channel, CustomerId, Identity};
 
 use crate::error::Result;
@@ -87,6 +89,16 @@ pub trait Cluster: Send + Sync + 'static {
     }
     /// Stores a queue definition, for a router that takes over.
     async fn save_queue(&self, _queue: &QueueConfig) -> Result<()> {
+        Ok(())
+    }
+    /// Stores the routing rules (the whole list), for a router that takes
+    /// over.
+    async fn save_rules(&self, _rules: &[RoutingRule]) -> Result<()> {
+        Ok(())
+    }
+    /// Stores the KPIs of the router of `epoch`, for the router that takes
+    /// over from it; refused once another router was claimed.
+    async fn save_kpis(&self, _kpis: &KpiReport, _epoch: u64) -> Result<()> {
         Ok(())
     }
     /// Where the router lives.

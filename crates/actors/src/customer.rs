@@ -71,8 +71,11 @@ use crate::clock::now_ms;
 use crate::error::{ActorError, Result};
 use crate::hub::{Delivery, DesktopEvent, Hub, OfferDelivery};
 use crate::journal::{Creation, JournalBatch, JournalError, rebuild};
-use crate::router::{Again, RouteRequest, Seen};
+use crate::router::{Again, CustomerFacts, RouteRequest, Seen};
 use crate::wire::{CustomerReply, CustomerRequest, Envelope, EnvelopeReply, RouterRequest};
+
+/// Campaign notices and bot hand-overs (`customer/outreach.rs`).
+mod outreach;
 
 pub enum CustomerMsg {
     /// A request; answered if a port is given.
@@ -560,6 +563,10 @@ async fn request(
             let (c, seq) = callback(now, st, channel, to, not_before).await?;
             CustomerReply::Callback(c, seq)
         }
+        CustomerRequest::Abandon { channel } => {
+            let (c, seq) = abandon(now, st, channel).await?;
+            CustomerReply::Abandoned(c, seq)
+        }
         CustomerRequest::Assigned {
             conversation,
             agent,
@@ -584,6 +591,15 @@ async fn request(
         CustomerRequest::Absorb { from } => {
             absorb(now, st, &from).await?;
             CustomerReply::Done
+        }
+        CustomerRequest::Campaign { spec, task } => {
+            outreach::campaign(now, st, *spec, task).await?
+        }
+        CustomerRequest::HandOver {
+            hand_over, linked, ..
+        } => {
+            let outcome = st.customer.hand_over(now, *hand_over);
+            CustomerReply::Contact(contacted(now, st, outcome, linked).await?)
         }
     })
 }
@@ -626,6 +642,18 @@ async fn contact_in(
     linked: Vec<Identity>,
 ) -> Result<ContactOutcome> {
     let outcome = st.customer.contact(now, contact);
+    contacted(now, st, outcome, linked).await
+}
+
+/// After a contact (or a bot's hand-over) joined or opened the
+/// conversation: links the identities, commits, counts the campaign
+/// replies it is, and routes as it needs.
+async fn contacted(
+    now: TimeMs,
+    st: &mut CustomerState,
+    outcome: ContactOutcome,
+    linked: Vec<Identity>,
+) -> Result<ContactOutcome> {
     for identity in linked {
         if !st.customer.identities.contains(&identity) {
             st.customer.identities.push(identity.clone());
@@ -637,6 +665,7 @@ async fn contact_in(
         );
     }
     persist(st, false).await?;
+    outreach::count_replies(st, &outcome);
     let Some(conv) = st.customer.open.as_ref() else {
         return Ok(outcome);
     };
@@ -874,6 +903,7 @@ async fn agent_reply(
             agent: agent.clone(),
             text,
             seq,
+            campaign: None,
         })
         .await;
     Ok(seq)
@@ -939,6 +969,7 @@ async fn resolve(
 ) -> Result<()> {
     let conv = st.customer.conversation(conversation)?;
     let (state, channel, queue) = (conv.state, conv.channel, conv.queue.clone());
+    let first_contact = conv.resolved_at_first_contact();
     let last = st.customer.last_agent.as_ref().map(|(a, _)| a);
     match state {
         ConversationState::Assigned => {
@@ -967,6 +998,7 @@ async fn resolve(
             queue,
             channel,
             agent: Some(agent.clone()),
+            first_contact,
         };
         // A count in the KPIs: not worth a retry.
         if let Err(e) = st.hub.tell_router(resolved).await {
@@ -990,6 +1022,16 @@ async fn tombstone(
         } => {
             let forwarded = CustomerRequest::Contact {
                 contact,
+                linked,
+                new: None,
+            };
+            Box::pin(st.hub.ask_customer(survivor, forwarded)).await
+        }
+        CustomerRequest::HandOver {
+            hand_over, linked, ..
+        } => {
+            let forwarded = CustomerRequest::HandOver {
+                hand_over,
                 linked,
                 new: None,
             };
@@ -1075,10 +1117,9 @@ fn route_request(
         channel: conv.channel,
         enqueued_at: conv.waiting_since,
         priority: PriorityInputs {
-            channel_sla_ms: 0,
             tier: customer.attributes.tier.clone(),
-            topic_boost_ms: 0,
             sentiment: conv.sentiment,
+            ..PriorityInputs::default()
         },
         last_agent: customer.last_agent.clone(),
         not_before,
@@ -1087,6 +1128,11 @@ fn route_request(
         queue: conv.queue.clone(),
         seen: seen(conv),
         home: None,
+        facts: CustomerFacts {
+            segment: customer.attributes.segment.clone(),
+            language: customer.attributes.language.clone(),
+            contract: customer.attributes.contract.clone(),
+        },
     }
 }
 
@@ -1202,6 +1248,23 @@ fn schedule_route_retry(myself: &ActorRef<CustomerMsg>, st: &mut CustomerState) 
         st.route_retry_scheduled = true;
         myself.send_after(ROUTE_RETRY, || CustomerMsg::RetryRoute);
     }
+}
+
+/// The waiting customer left: the conversation closes (to the archive,
+/// like a resolved one) and the router counts an abandon.
+async fn abandon(
+    now: TimeMs,
+    st: &mut CustomerState,
+    channel: Channel,
+) -> Result<(ConversationId, u64)> {
+    let (id, seq) = st.customer.abandon(now, channel)?;
+    persist(st, true).await?;
+    let withdraw = Input::Withdraw {
+        conversation: id,
+        abandoned: true,
+    };
+    tell_router(st, RouterRequest::Step(withdraw)).await;
+    Ok((id, seq))
 }
 
 /// A callback replaces waiting: same conversation, same place in the queue

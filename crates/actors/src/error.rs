@@ -18,6 +18,10 @@ pub enum ActorError {
     /// The actor that owns the request is gone or did not answer; retryable.
     #[error("{0} is unavailable, retry")]
     Unavailable(String),
+    /// The caller no longer owns what it writes (another node took it
+    /// over); it must stop acting as its owner.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 impl ActorError {

@@ -16,14 +16,15 @@ use centralino_core::directory::Resolution;
 use centralino_core::explain::Explanation;
 use centralino_core::history::HistoryEvent;
 use centralino_core::{
-    AgentId, AgentState, Channel, ConversationId, CustomerId, Identity, OfferId, Output, QueueId,
-    TimeMs,
+    AgentId, AgentState, CampaignId, Channel, ConversationId, CustomerId, Identity, OfferId,
+    Output, QueueId, TimeMs,
 };
 use ractor::{Actor, ActorCell, ActorRef, ActorStatus};
 use rustc_hash::FxHashMap;
 use tokio::sync::{OnceCell, mpsc};
 
 use crate::agent::AgentMsg;
+use crate::campaign::Campaigns;
 use crate::cluster::{Claim, Cluster, Home};
 use crate::customer::{CustomerActor, CustomerMsg, Start};
 use crate::error::{ActorError, Result, call_result};
@@ -43,6 +44,9 @@ pub struct Delivery {
     pub agent: AgentId,
     pub text: String,
     pub seq: u64,
+    /// A campaign's notice (then `agent` is empty).
+    #[serde(default)]
+    pub campaign: Option<CampaignId>,
 }
 
 /// What an agent desktop is sent.
@@ -111,6 +115,8 @@ pub struct Hub {
     lanes: Vec<mpsc::UnboundedSender<Told>>,
     /// Draining: no customer actor starts here any more.
     draining: std::sync::atomic::AtomicBool,
+    /// The campaigns this node runs, and their store.
+    campaigns: OnceLock<Arc<Campaigns>>,
 }
 
 /// Something told to a customer or a desktop, waiting in a lane.
@@ -156,6 +162,7 @@ impl Hub {
                 supervisor: OnceLock::new(),
                 lanes,
                 draining: Default::default(),
+                campaigns: OnceLock::new(),
             }
         })
     }
@@ -193,6 +200,16 @@ impl Hub {
 
     pub fn journal(&self) -> &Arc<dyn Journal> {
         &self.journal
+    }
+
+    /// Gives the node its campaigns (once, at start).
+    pub fn set_campaigns(&self, campaigns: Arc<Campaigns>) {
+        let _ = self.campaigns.set(campaigns);
+    }
+
+    /// The node's campaigns, once it has them.
+    pub fn campaigns(&self) -> Option<&Arc<Campaigns>> {
+        self.campaigns.get()
     }
 
     pub(crate) fn set_router(&self, router: Option<ActorRef<RouterMsg>>) {
@@ -242,7 +259,7 @@ impl Hub {
         id: CustomerId,
         req: CustomerRequest,
     ) -> Result<CustomerReply> {
-        let new = matches!(req, CustomerRequest::Contact { new: Some(_), .. });
+        let new = req.new_customer().is_some();
         let home = match self.cluster.placement(id) {
             Some(node) if new => home_of(&node, self.cluster.node_id()),
             _ => self.cluster.customer_home(id).await?,
@@ -282,10 +299,7 @@ impl Hub {
     ) -> Result<CustomerReply> {
         // An actor that stops as we reach it (it migrated, or was fenced
         // out) did not take the request: look again, once.
-        let new = match &req {
-            CustomerRequest::Contact { new, .. } => new.clone(),
-            _ => None,
-        };
+        let new = req.new_customer().cloned();
         for attempt in 0..2 {
             let actor = match self.start_customer(id, new.as_ref()).await? {
                 Ok(actor) => actor,

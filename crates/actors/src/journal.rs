@@ -45,7 +45,7 @@
 //! history back together, and a close that fails half-way is simply made
 //! again.
 
-use centralino_core::customer::{Attributes, Conversation, Customer};
+use centralino_core::customer::{Attributes, CampaignMark, Conversation, Customer};
 use centralino_core::history::HistoryEvent;
 use centralino_core::{AgentId, ConversationId, CustomerId, Identity, TimeMs};
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,10 @@ pub struct CustomerRecord {
     /// The customer was merged into this one (a tombstone).
     #[serde(default)]
     pub merged_into: Option<CustomerId>,
+    /// The campaigns that reached the customer lately (see
+    /// `centralino_core::customer::CampaignMark`).
+    #[serde(default)]
+    pub campaigns: Vec<CampaignMark>,
 }
 
 impl CustomerRecord {
@@ -75,6 +79,7 @@ impl CustomerRecord {
             last_agent: c.last_agent.clone(),
             open: c.open.as_ref().map(|o| o.id),
             merged_into: c.merged_into,
+            campaigns: c.campaigns.clone(),
         }
     }
 }
@@ -209,6 +214,14 @@ pub trait Journal: Send + Sync + 'static {
     /// The customer's record, its open conversation's latest snapshot and
     /// the events after it, if the customer was ever journaled.
     async fn recover(&self, customer: CustomerId) -> Result<Option<Recovered>, JournalError>;
+    /// The customer's latest closed conversation and its whole history,
+    /// from the history archive (self-service status after a resolution).
+    async fn last_closed(
+        &self,
+        _customer: CustomerId,
+    ) -> Result<Option<(ConversationId, Vec<HistoryEvent>)>, JournalError> {
+        Ok(None)
+    }
 }
 
 /// Rebuilds a customer from its record, its open conversation's snapshot
@@ -216,8 +229,6 @@ pub trait Journal: Send + Sync + 'static {
 /// `centralino_core::customer`), so replaying them through the same
 /// transitions, from the snapshot on, gives back the same customer.
 pub fn rebuild(r: Recovered) -> Customer {
-    use centralino_core::customer::Contact;
-    use centralino_core::history::EventKind;
     let mut c = Customer::new(r.record.id, r.record.identities.clone());
     c.attributes = r.record.attributes.clone();
     if let Some(open) = r.record.open {
@@ -230,36 +241,14 @@ pub fn rebuild(r: Recovered) -> Customer {
         // A journal hands over only the tail; skipping what the snapshot
         // covers keeps the history contiguous whatever it hands over.
         for e in r.events.into_iter().filter(|e| e.seq > from) {
-            match e.kind {
-                EventKind::CustomerMessage {
-                    channel,
-                    identity,
-                    text,
-                    topic,
-                    sentiment,
-                } => {
-                    c.contact(
-                        e.at,
-                        Contact {
-                            channel,
-                            identity,
-                            topic,
-                            text,
-                            sentiment,
-                            attributes: Attributes::default(),
-                        },
-                    );
-                }
-                kind => {
-                    let _ = c.record(e.at, open, kind);
-                }
-            }
+            c.replay(e.at, open, e.kind);
         }
     }
     c.opened = r.record.opened;
     c.last_agent = r.record.last_agent;
     c.identities = r.record.identities;
     c.merged_into = r.record.merged_into;
+    c.campaigns = r.record.campaigns;
     c
 }
 
@@ -316,6 +305,7 @@ mod tests {
                     score_ms: -19_000,
                     priority: PriorityBreakdown::default(),
                     bullseye_step: 0,
+                    routing_rule: None,
                     candidates: vec![Candidate {
                         agent: anna.clone(),
                         key: i,

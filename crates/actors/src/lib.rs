@@ -32,6 +32,7 @@
 //! [`Router`]: centralino_core::Router
 
 pub mod agent;
+pub mod campaign;
 pub mod clock;
 pub mod cluster;
 pub mod customer;

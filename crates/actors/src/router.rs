@@ -30,10 +30,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use centralino_core::kpi::KpiReport;
 use centralino_core::priority::PriorityInputs;
 use centralino_core::router::{ConversationView, Enqueue, Phase, Restore, RevokeReason};
+use centralino_core::rules::Facts;
+use centralino_core::rules::RoutingRule;
 use centralino_core::{
     AgentId, Channel, ConversationId, Input, OfferId, Output, QueueId, Router, RouterConfig, TimeMs,
 };
@@ -47,6 +51,11 @@ use crate::wire::{RouterReply, RouterRequest};
 
 /// How often the router fires its due timers.
 pub const TICK: Duration = Duration::from_millis(20);
+
+/// How often the router saves its KPIs (while they change) and publishes
+/// them as metrics: a router that takes over after a crash loses at most
+/// the counts of this long (plus a millisecond per agent: see `save_kpis`).
+pub const KPI_SAVE: Duration = Duration::from_secs(1);
 
 /// Longest a router that takes over waits for the nodes to report before it
 /// offers anyway (a node that does not answer is likely dead too).
@@ -79,6 +88,18 @@ pub struct RouteRequest {
     /// The node the customer's actor runs on (a hint for the decisions).
     #[serde(default)]
     pub home: Option<String>,
+    /// What routing rules may match besides the topic, channel and tier.
+    #[serde(default)]
+    pub facts: CustomerFacts,
+}
+
+/// The customer's attributes that routing rules match (the tier travels in
+/// the priority inputs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerFacts {
+    pub segment: Option<String>,
+    pub language: Option<String>,
+    pub contract: Option<String>,
 }
 
 /// Why a conversation is told to the router again.
@@ -125,6 +146,10 @@ pub struct RouterStart {
     pub cfg: RouterConfig,
     /// Queues defined at start; the first is the default queue.
     pub queues: Vec<centralino_core::queue::QueueConfig>,
+    /// Routing rules (see `centralino_core::rules`).
+    pub rules: Vec<RoutingRule>,
+    /// The KPIs the previous router saved, to go on counting from.
+    pub kpis: Option<KpiReport>,
     pub hub: Arc<Hub>,
     /// The fencing token under which this node claimed the router.
     pub epoch: u64,
@@ -142,6 +167,15 @@ pub struct RouterState {
     epoch: u64,
     /// Nodes that have not reported yet, while held.
     unsynced: BTreeSet<String>,
+    kpis: KpiSaver,
+}
+
+/// Saves the router's KPIs every [`KPI_SAVE`] while they change, one save
+/// at a time, off the router's mailbox; and publishes them as gauges.
+struct KpiSaver {
+    next: TimeMs,
+    saved: Option<KpiReport>,
+    in_flight: Arc<AtomicBool>,
 }
 
 impl Actor for RouterActor {
@@ -160,6 +194,14 @@ impl Actor for RouterActor {
         for q in start.queues {
             router.step(now, Input::UpsertQueue(q), &mut out)?;
         }
+        if !start.rules.is_empty()
+            && let Err(e) = router.step(now, Input::SetRules(start.rules), &mut out)
+        {
+            tracing::error!(error = %e, "routing rules refused: routing by topic only until they are set again");
+        }
+        if let Some(k) = &start.kpis {
+            router.carry_kpis(k);
+        }
         if !start.wait_for.is_empty() {
             router.hold(now + RESYNC_WAIT.as_millis() as TimeMs);
         }
@@ -172,6 +214,11 @@ impl Actor for RouterActor {
             out,
             epoch: start.epoch,
             unsynced: start.wait_for.into_iter().collect(),
+            kpis: KpiSaver {
+                next: now,
+                saved: start.kpis,
+                in_flight: Arc::new(AtomicBool::new(false)),
+            },
         })
     }
 
@@ -199,6 +246,7 @@ impl Actor for RouterActor {
                     tracing::warn!(epoch = st.epoch, unsynced = ?st.unsynced, "router resumed before every node reported");
                 }
                 dispatch(st);
+                save_kpis(now, st);
             }
         }
         Ok(())
@@ -267,10 +315,17 @@ fn answer(now: TimeMs, st: &mut RouterState, req: RouterRequest) -> Result<Route
             queue,
             channel,
             agent,
+            first_contact,
         } => {
-            st.router.note_resolved(&queue, channel, agent.as_ref());
+            st.router
+                .note_resolved(&queue, channel, agent.as_ref(), first_contact);
             RouterReply::Done
         }
+        RouterRequest::SetRules(rules) => {
+            st.router.step(now, Input::SetRules(rules), &mut st.out)?;
+            RouterReply::Done
+        }
+        RouterRequest::Rules => RouterReply::Rules(st.router.rules().to_vec()),
         RouterRequest::Agents => RouterReply::Agents(st.router.agent_views()),
         RouterRequest::Queues => RouterReply::Queues(st.router.queue_views(now)),
         RouterRequest::Conversations(q) => {
@@ -279,27 +334,68 @@ fn answer(now: TimeMs, st: &mut RouterState, req: RouterRequest) -> Result<Route
         RouterRequest::Conversation(c) => {
             RouterReply::Conversation(st.router.conversation_view(now, c))
         }
-        RouterRequest::Kpis => RouterReply::Kpis(Box::new(st.router.kpi_report())),
+        RouterRequest::Kpis => RouterReply::Kpis(Box::new(st.router.kpi_report(now))),
+        RouterRequest::Status(c) => RouterReply::Status(
+            st.router.conversation_view(now, c),
+            st.router.wait_estimate(now, c),
+        ),
     })
 }
 
+/// Every [`KPI_SAVE`] (plus a millisecond per agent, so that a large
+/// cluster's KPIs cost etcd about 80 KB/s at most), if the KPIs changed and
+/// no save is under way: publishes them as metrics and saves them for a
+/// router that takes over, off the router's mailbox.
+fn save_kpis(now: TimeMs, st: &mut RouterState) {
+    let k = &mut st.kpis;
+    if now < k.next || k.in_flight.load(Ordering::Acquire) {
+        return;
+    }
+    let report = st.router.kpi_report(now);
+    k.next = now + KPI_SAVE.as_millis() as TimeMs + report.agents.len() as TimeMs;
+    if k.saved.as_ref() == Some(&report) {
+        return;
+    }
+    k.saved = Some(report.clone());
+    k.in_flight.store(true, Ordering::Release);
+    let (hub, epoch, in_flight) = (st.hub.clone(), st.epoch, k.in_flight.clone());
+    tokio::spawn(async move {
+        crate::metrics::kpis(&report);
+        if let Err(e) = hub.cluster().save_kpis(&report, epoch).await {
+            tracing::warn!(epoch, error = %e, "KPIs not saved; a router taking over would miss the latest counts");
+        }
+        in_flight.store(false, Ordering::Release);
+    });
+}
+
 /// The queue a request goes to: a recovered conversation keeps the queue
-/// it was in, if the router has it; otherwise its topic decides.
+/// it was in, if the router has it; otherwise the routing rules and the
+/// topic decide. The matching rule's boost applies either way.
 fn enqueue_of(st: &RouterState, req: &RouteRequest) -> Option<Enqueue> {
+    let facts = Facts {
+        tier: req.priority.tier.as_deref(),
+        segment: req.facts.segment.as_deref(),
+        language: req.facts.language.as_deref(),
+        contract: req.facts.contract.as_deref(),
+        ..Facts::new(&req.topic, req.channel)
+    };
+    let Some(class) = st.router.classify(&facts) else {
+        tracing::error!(conversation = %req.conversation, "no queue is defined: conversation cannot be routed");
+        return None;
+    };
     let kept = req
         .queue
         .clone()
         .filter(|q| req.again != Again::No && st.router.has_queue(q));
-    let Some(queue) = kept.or_else(|| st.router.queue_for_topic(&req.topic)) else {
-        tracing::error!(conversation = %req.conversation, "no queue is defined: conversation cannot be routed");
-        return None;
-    };
+    let mut priority = req.priority.clone();
+    priority.rule = class.rule;
+    priority.rule_boost_ms = class.boost_ms;
     Some(Enqueue {
         conversation: req.conversation,
-        queue,
+        queue: kept.unwrap_or(class.queue),
         channel: req.channel,
         enqueued_at: req.enqueued_at,
-        priority: req.priority.clone(),
+        priority,
         last_agent: req.last_agent.clone(),
         not_before: req.not_before,
     })

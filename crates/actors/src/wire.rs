@@ -5,10 +5,14 @@
 //! the actor lives on another node, to the cluster layer, which carries it
 //! over the internal gRPC service and hands it to that node's hub.
 
-use centralino_core::customer::{Contact, ContactOutcome, Customer};
+use centralino_core::campaign::CampaignSpec;
+use centralino_core::campaign::run::{Delivered, Expired, Task};
+use centralino_core::customer::{Contact, ContactOutcome, Customer, HandOver};
 use centralino_core::history::TransferTarget;
 use centralino_core::kpi::KpiReport;
 use centralino_core::router::{AgentView, ConversationView, QueueView};
+use centralino_core::rules::RoutingRule;
+use centralino_core::wait::WaitEstimate;
 use centralino_core::{
     AgentId, Channel, ConversationId, CustomerId, Identity, Input, OfferId, Output, QueueId, TimeMs,
 };
@@ -58,6 +62,10 @@ pub enum CustomerRequest {
         to: Identity,
         not_before: Option<TimeMs>,
     },
+    /// The waiting customer left (hung up, closed the chat) on `channel`:
+    /// the conversation closes unanswered. Answered `Callback`-like with
+    /// the conversation and the event's sequence number.
+    Abandon { channel: Channel },
     /// The agent accepted the offer: record the assignment now (the same
     /// decision arriving later from the router is then a no-op).
     Assigned {
@@ -67,12 +75,35 @@ pub enum CustomerRequest {
     },
     /// A copy of the customer, for views.
     Get,
+    /// A campaign's task for this customer (see `actors::campaign`):
+    /// answered `Delivered` or `Expired`.
+    Campaign { spec: Box<CampaignSpec>, task: Task },
+    /// A bot hands the customer over to a human (answered like a contact).
+    HandOver {
+        hand_over: Box<HandOver>,
+        linked: Vec<Identity>,
+        /// As a contact's (see `Contact::new`).
+        #[serde(default)]
+        new: Option<NewCustomer>,
+    },
     /// This customer turned out to be `survivor` (see `core::customer`,
     /// "Merging"): become its tombstone; answered with a copy of the
     /// customer as it was, for the survivor to absorb.
     MergeInto { survivor: CustomerId },
     /// Take in a customer that turned out to be this one.
     Absorb { from: Box<Customer> },
+}
+
+impl CustomerRequest {
+    /// The customer this request makes up, if it does (a first contact).
+    pub fn new_customer(&self) -> Option<&NewCustomer> {
+        match self {
+            CustomerRequest::Contact { new, .. } | CustomerRequest::HandOver { new, .. } => {
+                new.as_ref()
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A customer a contact makes up.
@@ -92,7 +123,10 @@ pub enum CustomerReply {
     Seq(u64),
     Done,
     Callback(ConversationId, u64),
+    Abandoned(ConversationId, u64),
     Customer(Box<Customer>),
+    Delivered(Box<Delivered>),
+    Expired(Expired),
 }
 
 /// What the router is asked or told.
@@ -121,12 +155,21 @@ pub enum RouterRequest {
         queue: QueueId,
         channel: Channel,
         agent: Option<AgentId>,
+        /// One agent took it, once, and nobody transferred it.
+        #[serde(default)]
+        first_contact: bool,
     },
+    /// Replace the routing rules (answered with `Done` or the refusal).
+    SetRules(Vec<RoutingRule>),
+    Rules,
     Agents,
     Queues,
     Conversations(Option<QueueId>),
     Conversation(ConversationId),
     Kpis,
+    /// A conversation as the router holds it, with its estimated wait
+    /// (self-service status).
+    Status(ConversationId),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -139,6 +182,8 @@ pub enum RouterReply {
     Conversations(Vec<ConversationView>),
     Conversation(Option<ConversationView>),
     Kpis(Box<KpiReport>),
+    Rules(Vec<RoutingRule>),
+    Status(Option<ConversationView>, Option<WaitEstimate>),
 }
 
 /// One message from a node to another.

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use centralino_core::agent::Skill;
+use centralino_core::occupancy::OccupancyCap;
 use centralino_core::priority::PriorityPolicy;
 use centralino_core::queue::{BullseyeStep, QueueConfig, Strategy};
+use centralino_core::rules::{Conditions, RoutingRule};
 use centralino_core::{Channel, QueueId, RouterConfig};
 use serde::Deserialize;
 
@@ -21,6 +23,35 @@ pub struct Config {
     pub routing: RoutingSection,
     pub priority: PrioritySection,
     pub queues: Vec<QueueSection>,
+    /// Routing rules, tried in order (see `centralino_core::rules`).
+    pub rules: Vec<RuleSection>,
+}
+
+/// A routing rule as the file spells it: every listed condition must hold
+/// (any of its values, ignoring case); the first rule that holds decides
+/// the queue (else the topic does) and adds its boost.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    pub name: String,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Channel names.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    #[serde(default)]
+    pub tiers: Vec<String>,
+    #[serde(default)]
+    pub segments: Vec<String>,
+    #[serde(default)]
+    pub languages: Vec<String>,
+    #[serde(default)]
+    pub contracts: Vec<String>,
+    /// Queue id; absent: the topic's queue.
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub priority_boost_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -63,7 +94,14 @@ pub struct RoutingSection {
     pub reconnect_grace_ms: u64,
     /// After-contact work per channel name ("voice" = 5000, ...).
     pub acw_ms: BTreeMap<String, u64>,
+    /// Agents busier than this share of `occupancy_window_ms` are offered
+    /// nothing new until they are under it again; absent: no cap.
+    pub occupancy_cap: Option<f64>,
+    pub occupancy_window_ms: u64,
 }
+
+/// Half an hour: long enough that one long call does not rest an agent.
+pub const DEFAULT_OCCUPANCY_WINDOW_MS: u64 = 1_800_000;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -132,6 +170,7 @@ impl Default for Config {
                 bullseye: vec![],
                 priority_boost_ms: 0,
             }],
+            rules: Vec::new(),
         }
     }
 }
@@ -178,6 +217,8 @@ impl Default for RoutingSection {
                 .iter()
                 .map(|c| (c.name().to_owned(), d.acw_ms[c.index()]))
                 .collect(),
+            occupancy_cap: None,
+            occupancy_window_ms: DEFAULT_OCCUPANCY_WINDOW_MS,
         }
     }
 }
@@ -258,10 +299,12 @@ impl Config {
                 "queues: define at least one queue (the first is the default for unmatched topics)"
             );
         }
-        for q in self.queues()? {
+        let queues = self.queues()?;
+        for q in &queues {
             q.validate()
                 .with_context(|| format!("queues: queue {:?}", q.id.as_str()))?;
         }
+        centralino_core::rules::validate(&self.rules()?, |id| queues.iter().any(|q| &q.id == id))?;
         self.router()?;
         if self.node.cluster.is_empty()
             || !self
@@ -328,7 +371,15 @@ impl Config {
         for (name, ms) in &r.acw_ms {
             acw_ms[channel(name).context("routing.acw_ms")?.index()] = *ms;
         }
+        let occupancy_cap = r.occupancy_cap.map(|max| OccupancyCap {
+            max,
+            window_ms: r.occupancy_window_ms,
+        });
+        if let Some(cap) = &occupancy_cap {
+            cap.validate()?;
+        }
         Ok(RouterConfig {
+            occupancy_cap,
             offer_timeout_ms: r.offer_timeout_ms,
             continuity_window_ms: r.continuity_window_ms,
             decline_ttl_ms: r.decline_ttl_ms,
@@ -344,6 +395,34 @@ impl Config {
                 sentiment_boost_ms: self.priority.sentiment_boost_ms,
             },
         })
+    }
+
+    pub fn rules(&self) -> anyhow::Result<Vec<RoutingRule>> {
+        let lower = |v: &[String]| v.iter().map(|x| x.trim().to_lowercase()).collect();
+        self.rules
+            .iter()
+            .map(|r| {
+                Ok(RoutingRule {
+                    name: r.name.clone(),
+                    when: Conditions {
+                        topics: lower(&r.topics),
+                        channels: r
+                            .channels
+                            .iter()
+                            .map(|c| {
+                                channel(c).with_context(|| format!("rules.{}.channels", r.name))
+                            })
+                            .collect::<anyhow::Result<_>>()?,
+                        tiers: lower(&r.tiers),
+                        segments: lower(&r.segments),
+                        languages: lower(&r.languages),
+                        contracts: lower(&r.contracts),
+                    },
+                    queue: r.queue.as_deref().map(QueueId::new),
+                    priority_boost_ms: r.priority_boost_ms,
+                })
+            })
+            .collect()
     }
 
     pub fn queues(&self) -> anyhow::Result<Vec<QueueConfig>> {

@@ -49,6 +49,7 @@ pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> 
         },
         router: cfg.router()?,
         queues: cfg.queues()?,
+        rules: cfg.rules()?,
         lease_ttl: Duration::from_millis(cfg.node.lease_ttl_ms),
         keep_alive: Duration::from_millis(cfg.node.keep_alive_ms),
     };

@@ -4,12 +4,18 @@
 //! Customers arrive as a Poisson process on every channel; some come back
 //! on another channel from a linked identity (and join their open
 //! conversation), some are upset (negative sentiment), some ask for a
-//! callback. Agents with mixed skills accept offers after a short delay
-//! (and now and then reject one), reply, then wrap up, resolve or transfer.
-//! Every few seconds the live KPIs are printed.
+//! callback; some chat customers talk to a bot first, which hands them
+//! over with its transcript. Agents with mixed skills accept offers after a
+//! short delay (and now and then reject one), reply, then wrap up, resolve
+//! or transfer. An incident campaign reaches the consumers after a while,
+//! and some of them reply (see [`outreach`]). Every few seconds the live
+//! KPIs are printed, with the campaign's counts.
+
+mod outreach;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use centralino_proto::v1 as pb;
@@ -77,6 +83,13 @@ pub fn dev_defaults(cfg: &mut Config) {
         }],
         priority_boost_ms: boost,
     };
+    // Campaign follow-ups: open to every agent, with long SLA targets, so
+    // that they are blended in behind inbound customers.
+    let mut outbound = q("outbound", &[], None, StrategyName::LongestIdle, 0);
+    outbound.sla_ms = ["voice", "chat", "email", "sms", "whatsapp", "social", "app"]
+        .iter()
+        .map(|c| (c.to_string(), 3_600_000))
+        .collect();
     cfg.queues = vec![
         q("general", &[], None, StrategyName::LongestIdle, 0),
         q(
@@ -107,6 +120,7 @@ pub fn dev_defaults(cfg: &mut Config) {
             StrategyName::RoundRobin,
             20_000,
         ),
+        outbound,
     ];
     cfg.routing.offer_timeout_ms = 5_000;
     cfg.routing.decline_ttl_ms = 5_000;
@@ -162,14 +176,29 @@ pub async fn start(addr: SocketAddr, o: Options) -> anyhow::Result<Simulation> {
             stop_rx.clone(),
         )));
     }
-    tasks.push(tokio::spawn(deliveries(conn.clone(), stop_rx.clone())));
+    let counters = Arc::new(outreach::Counters::default());
+    tasks.push(tokio::spawn(deliveries(
+        conn.clone(),
+        customers_seed ^ 1,
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(customers(
         conn.clone(),
         o.rate,
         customers_seed,
+        counters.clone(),
         stop_rx.clone(),
     )));
-    tasks.push(tokio::spawn(report(conn, o.report_every, stop_rx)));
+    tasks.push(tokio::spawn(outreach::campaign(
+        conn.clone(),
+        stop_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(report(
+        conn,
+        o.report_every,
+        counters,
+        stop_rx,
+    )));
     println!(
         "simulation: {} agents, {:.1} contacts/s, mean handle {} ms; Ctrl-C to stop",
         o.agents, o.rate, o.handle_ms
@@ -194,10 +223,17 @@ struct Person {
     phone: pb::Identity,
     email: pb::Identity,
     chat: pb::Identity,
-    tier: &'static str,
+    /// Tier, segment and contact preferences.
+    attributes: pb::CustomerAttributes,
 }
 
-async fn customers(conn: Conn, rate: f64, seed: u64, mut stop: watch::Receiver<bool>) {
+async fn customers(
+    conn: Conn,
+    rate: f64,
+    seed: u64,
+    counters: Arc<outreach::Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut gw = GatewayClient::new(conn);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut people: Vec<Person> = Vec::new();
@@ -225,7 +261,7 @@ async fn customers(conn: Conn, rate: f64, seed: u64, mut stop: watch::Receiver<b
                     format!("customer{next}@example.it"),
                 ),
                 chat: identity(pb::IdentityKind::ChatSession, format!("web-{next}")),
-                tier,
+                attributes: outreach::profile(&mut rng, tier),
             });
             if people.len() > 5_000 {
                 people.remove(0);
@@ -240,6 +276,11 @@ async fn customers(conn: Conn, rate: f64, seed: u64, mut stop: watch::Receiver<b
             _ => (pb::Channel::Whatsapp, p.phone.clone(), p.email.clone()),
         };
         let (topic, _) = TOPICS[rng.random_range(0..TOPICS.len())];
+        if !returning && channel == pb::Channel::Chat && outreach::bot_first(&mut rng) {
+            let attributes = p.attributes.clone();
+            outreach::hand_over(&mut gw, id, topic, attributes, &counters).await;
+            continue;
+        }
         let angry = rng.random_bool(0.08);
         let req = pb::SubmitContactRequest {
             channel: channel as i32,
@@ -251,11 +292,7 @@ async fn customers(conn: Conn, rate: f64, seed: u64, mut stop: watch::Receiver<b
                 format!("hello, a question about {topic}")
             },
             sentiment: angry.then_some(-0.8),
-            attributes: Some(pb::CustomerAttributes {
-                tier: p.tier.into(),
-                segment: String::new(),
-                language: "it".into(),
-            }),
+            attributes: Some(p.attributes.clone()),
             // Returning customers come from a number or address the gateway has
             // verified belongs to them.
             link_identities: if returning { vec![link] } else { vec![] },
@@ -275,8 +312,11 @@ async fn customers(conn: Conn, rate: f64, seed: u64, mut stop: watch::Receiver<b
     }
 }
 
-async fn deliveries(conn: Conn, mut stop: watch::Receiver<bool>) {
-    let mut gw = GatewayClient::new(conn);
+/// The gateways' side: replies and notices go out (some customers answer
+/// the notices).
+async fn deliveries(conn: Conn, seed: u64, mut stop: watch::Receiver<bool>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut gw = GatewayClient::new(conn.clone());
     let Ok(resp) = gw
         .deliveries(pb::DeliveriesRequest {
             gateway_id: "sim-gateway".into(),
@@ -290,7 +330,10 @@ async fn deliveries(conn: Conn, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            m = stream.message() => if !matches!(m, Ok(Some(_))) { return },
+            m = stream.message() => match m {
+                Ok(Some(d)) => outreach::maybe_reply(&conn, &d, &mut rng),
+                _ => return,
+            },
         }
     }
 }
@@ -437,7 +480,12 @@ async fn handle_conversation(
     }
 }
 
-async fn report(conn: Conn, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn report(
+    conn: Conn,
+    every: Duration,
+    counters: Arc<outreach::Counters>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut admin = AdminClient::new(conn);
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
@@ -468,6 +516,7 @@ async fn report(conn: Conn, every: Duration, mut stop: watch::Receiver<bool>) {
                 c.asa_ms
             ));
         }
+        line.push_str(&outreach::report_line(&mut admin, &counters).await);
         println!("{line}");
     }
 }

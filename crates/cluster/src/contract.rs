@@ -31,9 +31,126 @@ pub async fn run_all(c: &dyn Coordination) {
     directory(c).await;
     gateways(c).await;
     queues(c).await;
+    router_documents(c).await;
     creation(c).await;
     group_commit(c).await;
     migration_and_orphans(c).await;
+    customer_scan(c).await;
+    campaigns(c).await;
+}
+
+/// A campaign's scan meets every customer that is both known (linked) and
+/// journaled, once, page by page, and the pages end.
+pub async fn customer_scan(c: &dyn Coordination) {
+    let ids: Vec<CustomerId> = (0..5).map(|i| CustomerId(900_700 + i)).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let identity = Identity::new(IdentityKind::Email, &format!("scan{i}@example.it"));
+        c.link_identity(&identity, *id).await.expect("link");
+        let conv = ConversationId {
+            customer: *id,
+            number: 1,
+        };
+        c.append(batch(*id, conv, 0, 1..=1))
+            .await
+            .expect("append without an owner");
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    for page in 0.. {
+        assert!(page < 1_000, "the scan never ends");
+        let (records, next) = c.scan_records(after, 2).await.expect("scan");
+        assert!(records.len() <= 2, "a page holds at most its limit");
+        seen.extend(records.iter().map(|r| r.id));
+        match next {
+            None => break,
+            Some(n) => {
+                assert_ne!(Some(n), after, "a page moves the cursor");
+                after = Some(n);
+            }
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            seen.iter().filter(|s| *s == id).count(),
+            1,
+            "the scan meets {id} exactly once: {seen:?}"
+        );
+    }
+}
+
+/// Campaigns: created once, saved only by their owner's token, replies
+/// counted once per customer.
+pub async fn campaigns(c: &dyn Coordination) {
+    use centralino_actors::campaign::CampaignRecord;
+    use centralino_core::CampaignId;
+    use centralino_core::campaign::run::{Progress, Status};
+    use centralino_core::campaign::{Audience, CampaignSpec, QuietHours, Zone};
+    let id = CampaignId::new("contract-campaign");
+    let mut record = CampaignRecord {
+        spec: CampaignSpec {
+            id: id.clone(),
+            name: "contract".into(),
+            audience: Audience {
+                everyone: true,
+                ..Default::default()
+            },
+            message: "hello".into(),
+            topic: "news".into(),
+            fallbacks: vec![Channel::Sms],
+            ignore_preferred: false,
+            quiet_hours: QuietHours::NONE,
+            time_zone: Zone::UTC,
+            follow_up: None,
+            reply_window_ms: 1_000,
+        },
+        status: Status::Delivering,
+        runner: "contract-c1".into(),
+        progress: Progress::default(),
+        started_at: 1,
+        updated_at: 1,
+    };
+    assert!(c.create_campaign(&record).await.expect("create"), "new");
+    assert!(
+        !c.create_campaign(&record).await.expect("create again"),
+        "a campaign id is taken once"
+    );
+    let lease = c
+        .join(&node("contract-c1"), Duration::from_secs(10))
+        .await
+        .expect("join");
+    let key = ActorKey::Campaign(id.clone());
+    let token = c.claim(&key, "contract-c1", lease).await.expect("claim");
+    record.progress.sent = 3;
+    c.save_campaign(&record, token)
+        .await
+        .expect("the owner saves");
+    record.progress.sent = 99;
+    assert_fenced(
+        c.save_campaign(&record, token + 1_000).await,
+        "a campaign save with a stale token",
+    );
+    let stored = c.campaign(&id).await.expect("read").expect("stored");
+    assert_eq!(stored.progress.sent, 3, "the fenced save changed nothing");
+    assert!(
+        c.campaigns()
+            .await
+            .expect("list")
+            .iter()
+            .any(|r| r.spec.id == id)
+    );
+    for customer in [1, 1, 2] {
+        c.add_campaign_reply(&id, CustomerId(customer))
+            .await
+            .expect("reply");
+    }
+    assert_eq!(c.campaign_replies(&id).await.expect("count"), 2);
+    let other = CampaignId::new("contract-campaign-2");
+    assert_eq!(c.campaign_replies(&other).await.expect("count"), 0);
+    c.leave(lease).await.expect("leave");
+    assert_fenced(
+        c.save_campaign(&record, token).await,
+        "a campaign save after the owner's lease ended",
+    );
 }
 
 /// A transfer hands ownership over in one step and fences the old owner's
@@ -357,6 +474,63 @@ pub async fn queues(c: &dyn Coordination) {
     );
 }
 
+/// The routing rules are kept whole; the KPIs are saved only by the
+/// router's current owner, and read back exactly.
+pub async fn router_documents(c: &dyn Coordination) {
+    use centralino_core::kpi::{Counters, KpiReport};
+    use centralino_core::rules::{Conditions, RoutingRule};
+    assert_eq!(c.rules().await.expect("read rules"), None, "none set yet");
+    let rules = vec![RoutingRule {
+        name: "business".into(),
+        when: Conditions {
+            segments: vec!["business".into()],
+            ..Default::default()
+        },
+        queue: None,
+        priority_boost_ms: 20_000,
+    }];
+    c.save_rules(&rules).await.expect("save rules");
+    assert_eq!(c.rules().await.expect("read rules"), Some(rules));
+    c.save_rules(&[]).await.expect("clear rules");
+    assert_eq!(
+        c.rules().await.expect("read rules"),
+        Some(Vec::new()),
+        "cleared is not unset"
+    );
+
+    let lease = c
+        .join(&node("contract-kpi"), Duration::from_secs(10))
+        .await
+        .expect("join");
+    let router = ActorKey::Router(crate::topology::ROUTER.into());
+    let epoch = c
+        .claim(&router, "contract-kpi", lease)
+        .await
+        .expect("claim the router");
+    let counters = Counters {
+        offered: 7,
+        answered: 5,
+        busy_ms: 1_234,
+        ..Default::default()
+    };
+    let report = KpiReport {
+        queues: vec![("general".into(), counters)],
+        channels: vec![(Channel::Chat, counters)],
+        agents: vec![("anna".into(), counters)],
+        total: counters,
+    };
+    c.save_kpis(&report, epoch).await.expect("save KPIs");
+    assert_eq!(c.kpis().await.expect("read KPIs"), Some(report.clone()));
+    let stale = c.save_kpis(&KpiReport::default(), epoch + 1).await;
+    assert!(
+        matches!(stale, Err(ClusterError::Fenced { .. })),
+        "a router that is not the owner saves nothing: {stale:?}"
+    );
+    assert_eq!(c.kpis().await.expect("read KPIs"), Some(report));
+    c.release(&router, epoch).await.expect("release the router");
+    c.leave(lease).await.expect("leave");
+}
+
 fn node(id: &str) -> NodeInfo {
     NodeInfo {
         id: id.into(),
@@ -662,6 +836,7 @@ pub fn batch(
             last_agent: None,
             open: Some(conv),
             merged_into: None,
+            campaigns: vec![],
         },
         conversation: Some(conv),
         events: seqs
@@ -857,9 +1032,11 @@ pub fn explanation(queue: &str, chosen: &str) -> Box<Explanation> {
             tier_boost_ms: 30_000,
             topic_boost_ms: 0,
             sentiment_boost_ms: 18_000,
+            rule_boost_ms: 0,
             waited_ms: 2_750,
         },
         bullseye_step: 0,
+        routing_rule: None,
         candidates,
     })
 }

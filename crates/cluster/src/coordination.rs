@@ -8,9 +8,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use centralino_actors::journal::{JournalBatch, Recovered};
+use centralino_actors::campaign::CampaignRecord;
+use centralino_actors::journal::{CustomerRecord, JournalBatch, Recovered};
+use centralino_core::kpi::KpiReport;
 use centralino_core::queue::QueueConfig;
-use centralino_core::{Channel, CustomerId, Identity};
+use centralino_core::rules::RoutingRule;
+use centralino_core::{CampaignId, Channel, CustomerId, Identity};
 use tokio::sync::mpsc;
 
 use crate::error::{ClusterError, Result};
@@ -29,6 +32,8 @@ pub enum ActorKey {
     Customer(CustomerId),
     Agent(String),
     Router(String),
+    /// The node running a campaign.
+    Campaign(CampaignId),
 }
 
 impl fmt::Display for ActorKey {
@@ -37,6 +42,7 @@ impl fmt::Display for ActorKey {
             ActorKey::Customer(c) => write!(f, "customer/{c}"),
             ActorKey::Agent(a) => write!(f, "agent/{a}"),
             ActorKey::Router(r) => write!(f, "router/{r}"),
+            ActorKey::Campaign(c) => write!(f, "campaign/{c}"),
         }
     }
 }
@@ -145,6 +151,66 @@ pub trait Coordination: Send + Sync + 'static {
     /// Every stored queue definition, by id.
     async fn queues(&self) -> Result<Vec<QueueConfig>> {
         Err(unsupported("queue definitions"))
+    }
+
+    /// Stores the routing rules an operator set (the whole list), so that
+    /// a router that takes over applies them too.
+    async fn save_rules(&self, _rules: &[RoutingRule]) -> Result<()> {
+        Err(unsupported("routing rules"))
+    }
+    /// The stored routing rules; `None` if no operator ever set any.
+    async fn rules(&self) -> Result<Option<Vec<RoutingRule>>> {
+        Err(unsupported("routing rules"))
+    }
+    /// Stores the router's KPIs, if the router is still owned with `token`
+    /// (its epoch; [`ClusterError::Fenced`] otherwise): a router that takes
+    /// over goes on counting from them.
+    async fn save_kpis(&self, _kpis: &KpiReport, _token: u64) -> Result<()> {
+        Err(unsupported("KPIs"))
+    }
+    /// The KPIs the last router saved, if any.
+    async fn kpis(&self) -> Result<Option<KpiReport>> {
+        Err(unsupported("KPIs"))
+    }
+
+    /// A page of a campaign's scan of the customers: the journaled
+    /// records of up to `limit` customers after customer `after` (from the
+    /// first when `None`), in the backend's own order (the same on every
+    /// call), and the last customer the page covered, to pass as `after`
+    /// for the next page (`None`: the scan is over). Customers known but
+    /// never journaled are covered but not listed.
+    async fn scan_records(
+        &self,
+        _after: Option<CustomerId>,
+        _limit: usize,
+    ) -> Result<(Vec<CustomerRecord>, Option<CustomerId>)> {
+        Err(unsupported("scanning customer records"))
+    }
+
+    /// Stores a new campaign; `false` (and nothing written) if one with
+    /// its id exists.
+    async fn create_campaign(&self, _record: &CampaignRecord) -> Result<bool> {
+        Err(unsupported("campaigns"))
+    }
+    /// Replaces a campaign's record, if `ActorKey::Campaign` is still owned
+    /// with `token` ([`ClusterError::Fenced`] otherwise).
+    async fn save_campaign(&self, _record: &CampaignRecord, _token: u64) -> Result<()> {
+        Err(unsupported("campaigns"))
+    }
+    async fn campaign(&self, _id: &CampaignId) -> Result<Option<CampaignRecord>> {
+        Err(unsupported("campaigns"))
+    }
+    /// Every campaign, by id.
+    async fn campaigns(&self) -> Result<Vec<CampaignRecord>> {
+        Err(unsupported("campaigns"))
+    }
+    /// The customer replied to the campaign (idempotent).
+    async fn add_campaign_reply(&self, _id: &CampaignId, _customer: CustomerId) -> Result<()> {
+        Err(unsupported("campaigns"))
+    }
+    /// How many customers replied to the campaign.
+    async fn campaign_replies(&self, _id: &CampaignId) -> Result<u64> {
+        Err(unsupported("campaigns"))
     }
 }
 

@@ -23,6 +23,9 @@
 //! customers/cu-<n>                        (empty) the customer exists
 //! gateways/<node-id>                      JSON list of the node's gateway streams' channels, on its lease
 //! queues/<queue-id>                       JSON QueueConfig: a queue an operator defined (Admin.UpsertQueue)
+//! owners/campaign/<campaign-id>           the node running the campaign, on its lease
+//! campaigns/<campaign-id>                 JSON CampaignRecord: the campaign and its progress
+//! campaign-replies/<campaign-id>/cu-<n>   (empty) the customer replied to the campaign's notice
 //! ```
 //!
 //! Values are JSON (serde) so that an operator can read them with `etcdctl`.
@@ -113,11 +116,14 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use centralino_actors::campaign::CampaignRecord;
 use centralino_actors::journal::{Creation, CustomerRecord, JournalBatch, Recovered};
 use centralino_core::customer::Conversation;
 use centralino_core::history::HistoryEvent;
+use centralino_core::kpi::{Counters, KpiReport};
 use centralino_core::queue::QueueConfig;
-use centralino_core::{Channel, ConversationId, CustomerId, Identity, IdentityKind};
+use centralino_core::rules::RoutingRule;
+use centralino_core::{CampaignId, Channel, ConversationId, CustomerId, Identity, IdentityKind};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
     KvClient, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
@@ -127,6 +133,7 @@ use tokio::sync::mpsc;
 
 use crate::coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
 use crate::error::{ClusterError, Result};
+use crate::topology::ROUTER;
 
 /// How long any one etcd call may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -352,6 +359,24 @@ impl EtcdCoordination {
             IdentityKind::AppUser => "app",
         };
         self.key(format_args!("identities/{kind}/{}", identity.address))
+    }
+
+    /// Every value under `sub` (a prefix ending with `/`), decoded.
+    async fn list<T: for<'de> Deserialize<'de>>(&self, what: &str, sub: &str) -> Result<Vec<T>> {
+        let prefix = self.key(sub);
+        let mut kv = self.kv.clone();
+        let resp = self
+            .call(
+                what,
+                None,
+                kv.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        resp.kvs().iter().map(decode).collect()
+    }
+
+    fn campaign_key(&self, id: &CampaignId) -> String {
+        self.key(format_args!("campaigns/{id}"))
     }
 
     fn snapshot_key(&self, customer: CustomerId) -> String {
@@ -1035,16 +1060,185 @@ impl Coordination for EtcdCoordination {
     }
 
     async fn queues(&self) -> Result<Vec<QueueConfig>> {
-        let prefix = self.key("queues/");
+        self.list("listing queues", "queues/").await
+    }
+
+    async fn save_rules(&self, rules: &[RoutingRule]) -> Result<()> {
+        let key = self.key("router/rules");
+        let mut kv = self.kv.clone();
+        self.call(
+            "saving the routing rules",
+            None,
+            kv.put(key, encode(&rules)?, None),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn rules(&self) -> Result<Option<Vec<RoutingRule>>> {
+        let kv = self.read(self.key("router/rules")).await?;
+        kv.as_ref().map(decode).transpose()
+    }
+
+    async fn save_kpis(&self, kpis: &KpiReport, token: u64) -> Result<()> {
+        let owner = ActorKey::Router(ROUTER.into());
+        let mut doc = encode(&KpiDoc::of(kpis, true))?;
+        if doc.len() > MAX_KPI_DOC {
+            tracing::warn!(
+                bytes = doc.len(),
+                agents = kpis.agents.len(),
+                "the agents' KPIs are too many to save: a router taking over starts them from zero"
+            );
+            doc = encode(&KpiDoc::of(kpis, false))?;
+        }
+        let txn = Txn::new()
+            .when([fence(&self.owner_key(&owner), token)])
+            .and_then([TxnOp::put(self.key("router/kpis"), doc, None)]);
+        let mut kv = self.kv.clone();
+        let resp = self.call("saving the KPIs", None, kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(ClusterError::Fenced {
+                key: owner.to_string(),
+                token,
+            });
+        }
+        Ok(())
+    }
+
+    async fn kpis(&self) -> Result<Option<KpiReport>> {
+        let kv = self.read(self.key("router/kpis")).await?;
+        let doc: Option<KpiDoc> = kv.as_ref().map(decode).transpose()?;
+        Ok(doc.map(KpiDoc::report))
+    }
+
+    /// Pages through `customers/` (one small key per customer, in key
+    /// order), then reads the page's records in one transaction: two
+    /// requests per page, whatever the customers' histories hold.
+    async fn scan_records(
+        &self,
+        after: Option<CustomerId>,
+        limit: usize,
+    ) -> Result<(Vec<CustomerRecord>, Option<CustomerId>)> {
+        let prefix = self.key("customers/");
+        let start = match after {
+            Some(c) => format!("{prefix}{c}\0"),
+            None => prefix.clone(),
+        };
+        // The end of the prefix's range: its last byte ('/') plus one.
+        let end = format!("{}0", &prefix[..prefix.len() - 1]);
+        let limit = limit.clamp(1, self.opts.max_txn_ops);
+        let mut kv = self.kv.clone();
+        let options = GetOptions::new()
+            .with_range(end)
+            .with_keys_only()
+            .with_limit(limit as i64);
+        let resp = self
+            .call("scanning customers", None, kv.get(start, Some(options)))
+            .await?;
+        let ids: Vec<CustomerId> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                kv.key_str()
+                    .ok()?
+                    .strip_prefix(prefix.as_str())?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let Some(&last) = ids.last() else {
+            return Ok((Vec::new(), None));
+        };
+        let gets: Vec<TxnOp> = ids
+            .iter()
+            .map(|id| TxnOp::get(self.record_key(*id), None))
+            .collect();
+        let resp = self
+            .call(
+                "reading customer records",
+                None,
+                kv.txn(Txn::new().and_then(gets)),
+            )
+            .await?;
+        let mut records = Vec::with_capacity(ids.len());
+        for r in resp.op_responses() {
+            if let TxnOpResponse::Get(g) = r {
+                for kv in g.kvs() {
+                    records.push(decode::<CustomerRecord>(kv)?);
+                }
+            }
+        }
+        Ok((records, Some(last)))
+    }
+
+    async fn create_campaign(&self, record: &CampaignRecord) -> Result<bool> {
+        let key = self.campaign_key(&record.spec.id);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), encode(record)?, None)]);
+        let mut kv = self.kv.clone();
+        let resp = self.call("creating a campaign", None, kv.txn(txn)).await?;
+        Ok(resp.succeeded())
+    }
+
+    async fn save_campaign(&self, record: &CampaignRecord, token: u64) -> Result<()> {
+        let owner = ActorKey::Campaign(record.spec.id.clone());
+        let txn = Txn::new()
+            .when([fence(&self.owner_key(&owner), token)])
+            .and_then([TxnOp::put(
+                self.campaign_key(&record.spec.id),
+                encode(record)?,
+                None,
+            )]);
+        let mut kv = self.kv.clone();
+        let resp = self.call("saving a campaign", None, kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(ClusterError::Fenced {
+                key: owner.to_string(),
+                token,
+            });
+        }
+        Ok(())
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<CampaignRecord>> {
         let mut kv = self.kv.clone();
         let resp = self
             .call(
-                "listing queues",
+                "reading a campaign",
                 None,
-                kv.get(prefix.as_str(), Some(GetOptions::new().with_prefix())),
+                kv.get(self.campaign_key(id), None),
             )
             .await?;
-        resp.kvs().iter().map(decode).collect()
+        resp.kvs().first().map(decode).transpose()
+    }
+
+    async fn campaigns(&self) -> Result<Vec<CampaignRecord>> {
+        self.list("listing campaigns", "campaigns/").await
+    }
+
+    async fn add_campaign_reply(&self, id: &CampaignId, customer: CustomerId) -> Result<()> {
+        let key = self.key(format_args!("campaign-replies/{id}/{customer}"));
+        let mut kv = self.kv.clone();
+        self.call("counting a campaign reply", None, kv.put(key, "", None))
+            .await?;
+        Ok(())
+    }
+
+    async fn campaign_replies(&self, id: &CampaignId) -> Result<u64> {
+        let prefix = self.key(format_args!("campaign-replies/{id}/"));
+        let mut kv = self.kv.clone();
+        let resp = self
+            .call(
+                "counting campaign replies",
+                None,
+                kv.get(
+                    prefix,
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ),
+            )
+            .await?;
+        Ok(resp.count().max(0) as u64)
     }
 }
 
@@ -1081,6 +1275,56 @@ fn timed_out(endpoints: &str, what: &str, timeout: Duration) -> ClusterError {
     ClusterError::Unavailable(format!(
         "etcd at {endpoints} did not answer within {timeout:?}: {what}"
     ))
+}
+
+/// Largest KPI document saved with the agents' rows (etcd takes at most
+/// 1.5 MiB per request): about 12,000 agents.
+const MAX_KPI_DOC: usize = 1 << 20;
+
+/// The router's KPIs as stored: each counter set a row of numbers
+/// ([`Counters::to_row`]), about 80 bytes an agent instead of 250.
+#[derive(Serialize, Deserialize)]
+struct KpiDoc {
+    total: Vec<u64>,
+    channels: Vec<(Channel, Vec<u64>)>,
+    queues: Vec<(String, Vec<u64>)>,
+    agents: Vec<(String, Vec<u64>)>,
+}
+
+impl KpiDoc {
+    fn of(k: &KpiReport, with_agents: bool) -> KpiDoc {
+        let rows = |v: &[(String, Counters)]| -> Vec<(String, Vec<u64>)> {
+            v.iter().map(|(id, c)| (id.clone(), c.to_row())).collect()
+        };
+        KpiDoc {
+            total: k.total.to_row(),
+            channels: k.channels.iter().map(|(ch, c)| (*ch, c.to_row())).collect(),
+            queues: rows(&k.queues),
+            agents: if with_agents {
+                rows(&k.agents)
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn report(self) -> KpiReport {
+        let counters = |v: Vec<(String, Vec<u64>)>| -> Vec<(String, Counters)> {
+            v.into_iter()
+                .map(|(id, row)| (id, Counters::from_row(&row)))
+                .collect()
+        };
+        KpiReport {
+            total: Counters::from_row(&self.total),
+            channels: self
+                .channels
+                .into_iter()
+                .map(|(ch, row)| (ch, Counters::from_row(&row)))
+                .collect(),
+            queues: counters(self.queues),
+            agents: counters(self.agents),
+        }
+    }
 }
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {

@@ -20,7 +20,8 @@
 use std::sync::Arc;
 
 use centralino_actors::journal::{Journal, JournalBatch, JournalError, Recovered};
-use centralino_core::CustomerId;
+use centralino_core::history::HistoryEvent;
+use centralino_core::{ConversationId, CustomerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::archive::{Archive, check_whole};
@@ -130,6 +131,19 @@ impl Journal for CoordinatedJournal {
             .load(customer)
             .await
             .map_err(|e| journal_error(customer, 0, e))
+    }
+
+    async fn last_closed(
+        &self,
+        customer: CustomerId,
+    ) -> Result<Option<(ConversationId, Vec<HistoryEvent>)>, JournalError> {
+        let unavailable = |e: ClusterError| JournalError::Unavailable(e.to_string());
+        let closed = self.archive.list(customer).await.map_err(unavailable)?;
+        let Some(&last) = closed.iter().max_by_key(|c| c.number) else {
+            return Ok(None);
+        };
+        let history = self.archive.read(last).await.map_err(unavailable)?;
+        Ok(history.map(|h| (last, h)))
     }
 }
 

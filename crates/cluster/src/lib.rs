@@ -16,6 +16,7 @@
 //! and the actors together, and owns the node's ordered shutdown.
 
 pub mod archive;
+pub mod campaigns;
 pub mod contract;
 pub mod coordination;
 pub mod error;

@@ -15,15 +15,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use centralino_actors::campaign::CampaignRecord;
 use centralino_actors::journal::{Creation, CustomerRecord, JournalBatch, Recovered};
 use centralino_core::customer::Conversation;
 use centralino_core::history::HistoryEvent;
+use centralino_core::kpi::KpiReport;
 use centralino_core::queue::QueueConfig;
-use centralino_core::{Channel, ConversationId, CustomerId, Identity, QueueId};
+use centralino_core::rules::RoutingRule;
+use centralino_core::{CampaignId, Channel, ConversationId, CustomerId, Identity, QueueId};
 use tokio::sync::mpsc;
 
 use crate::coordination::{ActorKey, Coordination, MemberEvent, NodeInfo};
 use crate::error::{ClusterError, Result};
+use crate::topology::ROUTER;
 
 #[derive(Default)]
 pub struct MemoryCoordination {
@@ -45,6 +49,10 @@ struct Inner {
     /// Gateway streams per node, with the node's lease.
     gateways: BTreeMap<String, (i64, Vec<Vec<Channel>>)>,
     queues: BTreeMap<QueueId, QueueConfig>,
+    rules: Option<Vec<RoutingRule>>,
+    kpis: Option<KpiReport>,
+    campaigns: BTreeMap<CampaignId, CampaignRecord>,
+    campaign_replies: BTreeSet<(CampaignId, CustomerId)>,
 }
 
 struct Owner {
@@ -373,6 +381,102 @@ impl Coordination for MemoryCoordination {
 
     async fn queues(&self) -> Result<Vec<QueueConfig>> {
         Ok(self.inner().queues.values().cloned().collect())
+    }
+
+    async fn save_rules(&self, rules: &[RoutingRule]) -> Result<()> {
+        let mut g = self.inner();
+        g.rules = Some(rules.to_vec());
+        g.bump();
+        Ok(())
+    }
+
+    async fn rules(&self) -> Result<Option<Vec<RoutingRule>>> {
+        Ok(self.inner().rules.clone())
+    }
+
+    async fn save_kpis(&self, kpis: &KpiReport, token: u64) -> Result<()> {
+        let mut g = self.inner();
+        let key = ActorKey::Router(ROUTER.into());
+        if g.owners.get(&key).map(|o| o.token) != Some(token) {
+            return Err(ClusterError::Fenced {
+                key: key.to_string(),
+                token,
+            });
+        }
+        g.kpis = Some(kpis.clone());
+        g.bump();
+        Ok(())
+    }
+
+    async fn kpis(&self) -> Result<Option<KpiReport>> {
+        Ok(self.inner().kpis.clone())
+    }
+
+    async fn scan_records(
+        &self,
+        after: Option<CustomerId>,
+        limit: usize,
+    ) -> Result<(Vec<CustomerRecord>, Option<CustomerId>)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let g = self.inner();
+        let from = after.map_or(Unbounded, Excluded);
+        let page: Vec<CustomerRecord> = g
+            .journals
+            .range((from, Unbounded))
+            .take(limit.max(1))
+            .map(|(_, s)| s.record.clone())
+            .collect();
+        let next = page.last().map(|r| r.id);
+        Ok((page, next))
+    }
+
+    async fn create_campaign(&self, record: &CampaignRecord) -> Result<bool> {
+        let mut g = self.inner();
+        if g.campaigns.contains_key(&record.spec.id) {
+            return Ok(false);
+        }
+        g.campaigns.insert(record.spec.id.clone(), record.clone());
+        g.bump();
+        Ok(true)
+    }
+
+    async fn save_campaign(&self, record: &CampaignRecord, token: u64) -> Result<()> {
+        let mut g = self.inner();
+        let key = ActorKey::Campaign(record.spec.id.clone());
+        if g.owners.get(&key).map(|o| o.token) != Some(token) {
+            return Err(ClusterError::Fenced {
+                key: key.to_string(),
+                token,
+            });
+        }
+        g.campaigns.insert(record.spec.id.clone(), record.clone());
+        g.bump();
+        Ok(())
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<CampaignRecord>> {
+        Ok(self.inner().campaigns.get(id).cloned())
+    }
+
+    async fn campaigns(&self) -> Result<Vec<CampaignRecord>> {
+        Ok(self.inner().campaigns.values().cloned().collect())
+    }
+
+    async fn add_campaign_reply(&self, id: &CampaignId, customer: CustomerId) -> Result<()> {
+        let mut g = self.inner();
+        if g.campaign_replies.insert((id.clone(), customer)) {
+            g.bump();
+        }
+        Ok(())
+    }
+
+    async fn campaign_replies(&self, id: &CampaignId) -> Result<u64> {
+        Ok(self
+            .inner()
+            .campaign_replies
+            .iter()
+            .filter(|(c, _)| c == id)
+            .count() as u64)
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use centralino_actors::campaign::Campaigns;
 use centralino_actors::router::RouterStart;
 use centralino_actors::supervisor::{self, SupervisorMsg};
 use centralino_actors::wire::{Envelope, RouterRequest};
@@ -11,11 +12,13 @@ use centralino_actors::{Cluster, Hub, Standalone};
 use centralino_core::Input;
 use centralino_core::RouterConfig;
 use centralino_core::queue::QueueConfig;
+use centralino_core::rules::RoutingRule;
 use ractor::ActorRef;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::archive::Archive;
+use crate::campaigns::CoordinatedCampaigns;
 use crate::coordination::{Coordination, NodeInfo};
 use crate::error::{ClusterError, Result};
 use crate::journal::CoordinatedJournal;
@@ -28,6 +31,9 @@ pub struct NodeOptions {
     pub router: RouterConfig,
     /// Queues defined at start; the first is the default queue.
     pub queues: Vec<QueueConfig>,
+    /// Routing rules of the configuration; those an operator set since
+    /// (`Admin.SetRoutingRules`) replace them.
+    pub rules: Vec<RoutingRule>,
     pub lease_ttl: Duration,
     /// How often the lease is renewed.
     pub keep_alive: Duration,
@@ -69,6 +75,8 @@ struct RouterSeat {
     /// Queues of the node's configuration; those an operator defined
     /// since are in the coordination store.
     queues: Vec<QueueConfig>,
+    /// Routing rules of the node's configuration; likewise.
+    rules: Vec<RoutingRule>,
 }
 
 impl Node {
@@ -97,6 +105,8 @@ impl Node {
             }
         };
         let hub = Hub::new(journal, cluster);
+        let store = CoordinatedCampaigns::new(coord.clone(), opts.node.id.clone(), lease);
+        hub.set_campaigns(Campaigns::new(Arc::new(store), opts.node.id.clone()));
         let (supervisor, supervisor_done) = supervisor::start(hub.clone())
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
@@ -107,8 +117,13 @@ impl Node {
             topology,
             router: opts.router,
             queues: opts.queues,
+            rules: opts.rules,
         });
         let hosts_router = take_router(&seat).await?;
+        if seat.topology.is_none() {
+            // Clustered nodes resume campaigns in the failover loop.
+            resume_campaigns(&hub).await;
+        }
         let failover = seat.topology.as_ref().map(|t| {
             let left = t.members_left();
             tokio::spawn(failover(seat.clone(), left))
@@ -215,6 +230,10 @@ impl Node {
         for task in self.failover.iter().chain(&self.rebalance) {
             task.abort();
         }
+        // Their ownership goes with the lease; another node resumes them.
+        if let Some(c) = self.hub.campaigns() {
+            c.stop_all();
+        }
         let stop = Duration::from_secs(10);
         let supervisor = &self.seat.supervisor;
         supervisor
@@ -290,7 +309,8 @@ async fn take_router(seat: &RouterSeat) -> Result<bool> {
 }
 
 /// Starts the router here under `epoch`, with the configured queues and
-/// those an operator defined since (which win).
+/// rules and those an operator defined since (which win), and the KPIs the
+/// previous router saved.
 async fn start_router(seat: &RouterSeat, epoch: u64, wait_for: Vec<String>) -> Result<()> {
     let mut queues = seat.queues.clone();
     match seat.coord.queues().await {
@@ -306,9 +326,22 @@ async fn start_router(seat: &RouterSeat, epoch: u64, wait_for: Vec<String>) -> R
             tracing::warn!(error = %e, "reading the queues operators defined; starting with the configured ones")
         }
     }
+    let rules = match seat.coord.rules().await {
+        Ok(saved) => saved.unwrap_or_else(|| seat.rules.clone()),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the routing rules operators set; starting with the configured ones");
+            seat.rules.clone()
+        }
+    };
+    let kpis = seat.coord.kpis().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "reading the KPIs the previous router saved; counting from zero");
+        None
+    });
     let start = RouterStart {
         cfg: seat.router.clone(),
         queues,
+        rules,
+        kpis,
         hub: seat.hub.clone(),
         epoch,
         wait_for,
@@ -371,6 +404,7 @@ async fn failover(seat: Arc<RouterSeat>, mut left: tokio::sync::broadcast::Recei
                 }
                 Err(e) => tracing::warn!(error = %e, "listing dead nodes' customers"),
             }
+            resume_campaigns(hub).await;
         }
         if let Some(node) = dead.take()
             && hub.hosts_router()
@@ -399,6 +433,19 @@ async fn failover(seat: Arc<RouterSeat>, mut left: tokio::sync::broadcast::Recei
             () = topology.router_vacancy() => claim = true,
             _ = check.tick() => claim = hub.cluster().router_home().await.is_err(),
         }
+    }
+}
+
+/// Takes over here the campaigns no live node runs (see
+/// `centralino_actors::campaign`, "When the runner's node dies").
+async fn resume_campaigns(hub: &Arc<Hub>) {
+    let Some(campaigns) = hub.campaigns() else {
+        return;
+    };
+    match campaigns.resume(hub).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(campaigns = n, "took over campaigns"),
+        Err(e) => tracing::warn!(error = %e, "looking for campaigns to take over"),
     }
 }
 

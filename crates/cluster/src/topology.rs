@@ -34,7 +34,9 @@ use centralino_actors::cluster::{Claim, Cluster, Home};
 use centralino_actors::error::{ActorError, Result};
 use centralino_actors::wire::{Envelope, EnvelopeReply};
 use centralino_core::directory::Resolution;
+use centralino_core::kpi::KpiReport;
 use centralino_core::queue::QueueConfig;
+use centralino_core::rules::RoutingRule;
 use centralino_core::{AgentId, Channel, CustomerId, Identity};
 use centralino_proto::internal::node_client::NodeClient;
 use tonic::transport::Endpoint;
@@ -460,6 +462,14 @@ impl Cluster for Topology {
 
     async fn save_queue(&self, queue: &QueueConfig) -> Result<()> {
         self.coord.save_queue(queue).await.map_err(unavailable)
+    }
+
+    async fn save_rules(&self, rules: &[RoutingRule]) -> Result<()> {
+        self.coord.save_rules(rules).await.map_err(unavailable)
+    }
+
+    async fn save_kpis(&self, kpis: &KpiReport, epoch: u64) -> Result<()> {
+        self.coord.save_kpis(kpis, epoch).await.map_err(unavailable)
     }
 
     async fn router_home(&self) -> Result<Home> {

@@ -87,4 +87,7 @@ pub enum AgentState {
     Away,
     /// Only after-contact work left.
     WrapUp,
+    /// Over its occupancy cap: offered nothing new until it is under again
+    /// (see [`crate::occupancy`]).
+    Resting,
 }

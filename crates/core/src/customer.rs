@@ -12,7 +12,17 @@
 //!   ▲  ◀── reject/timeout ──┘               │                     │
 //!   └──────────── transfer / agent left ────┘   new contact ──────┘
 //! any open state ──resolve──▶ Resolved (closed; the next contact opens a new one)
+//! Queued, Offered ──customer leaves──▶ Abandoned (closed, unanswered)
+//!
+//! campaign notice ──▶ Notified ──customer replies (any channel)──▶ Queued
 //! ```
+//!
+//! A campaign's notice to a customer without an open conversation opens
+//! one in `Notified`: nobody routes it until the customer replies, and the
+//! reply joins it (inbound and outbound share one history). A notice to a
+//! customer with an open conversation joins that one. Each notice leaves a
+//! [`CampaignMark`] on the customer, so that a campaign never reaches the
+//! same customer twice and knows who replied.
 //!
 //! Architecture invariant: every change is an event appended to the history
 //! (contiguous sequence numbers), and the state is a function of the events.
@@ -36,12 +46,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::{Channel, Identity};
 use crate::error::{CoreError, Result};
-use crate::history::{EventKind, History, HistoryEvent};
-use crate::ids::{AgentId, ConversationId, CustomerId, QueueId};
+use crate::history::{EventKind, History, HistoryEvent, TranscriptLine};
+use crate::ids::{AgentId, CampaignId, ConversationId, CustomerId, QueueId};
 use crate::time::TimeMs;
 
 /// Longest message text accepted, in bytes.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+/// Most campaign marks a customer keeps (the latest ones): see
+/// [`CampaignMark`].
+pub const MAX_CAMPAIGN_MARKS: usize = 32;
 
 /// What is known about a customer; `None` is unknown.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +63,20 @@ pub struct Attributes {
     pub tier: Option<String>,
     pub segment: Option<String>,
     pub language: Option<String>,
+    /// The customer's contract (e.g. "premium"), for routing rules.
+    #[serde(default)]
+    pub contract: Option<String>,
+    /// The channel the customer would rather be reached on (outbound).
+    #[serde(default)]
+    pub preferred_channel: Option<Channel>,
+    /// The customer's IANA time zone (e.g. "Europe/Rome"), for quiet
+    /// hours; checked where it enters (see [`crate::campaign::quiet`]).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// The channels the customer declined to be contacted on (consent):
+    /// `Some` is the whole current list (empty: no restriction).
+    #[serde(default)]
+    pub do_not_contact: Option<Vec<Channel>>,
 }
 
 impl Attributes {
@@ -58,12 +86,67 @@ impl Attributes {
             (&mut self.tier, &newer.tier),
             (&mut self.segment, &newer.segment),
             (&mut self.language, &newer.language),
+            (&mut self.contract, &newer.contract),
+            (&mut self.time_zone, &newer.time_zone),
         ] {
             if theirs.is_some() {
                 mine.clone_from(theirs);
             }
         }
+        if newer.preferred_channel.is_some() {
+            self.preferred_channel = newer.preferred_channel;
+        }
+        if newer.do_not_contact.is_some() {
+            self.do_not_contact.clone_from(&newer.do_not_contact);
+        }
     }
+
+    /// Whether the customer declined contact on `channel`.
+    pub fn declined(&self, channel: Channel) -> bool {
+        self.do_not_contact
+            .as_ref()
+            .is_some_and(|d| d.contains(&channel))
+    }
+}
+
+/// That a campaign reached the customer: in which conversation, on which
+/// channel, when, and whether the customer has replied since. A customer
+/// keeps the latest [`MAX_CAMPAIGN_MARKS`], so a campaign that runs again
+/// (its node died) does not reach the customer twice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignMark {
+    pub campaign: CampaignId,
+    pub conversation: ConversationId,
+    pub channel: Channel,
+    pub at: TimeMs,
+    pub replied: bool,
+}
+
+/// A campaign's message, as it reaches the customer: already planned (the
+/// channel and address chosen, consent and quiet hours respected, see
+/// [`crate::campaign::plan`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    pub campaign: CampaignId,
+    pub channel: Channel,
+    pub to: Identity,
+    pub text: String,
+    /// The topic of a conversation the notice opens.
+    pub topic: String,
+}
+
+/// A bot's hand-over to a human, already validated: a contact of the
+/// customer's that carries what the bot and the customer said.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandOver {
+    pub bot: String,
+    pub channel: Channel,
+    pub identity: Identity,
+    pub topic: String,
+    pub sentiment: Option<f64>,
+    pub attributes: Attributes,
+    pub summary: String,
+    pub transcript: Vec<TranscriptLine>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +156,10 @@ pub enum ConversationState {
     Assigned,
     WrappedUp,
     Resolved,
+    /// Opened by a campaign's notice; waits for the customer's reply.
+    Notified,
+    /// The customer left while waiting (closed, unanswered).
+    Abandoned,
 }
 
 /// A conversation: one customer's thread across every channel.
@@ -95,6 +182,20 @@ pub struct Conversation {
 }
 
 impl Conversation {
+    /// Whether it was (or, resolved now, would be) resolved at first
+    /// contact: one agent took it, once, and nobody transferred it.
+    pub fn resolved_at_first_contact(&self) -> bool {
+        let mut assigned = 0;
+        for e in self.history.events() {
+            match &e.kind {
+                EventKind::Assigned { .. } => assigned += 1,
+                EventKind::Transferred { .. } => return false,
+                _ => {}
+            }
+        }
+        assigned == 1
+    }
+
     /// A copy of everything but the history, and the history's length.
     fn checkpoint(&self) -> (Conversation, usize) {
         let copy = Conversation {
@@ -153,6 +254,16 @@ pub struct ContactOutcome {
     pub seq: u64,
     pub joined_existing: bool,
     pub need: RoutingNeed,
+    /// Campaigns whose notice this contact is the customer's first reply to.
+    #[serde(default)]
+    pub replied_to: Vec<CampaignId>,
+}
+
+/// How a contact joined the customer's conversations (see `Customer::join`).
+struct Joined {
+    joined_existing: bool,
+    need: RoutingNeed,
+    replied_to: Vec<CampaignId>,
 }
 
 /// The state of a customer before a change, to undo it if it cannot be
@@ -178,6 +289,9 @@ pub struct Customer {
     /// Merged into this customer: a tombstone (see "Merging").
     #[serde(default)]
     pub merged_into: Option<CustomerId>,
+    /// The latest campaigns that reached them, oldest first.
+    #[serde(default)]
+    pub campaigns: Vec<CampaignMark>,
 }
 
 impl Customer {
@@ -190,6 +304,7 @@ impl Customer {
             opened: 0,
             last_agent: None,
             merged_into: None,
+            campaigns: Vec::new(),
         }
     }
 
@@ -269,6 +384,7 @@ impl Customer {
                 EventKind::Merged {
                     from: other.id,
                     identities: other.identities.clone(),
+                    waiting_since: their_wait,
                 },
             )?;
         }
@@ -282,9 +398,6 @@ impl Customer {
                     event: Box::new(event),
                 },
             )?;
-        }
-        if let (Some(wait), Some(conv)) = (their_wait, self.open.as_mut()) {
-            conv.waiting_since = conv.waiting_since.min(wait);
         }
         Ok(true)
     }
@@ -302,44 +415,102 @@ impl Customer {
 
     /// A contact on any channel: joins the open conversation or opens one.
     pub fn contact(&mut self, now: TimeMs, c: Contact) -> ContactOutcome {
-        self.attributes.update(&c.attributes);
-        if !self.identities.contains(&c.identity) {
-            self.identities.push(c.identity.clone());
-        }
-        let joined_existing = self.open.is_some();
-        let conv = match &mut self.open {
-            Some(conv) => conv,
-            None => {
-                self.opened += 1;
-                let id = ConversationId {
+        let j = self.join(
+            now,
+            c.channel,
+            &c.identity,
+            &c.topic,
+            c.sentiment,
+            &c.attributes,
+        );
+        let kind = EventKind::CustomerMessage {
+            channel: c.channel,
+            identity: c.identity,
+            text: c.text,
+            topic: c.topic,
+            sentiment: c.sentiment,
+        };
+        self.joined_with(now, j, kind)
+    }
+
+    /// A bot hands the customer over to a human: a contact like
+    /// [`Customer::contact`] (it joins the open conversation or opens one,
+    /// and needs routing alike), whose event carries the bot's transcript.
+    pub fn hand_over(&mut self, now: TimeMs, h: HandOver) -> ContactOutcome {
+        let j = self.join(
+            now,
+            h.channel,
+            &h.identity,
+            &h.topic,
+            h.sentiment,
+            &h.attributes,
+        );
+        let kind = EventKind::BotTranscript {
+            bot: h.bot,
+            channel: h.channel,
+            identity: h.identity,
+            topic: h.topic,
+            sentiment: h.sentiment,
+            summary: h.summary,
+            lines: h.transcript,
+        };
+        self.joined_with(now, j, kind)
+    }
+
+    /// Appends the event of a contact that [`Customer::join`] placed.
+    fn joined_with(&mut self, now: TimeMs, j: Joined, kind: EventKind) -> ContactOutcome {
+        let Some(conv) = self.open.as_mut() else {
+            debug_assert!(false, "join leaves an open conversation");
+            return ContactOutcome {
+                conversation: ConversationId {
                     customer: self.id,
                     number: self.opened,
-                };
-                self.open.insert(Conversation {
-                    id,
-                    state: ConversationState::Queued,
-                    channel: c.channel,
-                    topic: c.topic.clone(),
-                    sentiment: c.sentiment,
-                    queue: None,
-                    agent: None,
-                    opened_at: now,
-                    waiting_since: now,
-                    reply_to: Vec::new(),
-                    history: History::default(),
-                })
-            }
+                },
+                seq: 0,
+                joined_existing: j.joined_existing,
+                need: RoutingNeed::None,
+                replied_to: j.replied_to,
+            };
         };
+        let seq = conv.history.push(now, kind);
+        ContactOutcome {
+            conversation: conv.id,
+            seq,
+            joined_existing: j.joined_existing,
+            need: j.need,
+            replied_to: j.replied_to,
+        }
+    }
+
+    /// Joins the open conversation or opens one, for a contact of the
+    /// customer's on `channel` from `identity`: what routing it needs, and
+    /// which campaigns' notices it replies to. The caller appends the event.
+    fn join(
+        &mut self,
+        now: TimeMs,
+        channel: Channel,
+        identity: &Identity,
+        topic: &str,
+        sentiment: Option<f64>,
+        attributes: &Attributes,
+    ) -> Joined {
+        self.attributes.update(attributes);
+        if !self.identities.contains(identity) {
+            self.identities.push(identity.clone());
+        }
+        let joined_existing = self.open.is_some();
+        let conv = self.open_or_join(now, ConversationState::Queued, channel, topic, sentiment);
         let previous = conv.channel;
         let need = if !joined_existing {
             RoutingNeed::Enqueue
         } else {
             match conv.state {
-                ConversationState::WrappedUp => {
+                // Nobody works on it: this contact starts a routing round.
+                ConversationState::WrappedUp | ConversationState::Notified => {
                     conv.waiting_since = now;
                     RoutingNeed::Enqueue
                 }
-                _ if previous != c.channel => RoutingNeed::Reroute { from: previous },
+                _ if previous != channel => RoutingNeed::Reroute { from: previous },
                 ConversationState::Assigned => conv
                     .agent
                     .clone()
@@ -347,30 +518,173 @@ impl Customer {
                 _ => RoutingNeed::None,
             }
         };
-        conv.channel = c.channel;
-        if !c.topic.is_empty() {
-            conv.topic.clone_from(&c.topic);
+        conv.channel = channel;
+        if !topic.is_empty() {
+            conv.topic = topic.to_owned();
         }
-        if c.sentiment.is_some() {
-            conv.sentiment = c.sentiment;
+        if sentiment.is_some() {
+            conv.sentiment = sentiment;
         }
-        conv.reply_to.retain(|(ch, _)| *ch != c.channel);
-        conv.reply_to.push((c.channel, c.identity.clone()));
-        let seq = conv.history.push(
-            now,
-            EventKind::CustomerMessage {
-                channel: c.channel,
-                identity: c.identity,
-                text: c.text,
-                topic: c.topic,
-                sentiment: c.sentiment,
-            },
-        );
-        ContactOutcome {
-            conversation: conv.id,
-            seq,
+        conv.reply_to.retain(|(ch, _)| *ch != channel);
+        conv.reply_to.push((channel, identity.clone()));
+        let conv_id = conv.id;
+        let mut replied_to = Vec::new();
+        for m in self
+            .campaigns
+            .iter_mut()
+            .filter(|m| m.conversation == conv_id && !m.replied)
+        {
+            m.replied = true;
+            replied_to.push(m.campaign.clone());
+        }
+        Joined {
             joined_existing,
             need,
+            replied_to,
+        }
+    }
+
+    /// The open conversation, or a new one that starts in `state` on
+    /// `channel` (numbered after the customer's last).
+    fn open_or_join(
+        &mut self,
+        now: TimeMs,
+        state: ConversationState,
+        channel: Channel,
+        topic: &str,
+        sentiment: Option<f64>,
+    ) -> &mut Conversation {
+        if self.open.is_none() {
+            self.opened += 1;
+        }
+        let id = ConversationId {
+            customer: self.id,
+            number: self.opened,
+        };
+        self.open.get_or_insert_with(|| Conversation {
+            id,
+            state,
+            channel,
+            topic: topic.to_owned(),
+            sentiment,
+            queue: None,
+            agent: None,
+            opened_at: now,
+            waiting_since: now,
+            reply_to: Vec::new(),
+            history: History::default(),
+        })
+    }
+
+    /// A campaign's notice goes out: it joins the open conversation, or
+    /// opens one in [`ConversationState::Notified`]; the customer keeps a
+    /// [`CampaignMark`]. Returns the conversation and the event's seq.
+    pub fn notify(&mut self, now: TimeMs, n: Notice) -> (ConversationId, u64) {
+        let conv = self.open_or_join(now, ConversationState::Notified, n.channel, &n.topic, None);
+        // A reply on the notice's channel goes back to where it went.
+        conv.reply_to.retain(|(ch, _)| *ch != n.channel);
+        conv.reply_to.push((n.channel, n.to.clone()));
+        let id = conv.id;
+        let seq = conv.history.push(
+            now,
+            EventKind::Notice {
+                campaign: n.campaign.clone(),
+                channel: n.channel,
+                to: n.to,
+                text: n.text,
+                topic: n.topic,
+            },
+        );
+        self.campaigns.retain(|m| m.campaign != n.campaign);
+        self.campaigns.push(CampaignMark {
+            campaign: n.campaign,
+            conversation: id,
+            channel: n.channel,
+            at: now,
+            replied: false,
+        });
+        if self.campaigns.len() > MAX_CAMPAIGN_MARKS {
+            let extra = self.campaigns.len() - MAX_CAMPAIGN_MARKS;
+            self.campaigns.drain(..extra);
+        }
+        (id, seq)
+    }
+
+    /// The mark `campaign` left, if the customer still keeps it.
+    pub fn campaign_mark(&self, campaign: &CampaignId) -> Option<&CampaignMark> {
+        self.campaigns.iter().find(|m| &m.campaign == campaign)
+    }
+
+    /// Applies a journaled event of the open conversation `open` again,
+    /// through the transition that made it (recovery from the journal):
+    /// the customer's own contacts and notices (which may open the
+    /// conversation) through theirs, everything else through
+    /// [`Customer::record`].
+    pub fn replay(&mut self, at: TimeMs, open: ConversationId, kind: EventKind) {
+        match kind {
+            EventKind::CustomerMessage {
+                channel,
+                identity,
+                text,
+                topic,
+                sentiment,
+            } => {
+                self.contact(
+                    at,
+                    Contact {
+                        channel,
+                        identity,
+                        topic,
+                        text,
+                        sentiment,
+                        attributes: Attributes::default(),
+                    },
+                );
+            }
+            EventKind::Notice {
+                campaign,
+                channel,
+                to,
+                text,
+                topic,
+            } => {
+                self.notify(
+                    at,
+                    Notice {
+                        campaign,
+                        channel,
+                        to,
+                        text,
+                        topic,
+                    },
+                );
+            }
+            EventKind::BotTranscript {
+                bot,
+                channel,
+                identity,
+                topic,
+                sentiment,
+                summary,
+                lines,
+            } => {
+                self.hand_over(
+                    at,
+                    HandOver {
+                        bot,
+                        channel,
+                        identity,
+                        topic,
+                        sentiment,
+                        attributes: Attributes::default(),
+                        summary,
+                        transcript: lines,
+                    },
+                );
+            }
+            kind => {
+                let _ = self.record(at, open, kind);
+            }
         }
     }
 
@@ -429,6 +743,15 @@ impl Customer {
                 self.last_agent = Some((agent.clone(), now));
             }
             EventKind::Resolved { .. } => conv.state = ConversationState::Resolved,
+            EventKind::Abandoned { .. } => {
+                conv.state = ConversationState::Abandoned;
+                conv.agent = None;
+            }
+            EventKind::Merged { waiting_since, .. } => {
+                if let Some(w) = waiting_since {
+                    conv.waiting_since = conv.waiting_since.min(*w);
+                }
+            }
             EventKind::CallbackRequested { channel, to, .. } => {
                 conv.channel = *channel;
                 conv.reply_to.retain(|(ch, _)| ch != channel);
@@ -437,9 +760,10 @@ impl Customer {
             EventKind::CustomerMessage { .. }
             | EventKind::AgentMessage { .. }
             | EventKind::IdentityLinked { .. }
-            | EventKind::Merged { .. }
             | EventKind::Absorbed { .. }
-            | EventKind::MergedInto { .. } => {}
+            | EventKind::MergedInto { .. }
+            | EventKind::Notice { .. }
+            | EventKind::BotTranscript { .. } => {}
         }
         let seq = conv.history.push(now, kind);
         Ok(seq)
@@ -495,6 +819,34 @@ impl Customer {
         }
     }
 
+    /// The customer left while waiting: records it on the open
+    /// conversation, if it was waiting (queued or offered), which is then
+    /// closed (the caller journals it closing, as after a resolution).
+    /// Returns its id and the event's sequence number.
+    pub fn abandon(&mut self, now: TimeMs, channel: Channel) -> Result<(ConversationId, u64)> {
+        let conv = self.open.as_ref().ok_or_else(|| {
+            CoreError::invalid(
+                "identity",
+                "the customer has no open conversation to abandon",
+            )
+        })?;
+        if !matches!(
+            conv.state,
+            ConversationState::Queued | ConversationState::Offered
+        ) {
+            return Err(CoreError::invalid(
+                "identity",
+                format!(
+                    "only a waiting conversation can be abandoned; this one is {:?} (an agent wraps up and resolves it)",
+                    conv.state
+                ),
+            ));
+        }
+        let id = conv.id;
+        let seq = self.record(now, id, EventKind::Abandoned { channel })?;
+        Ok((id, seq))
+    }
+
     /// Closes the open conversation `id`; returns it with its final history.
     pub fn resolve(&mut self, now: TimeMs, id: ConversationId, by: &str) -> Result<Conversation> {
         self.record(now, id, EventKind::Resolved { by: by.to_owned() })?;
@@ -512,6 +864,7 @@ impl Customer {
             opened: self.opened,
             last_agent: self.last_agent.clone(),
             merged_into: self.merged_into,
+            campaigns: self.campaigns.clone(),
         };
         Checkpoint {
             customer,
@@ -632,6 +985,126 @@ mod tests {
         let closed = c.resolve(3, o2.conversation, "anna").unwrap();
         c.restore(cp, Some(closed));
         assert_eq!(c, before, "a resolve is undone, history included");
+    }
+
+    fn notice(campaign: &str, channel: Channel) -> Notice {
+        Notice {
+            campaign: CampaignId::new(campaign),
+            channel,
+            to: Identity::new(IdentityKind::Phone, "+39 1"),
+            text: "an outage near you; we are on it".into(),
+            topic: "outage".into(),
+        }
+    }
+
+    #[test]
+    fn a_notice_opens_a_conversation_that_the_reply_joins() {
+        let mut c = Customer::new(CustomerId(1), vec![]);
+        let (conv, seq) = c.notify(10, notice("incident", Channel::Sms));
+        assert_eq!(seq, 1);
+        let open = c.open.as_ref().expect("the notice opened one");
+        assert_eq!(open.state, ConversationState::Notified);
+        assert_eq!(
+            open.reply_address(Channel::Sms).map(|i| i.address.as_str()),
+            Some("+391")
+        );
+        assert_eq!(
+            c.campaign_mark(&CampaignId::new("incident"))
+                .map(|m| m.replied),
+            Some(false)
+        );
+        // The reply, on another channel, joins it and starts routing.
+        let reply = c.contact(
+            20,
+            contact(
+                Channel::Email,
+                IdentityKind::Email,
+                "m@x.it",
+                "is it fixed?",
+            ),
+        );
+        assert_eq!(reply.conversation, conv);
+        assert!(reply.joined_existing);
+        assert_eq!(reply.need, RoutingNeed::Enqueue);
+        assert_eq!(reply.replied_to, vec![CampaignId::new("incident")]);
+        assert_eq!(c.open.as_ref().map(|o| o.waiting_since), Some(20));
+        // Only the first reply counts.
+        let again = c.contact(
+            30,
+            contact(Channel::Email, IdentityKind::Email, "m@x.it", "hello?"),
+        );
+        assert!(again.replied_to.is_empty());
+        // Replaying the journal gives the same customer (marks come from
+        // the record).
+        let mut rebuilt = Customer::new(CustomerId(1), vec![]);
+        for e in c.history().to_vec() {
+            rebuilt.replay(e.at, conv, e.kind);
+        }
+        rebuilt.campaigns = c.campaigns.clone();
+        rebuilt.identities = c.identities.clone();
+        assert_eq!(rebuilt.open, c.open);
+    }
+
+    #[test]
+    fn a_notice_joins_an_open_conversation_and_marks_are_bounded() {
+        let mut c = Customer::new(CustomerId(1), vec![]);
+        let o = c.contact(
+            0,
+            contact(Channel::Chat, IdentityKind::ChatSession, "s1", "hi"),
+        );
+        let (conv, seq) = c.notify(5, notice("incident", Channel::Sms));
+        assert_eq!((conv, seq), (o.conversation, 2));
+        assert_eq!(
+            c.open.as_ref().map(|o| (o.state, o.channel)),
+            Some((ConversationState::Queued, Channel::Chat)),
+            "routing is not disturbed"
+        );
+        for i in 0..(MAX_CAMPAIGN_MARKS + 5) {
+            c.notify(6, notice(&format!("c{i}"), Channel::Sms));
+        }
+        assert_eq!(c.campaigns.len(), MAX_CAMPAIGN_MARKS);
+        assert!(
+            c.campaign_mark(&CampaignId::new("incident")).is_none(),
+            "the oldest went"
+        );
+    }
+
+    #[test]
+    fn a_bot_hand_over_is_a_contact_that_carries_the_transcript() {
+        use crate::history::{Speaker, TranscriptLine};
+        let mut c = Customer::new(CustomerId(1), vec![]);
+        let line = |from, text: &str, at| TranscriptLine {
+            from,
+            text: text.into(),
+            at,
+        };
+        let h = HandOver {
+            bot: "assistant".into(),
+            channel: Channel::Chat,
+            identity: Identity::new(IdentityKind::ChatSession, "s1"),
+            topic: "billing".into(),
+            sentiment: Some(-0.5),
+            attributes: Attributes::default(),
+            summary: "wants a refund".into(),
+            transcript: vec![
+                line(Speaker::Customer, "my bill doubled", 1),
+                line(Speaker::Bot, "I see two charges", 2),
+                line(Speaker::Customer, "a human, please", 3),
+            ],
+        };
+        let o = c.hand_over(10, h.clone());
+        assert_eq!(
+            (o.need, o.seq, o.joined_existing),
+            (RoutingNeed::Enqueue, 1, false)
+        );
+        match &c.history()[0].kind {
+            EventKind::BotTranscript { lines, summary, .. } => {
+                assert_eq!(lines, &h.transcript);
+                assert_eq!(summary, "wants a refund");
+            }
+            other => panic!("a transcript, not {other:?}"),
+        }
+        assert_eq!(c.open.as_ref().and_then(|o| o.sentiment), Some(-0.5));
     }
 
     #[test]

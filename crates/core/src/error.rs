@@ -1,7 +1,7 @@
 //! The core's one error type. Variants say whose fault it is, so the server
 //! maps each to the right gRPC status in one place.
 
-use crate::ids::{AgentId, ConversationId, CustomerId, OfferId, QueueId};
+use crate::ids::{AgentId, CampaignId, ConversationId, CustomerId, OfferId, QueueId};
 
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 
@@ -39,6 +39,10 @@ pub enum CoreError {
         customer: CustomerId,
         into: CustomerId,
     },
+    #[error("campaign {0} does not exist; ListCampaigns lists the campaigns")]
+    UnknownCampaign(CampaignId),
+    #[error("campaign {0} exists already; choose another id")]
+    CampaignExists(CampaignId),
 }
 
 impl CoreError {

@@ -72,6 +72,9 @@ pub struct Explanation {
     pub score_ms: i64,
     pub priority: PriorityBreakdown,
     pub bullseye_step: u8,
+    /// The routing rule that chose the queue or raised the priority.
+    #[serde(default)]
+    pub routing_rule: Option<String>,
     /// The chosen agent first, then those passed over, in the order considered.
     pub candidates: Vec<Candidate>,
 }
@@ -99,6 +102,12 @@ impl Explanation {
         }
         if self.priority.topic_boost_ms != 0 {
             s.push_str(&format!(", topic +{} ms", self.priority.topic_boost_ms));
+        }
+        if let Some(rule) = &self.routing_rule {
+            s.push_str(&format!(", rule {rule}"));
+            if self.priority.rule_boost_ms != 0 {
+                s.push_str(&format!(" +{} ms", self.priority.rule_boost_ms));
+            }
         }
         if self.priority.sentiment_boost_ms != 0 {
             s.push_str(&format!(

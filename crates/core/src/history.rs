@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::{Channel, Identity};
 use crate::explain::Explanation;
-use crate::ids::{AgentId, ConversationId, CustomerId, OfferId, QueueId};
+use crate::ids::{AgentId, CampaignId, ConversationId, CustomerId, OfferId, QueueId};
 use crate::time::TimeMs;
 
 /// One accepted event.
@@ -81,6 +81,10 @@ pub enum EventKind {
     Merged {
         from: CustomerId,
         identities: Vec<Identity>,
+        /// Since when it waited, if it was waiting: the conversation keeps
+        /// the earlier place of the two.
+        #[serde(default)]
+        waiting_since: Option<TimeMs>,
     },
     /// One event of a merged customer's conversation, as it was (its own
     /// sequence number and time).
@@ -93,6 +97,54 @@ pub enum EventKind {
     MergedInto {
         into: CustomerId,
     },
+    /// A campaign's message went out to the customer (proactive outbound):
+    /// recorded in the same history as everything inbound, so the agent
+    /// who takes the customer's reply sees what the customer was told.
+    Notice {
+        campaign: CampaignId,
+        channel: Channel,
+        to: Identity,
+        text: String,
+        /// The topic of the conversation it opened (replies route by it).
+        topic: String,
+    },
+    /// A bot (virtual agent) talked with the customer and hands the
+    /// conversation over to a human, with what was said: the customer
+    /// repeats nothing. It is a contact of the customer's, like a
+    /// [`EventKind::CustomerMessage`] (the fields the same), and the lines
+    /// keep the order in which they were said.
+    BotTranscript {
+        bot: String,
+        channel: Channel,
+        identity: Identity,
+        topic: String,
+        sentiment: Option<f64>,
+        /// Why the bot hands over, in a line, for the agent.
+        summary: String,
+        lines: Vec<TranscriptLine>,
+    },
+    /// The customer left while waiting (hung up, closed the chat) on
+    /// `channel`: the conversation closes unanswered, an abandon for the
+    /// KPIs.
+    Abandoned {
+        channel: Channel,
+    },
+}
+
+/// Who said a line of a bot's transcript.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Speaker {
+    Customer,
+    Bot,
+}
+
+/// One line of a bot's conversation with the customer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptLine {
+    pub from: Speaker,
+    pub text: String,
+    /// When it was said, as the bot's gateway says.
+    pub at: TimeMs,
 }
 
 /// Where a transfer sends a conversation.

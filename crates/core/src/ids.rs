@@ -48,6 +48,10 @@ string_id!(
     /// A queue, named by the operator who defines it.
     QueueId
 );
+string_id!(
+    /// An outbound campaign, named by the operator who starts it.
+    CampaignId
+);
 
 /// A customer: one per person, whatever the channel. Text form `cu-<n>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
@@ -79,6 +83,24 @@ impl fmt::Display for ConversationId {
 impl fmt::Display for OfferId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "of-{}", self.0)
+    }
+}
+
+/// Checks a name an operator chooses for a queue or a campaign: 1 to 64
+/// characters of `[a-z0-9_-]`, so that it is safe in keys, paths and
+/// metric labels; `field` names the request field for the error.
+pub fn check_name(field: &str, id: &str) -> crate::error::Result<()> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::error::CoreError::invalid(
+            field,
+            format!("must be 1..64 characters of [a-z0-9_-], got {id:?}"),
+        ))
     }
 }
 

@@ -12,6 +12,7 @@
 //! the benchmark honest, and what-if replay exact.
 
 pub mod agent;
+pub mod campaign;
 pub mod channel;
 pub mod customer;
 pub mod directory;
@@ -20,14 +21,17 @@ pub mod explain;
 pub mod history;
 pub mod ids;
 pub mod kpi;
+pub mod occupancy;
 pub mod priority;
 pub mod queue;
 pub mod router;
+pub mod rules;
 pub mod time;
+pub mod wait;
 
 pub use agent::{AgentProfile, AgentState, Skill};
 pub use channel::{Channel, Identity, IdentityKind};
 pub use error::{CoreError, Result};
-pub use ids::{AgentId, ConversationId, CustomerId, OfferId, QueueId};
+pub use ids::{AgentId, CampaignId, ConversationId, CustomerId, OfferId, QueueId};
 pub use router::{Input, Output, Router, RouterConfig};
 pub use time::{DurationMs, TimeMs};

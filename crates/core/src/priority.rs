@@ -4,7 +4,7 @@
 //! Each waiting conversation gets a *virtual deadline*:
 //!
 //! ```text
-//! virtual_deadline = enqueued_at + sla_target(channel) - tier_boost - topic_boost - sentiment_boost
+//! virtual_deadline = enqueued_at + sla_target(channel) - tier_boost - topic_boost - rule_boost - sentiment_boost
 //! ```
 //!
 //! Its priority score at time `now` is `now - virtual_deadline`: how far past
@@ -47,6 +47,9 @@ pub struct PriorityBreakdown {
     pub tier_boost_ms: DurationMs,
     pub topic_boost_ms: DurationMs,
     pub sentiment_boost_ms: DurationMs,
+    /// From the routing rule that matched (see [`crate::rules`]).
+    #[serde(default)]
+    pub rule_boost_ms: DurationMs,
     pub waited_ms: DurationMs,
 }
 
@@ -74,6 +77,11 @@ pub struct PriorityInputs {
     pub topic_boost_ms: DurationMs,
     /// -1.0 (angry) .. 1.0 (happy).
     pub sentiment: Option<f64>,
+    /// The routing rule that matched, if any, and its boost.
+    #[serde(default)]
+    pub rule: Option<String>,
+    #[serde(default)]
+    pub rule_boost_ms: DurationMs,
 }
 
 impl PriorityPolicy {
@@ -104,11 +112,13 @@ impl PriorityPolicy {
             tier_boost_ms,
             topic_boost_ms: inputs.topic_boost_ms,
             sentiment_boost_ms,
+            rule_boost_ms: inputs.rule_boost_ms,
             waited_ms: 0,
         };
         let deadline = enqueued_at as i64 + inputs.channel_sla_ms as i64
             - tier_boost_ms as i64
             - inputs.topic_boost_ms as i64
+            - inputs.rule_boost_ms as i64
             - sentiment_boost_ms as i64;
         (deadline, breakdown)
     }
@@ -124,6 +134,7 @@ mod tests {
             tier: tier.map(Into::into),
             topic_boost_ms: 0,
             sentiment,
+            ..Default::default()
         }
     }
 

@@ -71,18 +71,7 @@ impl QueueConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let id = self.id.as_str();
-        if id.is_empty()
-            || id.len() > 64
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        {
-            return Err(CoreError::invalid(
-                "queue_id",
-                format!("must be 1..64 characters of [a-z0-9_-], got {id:?}"),
-            ));
-        }
+        crate::ids::check_name("queue_id", self.id.as_str())?;
         for s in &self.required {
             if s.name.is_empty() {
                 return Err(CoreError::invalid(

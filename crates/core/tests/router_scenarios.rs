@@ -11,6 +11,7 @@ use centralino_core::agent::{AgentProfile, AgentState, Skill};
 use centralino_core::explain::{Candidate, Explanation, PassedOver, Rule};
 use centralino_core::history::TransferTarget;
 use centralino_core::ids::CustomerId;
+use centralino_core::kpi::Counters;
 use centralino_core::priority::{PriorityBreakdown, PriorityInputs, PriorityPolicy};
 use centralino_core::queue::{BullseyeStep, QueueConfig, Strategy};
 use centralino_core::router::{AgentView, ConversationView, Enqueue, Phase, Restore, RevokeReason};
@@ -768,7 +769,7 @@ fn transfer_to_a_queue_waits_there_for_a_qualified_agent() {
         ),
         (c(2), "seller", "sales", Rule::AgentFreed)
     );
-    let k = s.router.kpi_report();
+    let k = s.router.kpi_report(s.now);
     let support = k.queues.iter().find(|(q, _)| q == "support").unwrap().1;
     assert_eq!((support.transfers, k.total.transfers), (1, 1));
 }
@@ -858,7 +859,7 @@ fn transfer_to_a_free_agent_is_offered_at_once() {
     assert_eq!(err, Err(CoreError::AgentNotLoggedIn(AgentId::new("ghost"))));
     assert_eq!((s.router.agent_views(), s.conv(1)), before);
     assert_eq!(
-        s.router.kpi_report().total.transfers,
+        s.router.kpi_report(s.now).total.transfers,
         1,
         "only the a → b transfer counts"
     );
@@ -1019,9 +1020,10 @@ fn kpis_of_a_small_scripted_day() {
         &QueueId::new("kpi"),
         Channel::Voice,
         Some(&AgentId::new("a")),
+        true,
     );
 
-    let k = s.router.kpi_report();
+    let k = s.router.kpi_report(s.now);
     let t = k.total;
     assert_eq!(
         (t.offered, t.answered, t.answered_within_sla, t.abandoned),
@@ -1035,15 +1037,26 @@ fn kpis_of_a_small_scripted_day() {
     assert_eq!(t.service_level(), 0.5);
     assert_eq!(t.asa_ms(), 24_000.0);
     assert_eq!(t.aht_ms(), 60_000.0);
+    // Occupancy (agents and the total only): with no after-contact work on
+    // voice here, `a` had work from 0 to 96 s (c1, then c2 offered at its
+    // wrap-up), 100 to 192 s (c4) and 200 to 201 s (c5's offer), logged in
+    // for all 201 s.
+    assert_eq!((t.busy_ms, t.staffed_ms), (189_000, 201_000));
+    assert!((t.occupancy() - 189.0 / 201.0).abs() < 1e-12);
     // The same numbers per queue and channel; the agent has no abandons.
-    assert_eq!(k.queues, vec![("kpi".to_string(), t)]);
+    let per_key = Counters {
+        busy_ms: 0,
+        staffed_ms: 0,
+        ..t
+    };
+    assert_eq!(k.queues, vec![("kpi".to_string(), per_key)]);
     assert_eq!(
         k.channels
             .iter()
             .find(|(ch, _)| *ch == Channel::Voice)
             .unwrap()
             .1,
-        t
+        per_key
     );
     assert!(
         k.channels
@@ -1064,6 +1077,7 @@ fn kpis_of_a_small_scripted_day() {
         (0, 3, 2, 0, 3, 1)
     );
     assert_eq!(a.aht_ms(), 60_000.0);
+    assert_eq!(a.occupancy(), t.occupancy());
 }
 
 // --------------------------------------------------------------- explanation
@@ -1096,6 +1110,7 @@ fn the_explanation_records_rule_score_and_priority_breakdown_with_the_sentiment_
             tier_boost_ms: 30_000,
             topic_boost_ms: 5_000,
             sentiment_boost_ms: 30_000,
+            rule_boost_ms: 0,
             waited_ms: 7_000
         }
     );
@@ -1319,7 +1334,7 @@ fn a_channel_switch_keeps_the_place_and_counts_one_contact() {
         Some(1),
         "voice's tighter SLA keeps it first"
     );
-    let k = s.router.kpi_report();
+    let k = s.router.kpi_report(s.now);
     assert_eq!(k.total.offered, 2, "two contacts, not three");
     let by = |ch: Channel| {
         k.channels
@@ -1335,7 +1350,7 @@ fn a_channel_switch_keeps_the_place_and_counts_one_contact() {
     // Rerouting a conversation the router does not hold starts a new round.
     let out = s.step(Input::Reroute(s.arrival(3, "q", Channel::Email)));
     assert_eq!(out.len(), 1);
-    assert_eq!(s.router.kpi_report().total.offered, 3);
+    assert_eq!(s.router.kpi_report(s.now).total.offered, 3);
     assert!(
         s.try_step(Input::Reroute(s.arrival(4, "nope", Channel::Email)))
             .is_err()
@@ -1528,4 +1543,208 @@ fn desktops_lost_with_a_node_give_their_offers_back_and_keep_their_assignments()
     );
     assert!(s.at(1_000 + GRACE).is_empty());
     assert!(matches!(s.conv(1).phase, Phase::Assigned { .. }));
+}
+
+// ------------------------------------------------- rules, wellbeing, KPIs
+
+/// Rules as data pick the queue by segment and language and raise a
+/// contract's priority; the explanation names the rule and its boost.
+#[test]
+fn routing_rules_pick_the_queue_and_boost_and_the_explanation_says_which() {
+    use centralino_core::rules::{Conditions, Facts, RoutingRule};
+    let mut s = Sim::new(
+        config(),
+        vec![
+            queue("general", Strategy::LongestIdle, &[]),
+            queue("business_it", Strategy::LongestIdle, &[]),
+        ],
+    );
+    let rules = vec![
+        RoutingRule {
+            name: "business-italian".into(),
+            when: Conditions {
+                segments: vec!["business".into()],
+                languages: vec!["it".into()],
+                ..Default::default()
+            },
+            queue: Some(QueueId::new("business_it")),
+            priority_boost_ms: 0,
+        },
+        RoutingRule {
+            name: "premium-contract".into(),
+            when: Conditions {
+                contracts: vec!["premium".into()],
+                ..Default::default()
+            },
+            queue: None,
+            priority_boost_ms: 40_000,
+        },
+    ];
+    // A rule naming an undefined queue is refused, with the field named.
+    let mut bad = rules.clone();
+    bad[0].queue = Some(QueueId::new("nowhere"));
+    let err = s.try_step(Input::SetRules(bad)).unwrap_err();
+    assert_eq!(err.field(), Some("rules.queue"), "{err}");
+    s.step(Input::SetRules(rules));
+
+    let business = Facts {
+        segment: Some("business"),
+        language: Some("it"),
+        ..Facts::new("billing", Channel::Chat)
+    };
+    let c1 = s.router.classify(&business).unwrap();
+    assert_eq!(
+        (c1.queue.as_str(), c1.rule.as_deref(), c1.boost_ms),
+        ("business_it", Some("business-italian"), 0)
+    );
+    let premium = Facts {
+        contract: Some("PREMIUM"),
+        ..Facts::new("billing", Channel::Voice)
+    };
+    let c2 = s.router.classify(&premium).unwrap();
+    assert_eq!(
+        (c2.queue.as_str(), c2.rule.as_deref(), c2.boost_ms),
+        ("general", Some("premium-contract"), 40_000)
+    );
+    let plain = s
+        .router
+        .classify(&Facts::new("billing", Channel::Voice))
+        .unwrap();
+    assert_eq!((plain.queue.as_str(), plain.rule), ("general", None));
+
+    // Two voice calls wait; the premium one, arriving 30 s later, is served
+    // first: its deadline is 40 s earlier.
+    s.enqueue(1, "general", Channel::Voice);
+    s.at(30_000);
+    let mut e = s.arrival(2, "general", Channel::Voice);
+    e.priority.rule = c2.rule.clone();
+    e.priority.rule_boost_ms = c2.boost_ms;
+    s.step(Input::Enqueue(e));
+    let o = one_offer(&s.login("a", &[], 100));
+    assert_eq!(o.conv, c(2));
+    assert_eq!(
+        o.explanation.routing_rule.as_deref(),
+        Some("premium-contract")
+    );
+    assert_eq!(o.explanation.priority.rule_boost_ms, 40_000);
+    assert!(
+        o.explanation
+            .summary()
+            .contains("rule premium-contract +40000 ms"),
+        "{}",
+        o.explanation.summary()
+    );
+}
+
+/// An agent over the occupancy cap rests: no new offer until its busy time
+/// in the window falls to the cap, then it takes the waiting work at once.
+#[test]
+fn an_agent_over_the_occupancy_cap_rests_until_it_is_under_again() {
+    use centralino_core::occupancy::OccupancyCap;
+    let cfg = RouterConfig {
+        occupancy_cap: Some(OccupancyCap {
+            max: 0.5,
+            window_ms: 600_000,
+        }),
+        ..config()
+    };
+    let mut s = Sim::new(cfg, vec![queue("q", Strategy::LongestIdle, &[])]);
+    s.login("a", &[], 100);
+    // Busy from 0 to 400 s: over the cap (300 s of 600) from 300 s on.
+    s.serve(1, "q", Channel::Voice);
+    s.at(300_000);
+    assert!(
+        !s.agent("a").resting,
+        "exactly at the cap is still under it"
+    );
+    let out = s.at(300_001);
+    assert!(s.agent("a").resting);
+    assert!(out.contains(&Output::AgentStateChanged {
+        agent: AgentId::new("a"),
+        state: AgentState::Resting,
+        load: 100
+    }));
+    s.at(400_000);
+    s.wrap_up("a", 1);
+    let a = s.agent("a");
+    assert_eq!((a.state, a.load, a.resting), (AgentState::Resting, 0, true));
+    // A call arrives and waits: the agent rests although it is free.
+    let out = s.enqueue(2, "q", Channel::Voice);
+    assert!(offers(&out).is_empty(), "{out:?}");
+    // 400 s busy (0 to 400 s) of a 600 s window: the window starts sliding
+    // past busy time at 600 s, and the cap (300 s) is met at 700 s; not a
+    // millisecond earlier.
+    assert!(offers(&s.at(699_999)).is_empty());
+    assert!(s.agent("a").resting);
+    let out = s.at(700_000);
+    assert_eq!(pairs(&out), vec![(2, "a".to_string())]);
+    assert!(!s.agent("a").resting);
+}
+
+/// A transferred conversation is answered once for its queue: the transfer
+/// rate is transfers over contacts, and its second leg is not a second ASA.
+#[test]
+fn a_transfer_is_counted_once_and_its_second_answer_is_not() {
+    let mut s = Sim::new(
+        config(),
+        vec![
+            queue("sales", Strategy::LongestIdle, &[]),
+            queue("care", Strategy::LongestIdle, &[("care", 2)]),
+        ],
+    );
+    s.login("a", &[], 100);
+    s.at(2_000);
+    s.serve(1, "sales", Channel::Voice);
+    s.at(5_000);
+    s.login("b", &[("care", 3)], 100);
+    s.at(20_000);
+    let out = s.step(Input::Transfer {
+        agent: AgentId::new("a"),
+        conversation: c(1),
+        to: TransferTarget::Queue(QueueId::new("care")),
+    });
+    let o = one_offer(&out);
+    assert_eq!(o.agent, "b");
+    s.at(25_000);
+    s.accept(&o);
+    let t = s.router.kpi_report(s.now).total;
+    assert_eq!((t.answered, t.transfers, t.wait_ms_total), (1, 1, 0));
+    assert_eq!(t.transfer_rate(), 1.0);
+    let b = s.router.kpi_report(s.now);
+    let b = b.agents.iter().find(|(id, _)| id == "b").unwrap().1;
+    assert_eq!(b.answered, 0, "b took over a contact already answered");
+}
+
+/// KPIs a router saved go on in the router that takes over: its counts add
+/// to them, for agents and queues it meets later too.
+#[test]
+fn kpis_carried_from_an_earlier_router_go_on_counting() {
+    let mut old = Sim::new(config(), vec![queue("q", Strategy::LongestIdle, &[])]);
+    old.login("a", &[], 100);
+    old.serve(1, "q", Channel::Voice);
+    old.at(10_000);
+    old.wrap_up("a", 1);
+    let saved = old.router.kpi_report(old.now);
+
+    let mut new = Sim {
+        router: Router::new(config()),
+        now: 20_000,
+    };
+    new.router.carry_kpis(&saved);
+    // Before the queue and the agent exist here, their counts are kept.
+    let early = new.router.kpi_report(new.now);
+    assert_eq!(early.total, saved.total);
+    assert_eq!(early.queues, saved.queues);
+    new.step(Input::UpsertQueue(queue("q", Strategy::LongestIdle, &[])));
+    new.login("a", &[], 100);
+    new.serve(2, "q", Channel::Voice);
+    new.at(30_000);
+    new.wrap_up("a", 2);
+    let k = new.router.kpi_report(new.now);
+    assert_eq!((k.total.answered, k.total.handled), (2, 2));
+    assert_eq!(k.queues.len(), 1);
+    let a = k.agents.iter().find(|(id, _)| id == "a").unwrap().1;
+    assert_eq!((a.answered, a.handle_ms_total), (2, 20_000));
+    // 10 s logged in and busy before, 10 s of 10 s here.
+    assert_eq!((a.busy_ms, a.staffed_ms), (20_000, 20_000));
 }

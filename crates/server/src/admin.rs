@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use centralino_actors::Hub;
+use centralino_actors::campaign::Campaigns;
 use centralino_actors::wire::{RouterReply, RouterRequest};
 use centralino_core::kpi::Counters;
 use centralino_core::router::Phase;
-use centralino_core::{Input, QueueId};
+use centralino_core::{CampaignId, CoreError, Input, QueueId};
 use centralino_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -26,6 +27,12 @@ impl AdminService {
     async fn router(&self, req: RouterRequest) -> Result<RouterReply, Status> {
         self.hub.ask_router(req).await.map_err(status)
     }
+
+    fn campaigns(&self) -> Result<&std::sync::Arc<Campaigns>, Status> {
+        self.hub.campaigns().ok_or_else(|| {
+            Status::unavailable("campaigns are not available on this node yet; retry")
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -40,6 +47,35 @@ impl pb::admin_server::Admin for AdminService {
         self.router(RouterRequest::Step(Input::UpsertQueue(cfg)))
             .await?;
         Ok(Response::new(reply))
+    }
+
+    #[tracing::instrument(skip_all, fields(rules = req.get_ref().rules.len()))]
+    async fn set_routing_rules(
+        &self,
+        req: Request<pb::RoutingRules>,
+    ) -> Result<Response<pb::RoutingRules>, Status> {
+        let rules = convert::routing_rules(req.get_ref())?;
+        // The router checks them against the queues it has, and applies
+        // them; then they are stored for a router that takes over. Setting
+        // the same list again is harmless, so a failed store is retried by
+        // sending the request again.
+        self.router(RouterRequest::SetRules(rules.clone())).await?;
+        self.hub.cluster().save_rules(&rules).await.map_err(|e| {
+            Status::unavailable(format!(
+                "the routing rules are in use but could not be stored for a router that takes over ({e}); send them again"
+            ))
+        })?;
+        Ok(Response::new(convert::routing_rules_to_pb(&rules)))
+    }
+
+    async fn get_routing_rules(
+        &self,
+        _req: Request<pb::GetRoutingRulesRequest>,
+    ) -> Result<Response<pb::RoutingRules>, Status> {
+        let RouterReply::Rules(rules) = self.router(RouterRequest::Rules).await? else {
+            return Err(unexpected("router"));
+        };
+        Ok(Response::new(convert::routing_rules_to_pb(&rules)))
     }
 
     async fn list_nodes(
@@ -124,6 +160,7 @@ impl pb::admin_server::Admin for AdminService {
                 skills: convert::skills_to_pb(&a.skills),
                 conversation_ids: a.conversations.iter().map(ToString::to_string).collect(),
                 queue_ids: a.queues.iter().map(ToString::to_string).collect(),
+                resting: a.resting,
             })
             .collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
@@ -160,6 +197,36 @@ impl pb::admin_server::Admin for AdminService {
             .collect();
         Ok(Response::new(pb::ListConversationsResponse {
             conversations,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(campaign = %req.get_ref().campaign_id))]
+    async fn start_campaign(
+        &self,
+        req: Request<pb::Campaign>,
+    ) -> Result<Response<pb::CampaignView>, Status> {
+        self.start(req.get_ref()).await.map(Response::new)
+    }
+
+    async fn get_campaign(
+        &self,
+        req: Request<pb::GetCampaignRequest>,
+    ) -> Result<Response<pb::CampaignView>, Status> {
+        self.view(&req.get_ref().campaign_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_campaigns(
+        &self,
+        _req: Request<pb::ListCampaignsRequest>,
+    ) -> Result<Response<pb::ListCampaignsResponse>, Status> {
+        let all = self.campaigns()?.list().await.map_err(status)?;
+        Ok(Response::new(pb::ListCampaignsResponse {
+            campaigns: all
+                .iter()
+                .map(|(r, replied)| convert::campaign_view_to_pb(r, *replied))
+                .collect(),
         }))
     }
 
@@ -200,6 +267,45 @@ impl pb::admin_server::Admin for AdminService {
     }
 }
 
+/// Proactive outbound (the three campaign RPCs of [`AdminService`]).
+impl AdminService {
+    async fn start(&self, c: &pb::Campaign) -> Result<pb::CampaignView, Status> {
+        let spec = convert::campaign_spec(c)?;
+        if let Some(f) = &spec.follow_up {
+            let RouterReply::Queues(queues) = self.router(RouterRequest::Queues).await? else {
+                return Err(unexpected("router"));
+            };
+            if !queues.iter().any(|q| q.config.id == f.queue) {
+                return Err(Status::not_found(format!(
+                    "follow_up.queue_id: queue {} does not exist; define it with Admin.UpsertQueue",
+                    f.queue
+                )));
+            }
+        }
+        let record = self
+            .campaigns()?
+            .start(&self.hub, spec)
+            .await
+            .map_err(status)?;
+        crate::metrics::campaign_started();
+        Ok(convert::campaign_view_to_pb(&record, 0))
+    }
+
+    async fn view(&self, id: &str) -> Result<pb::CampaignView, Status> {
+        if id.trim().is_empty() {
+            return Err(convert::invalid("campaign_id", "is required"));
+        }
+        let id = CampaignId::new(id.trim());
+        let (record, replied) = self
+            .campaigns()?
+            .view(&id)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| status(CoreError::UnknownCampaign(id).into()))?;
+        Ok(convert::campaign_view_to_pb(&record, replied))
+    }
+}
+
 fn kpi(key: &str, c: &Counters, waiting: u32) -> pb::Kpi {
     pb::Kpi {
         key: key.to_owned(),
@@ -213,5 +319,12 @@ fn kpi(key: &str, c: &Counters, waiting: u32) -> pb::Kpi {
         transfers: c.transfers,
         resolved: c.resolved,
         waiting,
+        abandonment_rate: c.abandonment_rate(),
+        transfer_rate: c.transfer_rate(),
+        resolved_first_contact: c.resolved_first_contact,
+        first_contact_resolution: c.first_contact_resolution(),
+        busy_ms: c.busy_ms,
+        staffed_ms: c.staffed_ms,
+        occupancy: c.occupancy(),
     }
 }

@@ -13,6 +13,14 @@ use centralino_core::{
 use centralino_proto::v1 as pb;
 use tonic::Status;
 
+/// Campaigns, bot hand-overs and what they add to the history.
+mod outreach;
+pub use outreach::*;
+
+/// Routing rules (`Admin.SetRoutingRules`).
+mod rules;
+pub use rules::*;
+
 /// Longest identity address, agent id, topic, disposition, and the like.
 pub const MAX_SHORT_TEXT: usize = 256;
 /// Most identities a contact may link at once.
@@ -122,6 +130,13 @@ pub fn attributes(field: &str, a: Option<&pb::CustomerAttributes>) -> Result<Att
         tier: opt("tier", &a.tier)?,
         segment: opt("segment", &a.segment)?,
         language: opt("language", &a.language)?,
+        contract: opt("contract", &a.contract)?,
+        preferred_channel: optional_channel(
+            &format!("{field}.preferred_channel"),
+            a.preferred_channel,
+        )?,
+        time_zone: time_zone(&format!("{field}.time_zone"), &a.time_zone)?,
+        do_not_contact: consent(&format!("{field}.consent"), a.consent.as_ref())?,
     })
 }
 
@@ -130,6 +145,12 @@ pub fn attributes_to_pb(a: &Attributes) -> pb::CustomerAttributes {
         tier: a.tier.clone().unwrap_or_default(),
         segment: a.segment.clone().unwrap_or_default(),
         language: a.language.clone().unwrap_or_default(),
+        contract: a.contract.clone().unwrap_or_default(),
+        preferred_channel: a.preferred_channel.map_or(0, channel_to_pb),
+        time_zone: a.time_zone.clone().unwrap_or_default(),
+        consent: a.do_not_contact.as_ref().map(|d| pb::ContactConsent {
+            do_not_contact: d.iter().map(|c| channel_to_pb(*c)).collect(),
+        }),
     }
 }
 
@@ -272,6 +293,7 @@ pub fn agent_state_to_pb(s: AgentState) -> i32 {
         AgentState::Busy => pb::AgentState::Busy,
         AgentState::Away => pb::AgentState::Away,
         AgentState::WrapUp => pb::AgentState::WrapUp,
+        AgentState::Resting => pb::AgentState::Resting,
     }) as i32
 }
 
@@ -282,6 +304,8 @@ pub fn conversation_state_to_pb(s: ConversationState) -> i32 {
         ConversationState::Assigned => pb::ConversationState::Assigned,
         ConversationState::WrappedUp => pb::ConversationState::WrappedUp,
         ConversationState::Resolved => pb::ConversationState::Resolved,
+        ConversationState::Notified => pb::ConversationState::Notified,
+        ConversationState::Abandoned => pb::ConversationState::Abandoned,
     }) as i32
 }
 
@@ -420,6 +444,7 @@ pub fn explanation_to_pb(e: &Explanation) -> pb::Explanation {
             topic_boost_ms: e.priority.topic_boost_ms as i64,
             sentiment_boost_ms: e.priority.sentiment_boost_ms as i64,
             waited_ms: e.priority.waited_ms as i64,
+            rule_boost_ms: e.priority.rule_boost_ms as i64,
         }),
         bullseye_step: e.bullseye_step as u32,
         candidates: e
@@ -441,6 +466,7 @@ pub fn explanation_to_pb(e: &Explanation) -> pb::Explanation {
             })
             .collect(),
         summary: e.summary(),
+        routing_rule: e.routing_rule.clone().unwrap_or_default(),
     }
 }
 
@@ -524,10 +550,15 @@ pub fn event_to_pb(e: &HistoryEvent) -> pb::HistoryEvent {
             disposition: disposition.clone(),
         }),
         EventKind::Resolved { by } => h::Kind::Resolved(h::Resolved { by: by.clone() }),
+        EventKind::Abandoned { channel } => h::Kind::Abandoned(h::Abandoned {
+            channel: channel_to_pb(*channel),
+        }),
         EventKind::IdentityLinked { identity } => h::Kind::IdentityLinked(h::IdentityLinked {
             identity: Some(identity_to_pb(identity)),
         }),
-        EventKind::Merged { from, identities } => h::Kind::Merged(h::Merged {
+        EventKind::Merged {
+            from, identities, ..
+        } => h::Kind::Merged(h::Merged {
             from_customer_id: from.to_string(),
             identities: identities.iter().map(identity_to_pb).collect(),
         }),
@@ -541,6 +572,7 @@ pub fn event_to_pb(e: &HistoryEvent) -> pb::HistoryEvent {
         EventKind::MergedInto { into } => h::Kind::MergedInto(h::MergedInto {
             into_customer_id: into.to_string(),
         }),
+        EventKind::Notice { .. } | EventKind::BotTranscript { .. } => outreach_event_to_pb(&e.kind),
     };
     pb::HistoryEvent {
         seq: e.seq,

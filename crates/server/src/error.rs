@@ -13,6 +13,9 @@ pub fn status(e: ActorError) -> Status {
             Status::unavailable(format!("{j}; the change was not applied, retry"))
         }
         ActorError::Unavailable(m) => Status::unavailable(format!("{m}; retry")),
+        ActorError::Fenced(m) => {
+            Status::unavailable(format!("{m}: another node took it over; retry"))
+        }
     }
 }
 
@@ -32,5 +35,7 @@ fn core_status(e: CoreError) -> Status {
         CoreError::Merged { .. } => Status::failed_precondition(format!(
             "conversation_id: {m}; its conversation continues in that customer's"
         )),
+        CoreError::UnknownCampaign(_) => Status::not_found(format!("campaign_id: {m}")),
+        CoreError::CampaignExists(_) => Status::already_exists(format!("campaign_id: {m}")),
     }
 }

@@ -8,9 +8,10 @@ use centralino_actors::wire::{
     CustomerReply, CustomerRequest, NewCustomer, RouterReply, RouterRequest,
 };
 use centralino_actors::{ActorError, JournalError};
-use centralino_core::CustomerId;
-use centralino_core::customer::Contact;
+use centralino_core::customer::{Contact, ConversationState};
+use centralino_core::history::{EventKind, HistoryEvent};
 use centralino_core::router::Phase;
+use centralino_core::{Channel, CoreError, CustomerId, Identity};
 use centralino_proto::v1 as pb;
 use futures::Stream;
 use tokio_stream::StreamExt;
@@ -59,6 +60,70 @@ impl GatewayService {
             None => Err(invalid("who", "set identity or customer_id")),
         }
     }
+
+    /// A contact of the customer's (a message or a bot's hand-over): the
+    /// identity resolved (linking `links`), the request `make` builds from
+    /// the identities linked now asked of the customer's actor.
+    /// A contact (`make` builds its request from the identities newly
+    /// linked and, for a customer it makes up, what creating it takes) for
+    /// the customer its identities resolve to.
+    async fn contact_customer(
+        &self,
+        identity: &Identity,
+        links: &[Identity],
+        make: impl Fn(Vec<Identity>, Option<NewCustomer>) -> CustomerRequest,
+    ) -> Result<pb::SubmitContactResponse, Status> {
+        // A new customer's identity can be taken by a first contact of the
+        // same identity elsewhere at the same moment: then it is that
+        // customer's, and the contact goes there.
+        let mut attempt = 0;
+        let (resolution, outcome) = loop {
+            attempt += 1;
+            let resolution = self.hub.resolve(identity, links).await.map_err(status)?;
+            let new = resolution.created.then(|| NewCustomer {
+                link: resolution.pending.clone(),
+            });
+            let request = make(resolution.linked.clone(), new);
+            match self.hub.ask_customer(resolution.customer, request).await {
+                Ok(CustomerReply::Contact(outcome)) => break (resolution, outcome),
+                Ok(_) => return Err(unexpected("customer")),
+                Err(ActorError::Journal(JournalError::Taken { identity, customer }))
+                    if attempt == 1 =>
+                {
+                    self.hub.cluster().identity_of(&identity, customer);
+                }
+                Err(e) => return Err(status(e)),
+            }
+        };
+        // Linked identities that another customer has: the same person,
+        // merged into the contact's customer (the contact is acknowledged
+        // either way; a merge that fails is retried by the next contact
+        // that links them).
+        for (other, absorbed) in &resolution.conflicts {
+            if let Err(e) = self.hub.merge(resolution.customer, *absorbed).await {
+                tracing::warn!(survivor = %resolution.customer, %absorbed, identity = %other, error = %e, "customers not merged");
+            }
+        }
+        Ok(pb::SubmitContactResponse {
+            // The conversation's: a merged customer's contact joins the survivor's.
+            customer_id: outcome.conversation.customer.to_string(),
+            conversation_id: outcome.conversation.to_string(),
+            seq: outcome.seq,
+            joined_existing: outcome.joined_existing,
+        })
+    }
+}
+
+/// The channel a closed conversation was last on: its latest contact's or
+/// routing's.
+fn last_channel(history: &[HistoryEvent]) -> Option<Channel> {
+    history.iter().rev().find_map(|e| match &e.kind {
+        EventKind::CustomerMessage { channel, .. }
+        | EventKind::BotTranscript { channel, .. }
+        | EventKind::Queued { channel, .. }
+        | EventKind::Notice { channel, .. } => Some(*channel),
+        _ => None,
+    })
 }
 
 type Deliveries = Pin<Box<dyn Stream<Item = Result<pb::Delivery, Status>> + Send>>;
@@ -92,48 +157,33 @@ impl pb::gateway_server::Gateway for GatewayService {
             sentiment: convert::sentiment("sentiment", r.sentiment)?,
             attributes: convert::attributes("attributes", r.attributes.as_ref())?,
         };
-        // A new customer's identity can be taken by a first contact of the
-        // same identity elsewhere at the same moment: then it is that
-        // customer's, and the contact goes there.
-        let mut attempt = 0;
-        let (resolution, outcome) = loop {
-            attempt += 1;
-            let resolution = self.hub.resolve(&identity, &links).await.map_err(status)?;
-            let request = CustomerRequest::Contact {
+        let response = self
+            .contact_customer(&identity, &links, |linked, new| CustomerRequest::Contact {
                 contact: contact.clone(),
-                linked: resolution.linked.clone(),
-                new: resolution.created.then(|| NewCustomer {
-                    link: resolution.pending.clone(),
-                }),
-            };
-            match self.hub.ask_customer(resolution.customer, request).await {
-                Ok(CustomerReply::Contact(outcome)) => break (resolution, outcome),
-                Ok(_) => return Err(unexpected("customer")),
-                Err(ActorError::Journal(JournalError::Taken { identity, customer }))
-                    if attempt == 1 =>
-                {
-                    self.hub.cluster().identity_of(&identity, customer);
-                }
-                Err(e) => return Err(status(e)),
-            }
-        };
-        // Linked identities that another customer has: the same person,
-        // merged into the contact's customer (the contact is acknowledged
-        // either way; a merge that fails is retried by the next contact
-        // that links them).
-        for (other, absorbed) in &resolution.conflicts {
-            if let Err(e) = self.hub.merge(resolution.customer, *absorbed).await {
-                tracing::warn!(survivor = %resolution.customer, %absorbed, identity = %other, error = %e, "customers not merged");
-            }
-        }
+                linked,
+                new,
+            })
+            .await?;
         metrics::contact(channel);
-        Ok(Response::new(pb::SubmitContactResponse {
-            // The conversation's: a merged customer's contact joins the survivor's.
-            customer_id: outcome.conversation.customer.to_string(),
-            conversation_id: outcome.conversation.to_string(),
-            seq: outcome.seq,
-            joined_existing: outcome.joined_existing,
-        }))
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(skip_all, fields(bot = %req.get_ref().bot_id, channel = req.get_ref().channel))]
+    async fn hand_over(
+        &self,
+        req: Request<pb::HandOverRequest>,
+    ) -> Result<Response<pb::SubmitContactResponse>, Status> {
+        let (hand_over, links) = convert::hand_over(req.get_ref())?;
+        let (identity, channel) = (hand_over.identity.clone(), hand_over.channel);
+        let response = self
+            .contact_customer(&identity, &links, |linked, new| CustomerRequest::HandOver {
+                hand_over: Box::new(hand_over.clone()),
+                linked,
+                new,
+            })
+            .await?;
+        metrics::hand_over(channel);
+        Ok(Response::new(response))
     }
 
     type DeliveriesStream = Deliveries;
@@ -161,6 +211,7 @@ impl pb::gateway_server::Gateway for GatewayService {
                 agent_id: d.agent.to_string(),
                 text: d.text,
                 seq: d.seq,
+                campaign_id: d.campaign.map(|c| c.to_string()).unwrap_or_default(),
             })
         });
         let end = futures::stream::once(async { Err(Closing::status()) });
@@ -213,6 +264,39 @@ impl pb::gateway_server::Gateway for GatewayService {
         }))
     }
 
+    async fn abandon(
+        &self,
+        req: Request<pb::AbandonRequest>,
+    ) -> Result<Response<pb::AbandonResponse>, Status> {
+        let r = req.into_inner();
+        let identity = convert::identity("identity", r.identity.as_ref())?;
+        let channel = convert::channel("channel", r.channel)?;
+        let id = self
+            .hub
+            .lookup(&identity)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found("identity: no customer has this identity"))?;
+        let reply = self
+            .hub
+            .ask_customer(id, CustomerRequest::Abandon { channel })
+            .await
+            .map_err(|e| match e {
+                // Not waiting: a state to wait out, not a malformed request.
+                ActorError::Core(CoreError::Invalid { message, .. }) => {
+                    Status::failed_precondition(format!("identity: {message}"))
+                }
+                e => status(e),
+            })?;
+        let CustomerReply::Abandoned(conversation, seq) = reply else {
+            return Err(unexpected("customer"));
+        };
+        Ok(Response::new(pb::AbandonResponse {
+            conversation_id: conversation.to_string(),
+            seq,
+        }))
+    }
+
     async fn get_conversation(
         &self,
         req: Request<pb::GetConversationRequest>,
@@ -238,6 +322,18 @@ impl pb::gateway_server::Gateway for GatewayService {
             ..Default::default()
         };
         let Some(conv) = &customer.open else {
+            // Closed: the customer sees how it ended, from the archive.
+            let closed = self.hub.journal().last_closed(id).await;
+            if let Some((id, history)) = closed.map_err(|e| status(e.into()))? {
+                let ended = match history.last().map(|e| &e.kind) {
+                    Some(EventKind::Abandoned { .. }) => ConversationState::Abandoned,
+                    _ => ConversationState::Resolved,
+                };
+                view.conversation_id = id.to_string();
+                view.state = convert::conversation_state_to_pb(ended);
+                view.channel = last_channel(&history).map_or(0, convert::channel_to_pb);
+                view.history = history.iter().map(convert::event_to_pb).collect();
+            }
             return Ok(Response::new(view));
         };
         view.conversation_id = conv.id.to_string();
@@ -259,9 +355,16 @@ impl pb::gateway_server::Gateway for GatewayService {
             .iter()
             .map(convert::event_to_pb)
             .collect();
-        let RouterReply::Conversation(routed) = self
+        // Only a conversation with routing has a place in a queue.
+        if !matches!(
+            conv.state,
+            ConversationState::Queued | ConversationState::Offered
+        ) {
+            return Ok(Response::new(view));
+        }
+        let RouterReply::Status(routed, estimate) = self
             .hub
-            .ask_router(RouterRequest::Conversation(conv.id))
+            .ask_router(RouterRequest::Status(conv.id))
             .await
             .map_err(status)?
         else {
@@ -269,6 +372,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         };
         if let Some(v) = routed.filter(|v| v.phase == Phase::Waiting) {
             view.position = v.position.unwrap_or(0);
+            view.wait_estimate = estimate.as_ref().map(convert::wait_estimate_to_pb);
         }
         Ok(Response::new(view))
     }

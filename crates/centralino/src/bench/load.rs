@@ -321,8 +321,7 @@ async fn generate(
             sentiment: c.sentiment,
             attributes: Some(pb::CustomerAttributes {
                 tier: c.tier.clone(),
-                segment: String::new(),
-                language: String::new(),
+                ..Default::default()
             }),
             link_identities: vec![],
         };

@@ -149,7 +149,14 @@ impl Recording {
         let mut topic = String::new();
         for e in events {
             match &e.kind {
+                // A bot's hand-over is the customer's contact too.
                 EventKind::CustomerMessage {
+                    channel,
+                    topic: t,
+                    sentiment,
+                    ..
+                }
+                | EventKind::BotTranscript {
                     channel,
                     topic: t,
                     sentiment,
@@ -224,7 +231,11 @@ impl Recording {
                         r.end_episode(e.at, AfterService::Transfer(to.clone()));
                     }
                 }
-                EventKind::WrappedUp { .. } | EventKind::Resolved { .. } => {
+                // An abandoned round was never served: it is skipped (the
+                // replay does not model customers' patience).
+                EventKind::WrappedUp { .. }
+                | EventKind::Resolved { .. }
+                | EventKind::Abandoned { .. } => {
                     if let Some(r) = round.take() {
                         self.close(conversation, r, e.at, recorded.priority);
                     }
@@ -237,7 +248,9 @@ impl Recording {
                 | EventKind::IdentityLinked { .. }
                 | EventKind::Merged { .. }
                 | EventKind::Absorbed { .. }
-                | EventKind::MergedInto { .. } => {}
+                | EventKind::MergedInto { .. }
+                // A notice starts no routing; its follow-up is `Queued`.
+                | EventKind::Notice { .. } => {}
             }
         }
         // A history ends with its resolve; one that does not (written by
@@ -515,6 +528,7 @@ mod tests {
                     ..Default::default()
                 },
                 bullseye_step: step,
+                routing_rule: None,
                 candidates: vec![
                     Candidate {
                         agent: agent.into(),

@@ -144,7 +144,7 @@ pub fn simulate(
         sim.sample(now);
     }
     Ok(Outcome {
-        kpis: sim.router.kpi_report(),
+        kpis: sim.router.kpi_report(sim.clock),
         contacts: sim.results,
         agents: agents
             .iter()
@@ -307,10 +307,9 @@ impl Sim<'_> {
             priority: PriorityInputs {
                 // The router takes the SLA target and the topic's boost
                 // from the queue it routes to.
-                channel_sla_ms: 0,
                 tier: c.tier.clone(),
-                topic_boost_ms: 0,
                 sentiment: c.sentiment,
+                ..PriorityInputs::default()
             },
             last_agent: self.last_agent.get(&c.customer).cloned(),
             not_before: c.not_before,

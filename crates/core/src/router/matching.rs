@@ -71,8 +71,8 @@ impl Router {
             None => {
                 let qx = self.queues.len() as QueueIx;
                 self.queue_ix.insert(cfg.id.clone(), qx);
+                self.kpis.add_queue(cfg.id.as_str());
                 self.queues.push(QueueState::new(cfg));
-                self.kpis.add_queue();
                 qx
             }
         };
@@ -107,29 +107,16 @@ impl Router {
             None => {
                 let ax = self.agents.len() as AgentIx;
                 self.agent_ix.insert(profile.id.clone(), ax);
-                self.agents.push(AgentSlot {
-                    id: profile.id.clone(),
-                    profile: profile.clone(),
-                    logged_in: false,
-                    session: None,
-                    absent_until: None,
-                    away,
-                    load: 0,
-                    idle_since: now,
-                    last_offer: 0,
-                    queues: Vec::new(),
-                    personal: BTreeMap::new(),
-                    holding: Vec::new(),
-                    indexed: false,
-                    reported: crate::agent::AgentState::Offline,
-                });
-                self.kpis.add_agent();
+                self.agents
+                    .push(AgentSlot::new(profile.clone(), now, away, &self.cfg));
+                self.kpis.add_agent(profile.id.as_str());
                 ax
             }
         };
         self.reindex(ax, |a| {
             if !a.logged_in {
                 a.idle_since = now;
+                a.staffed_since = Some(now);
             }
             a.logged_in = true;
             // Back: an absent agent keeps what it held (see `recovery`).
@@ -166,7 +153,10 @@ impl Router {
             a.logged_in = false;
             a.absent_until = None;
             a.load = 0;
+            a.staffed_ms = a.staffed_ms(now);
+            a.staffed_since = None;
         });
+        self.load_changed(now, ax);
         let mut requeue = Vec::new();
         for conv in holding {
             let Some(e) = self.entries.get_mut(&conv) else {
@@ -318,6 +308,7 @@ impl Router {
                 target: None,
                 last_agent,
                 declined: Vec::new(),
+                answered: false,
                 phase: if scheduled.is_some() {
                     Phase::Scheduled
                 } else {
@@ -376,6 +367,7 @@ impl Router {
             Phase::Scheduled | Phase::Assigned { .. } | Phase::WrapUp { .. } => {}
         }
         if abandoned
+            && !e.answered
             && matches!(
                 e.phase,
                 Phase::Waiting | Phase::Offered { .. } | Phase::Scheduled
@@ -409,13 +401,17 @@ impl Router {
         let waited_ms = now.saturating_sub(e.enqueued_at);
         let within = waited_ms <= e.breakdown.sla_target_ms;
         let (qx, channel) = (e.queue, e.channel);
+        let first_answer = !std::mem::replace(&mut e.answered, true);
         // An assigned conversation no longer widens (a transfer or a requeue
         // schedules its next step afresh): drop the pending step timer now
         // rather than keep it in the timer set until it fires stale.
         if let Some(timer) = bullseye {
             self.timers.remove(&timer);
         }
-        self.kpis.answered(qx, channel, ax, waited_ms, within);
+        if first_answer {
+            self.kpis.answered(qx, channel, ax, waited_ms, within);
+        }
+        self.answers.entry(qx).or_default().answered(now);
         out.push(Output::Assigned {
             offer,
             conversation: conv,
@@ -823,6 +819,7 @@ impl Router {
             score_ms: e.rank.score(now),
             priority,
             bullseye_step: e.step,
+            routing_rule: e.inputs.rule.clone(),
             candidates,
         });
         self.reindex(ax, |a| {
@@ -830,6 +827,7 @@ impl Router {
             a.last_offer = offer.0;
             a.holding.push(conv);
         });
+        self.load_changed(now, ax);
         debug_assert!(self.agents[ax as usize].load <= self.agents[ax as usize].profile.capacity);
         self.offers.insert(offer, conv);
         self.offer_expiries.push_back((expires_at, offer));
@@ -866,6 +864,35 @@ impl Router {
         }
         if a.load == 0 {
             a.idle_since = now;
+        }
+        self.load_changed(now, ax);
+    }
+
+    /// After the agent's load changed: its busy time, and the occupancy cap.
+    pub(super) fn load_changed(&mut self, now: TimeMs, ax: AgentIx) {
+        let a = &mut self.agents[ax as usize];
+        let busy = a.load > 0;
+        a.busy.set(now, busy);
+        self.check_cap(now, ax);
+    }
+
+    /// Whether the agent is over the occupancy cap at `now`; it takes no new
+    /// work while it is. Schedules the next check when one can change that.
+    pub(super) fn check_cap(&mut self, now: TimeMs, ax: AgentIx) {
+        let Some(cap) = self.cfg.occupancy_cap else {
+            return;
+        };
+        let a = &mut self.agents[ax as usize];
+        let (over, next) = a.busy.check(now, &cap);
+        if let Some(old) = a.cap_check.take() {
+            self.timers.remove(&(old, Timer::Occupancy(ax)));
+        }
+        if let Some(at) = next {
+            self.agents[ax as usize].cap_check = Some(at);
+            self.timers.insert((at, Timer::Occupancy(ax)));
+        }
+        if self.agents[ax as usize].capped != over {
+            self.reindex(ax, |a| a.capped = over);
         }
     }
 

@@ -26,6 +26,7 @@
 //! not declined it within the last `decline_ttl_ms`; a conversation
 //! transferred to a named agent is eligible only for that agent.
 
+mod estimate;
 mod matching;
 mod recovery;
 mod state;
@@ -47,6 +48,7 @@ use crate::ids::{AgentId, ConversationId, OfferId, QueueId};
 use crate::kpi::Kpis;
 use crate::priority::PriorityInputs;
 use crate::queue::QueueConfig;
+use crate::rules::{Facts, RoutingRule};
 use crate::time::TimeMs;
 
 use state::{AgentIx, AgentSlot, Entry, QueueIx, QueueState, Timer};
@@ -113,6 +115,17 @@ pub enum Input {
     },
     /// A router started held may offer again (see [`Router::hold`]).
     Resume,
+    /// Replaces the routing rules (see [`crate::rules`]); every queue they
+    /// name must be defined.
+    SetRules(Vec<RoutingRule>),
+}
+
+/// Where a contact goes, and which rule decided it (see [`Router::classify`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classification {
+    pub queue: QueueId,
+    pub rule: Option<String>,
+    pub boost_ms: crate::time::DurationMs,
 }
 
 /// A conversation entering routing.
@@ -214,6 +227,9 @@ pub struct Router {
     kpis: Kpis,
     /// Held (no offers) until then: see [`Router::hold`].
     held_until: Option<TimeMs>,
+    /// Each queue's latest answers, for estimated waits (`crate::wait`).
+    answers: FxHashMap<QueueIx, crate::wait::AnswerLog>,
+    rules: Vec<RoutingRule>,
 }
 
 impl Router {
@@ -233,6 +249,8 @@ impl Router {
             next_seq: 1,
             kpis: Kpis::default(),
             held_until: None,
+            answers: FxHashMap::default(),
+            rules: Vec::new(),
         }
     }
 
@@ -293,6 +311,11 @@ impl Router {
                 self.resume(now, out);
                 Ok(())
             }
+            Input::SetRules(rules) => {
+                crate::rules::validate(&rules, |q| self.queue_ix.contains_key(q))?;
+                self.rules = rules;
+                Ok(())
+            }
         }
     }
 
@@ -311,13 +334,45 @@ impl Router {
             .map(|q| q.cfg.id.clone())
     }
 
-    /// Records a resolution for the KPIs.
-    pub fn note_resolved(&mut self, queue: &QueueId, channel: Channel, agent: Option<&AgentId>) {
+    /// The routing rules, in the order they are tried.
+    pub fn rules(&self) -> &[RoutingRule] {
+        &self.rules
+    }
+
+    /// Where a contact goes: the first matching rule's queue (else the
+    /// topic's, see [`Router::queue_for_topic`]) and that rule's boost.
+    /// `None` when no queue is defined.
+    pub fn classify(&self, facts: &Facts<'_>) -> Option<Classification> {
+        let rule = crate::rules::first_match(&self.rules, facts);
+        let queue = rule
+            .and_then(|r| r.queue.clone())
+            .filter(|q| self.has_queue(q))
+            .or_else(|| self.queue_for_topic(facts.topic))?;
+        Some(Classification {
+            queue,
+            rule: rule.map(|r| r.name.clone()),
+            boost_ms: rule.map_or(0, |r| r.priority_boost_ms),
+        })
+    }
+
+    /// Records a resolution for the KPIs; `first_contact`: one agent took
+    /// the conversation and resolved it, with no transfer (see
+    /// [`crate::customer::Conversation::resolved_at_first_contact`]).
+    pub fn note_resolved(
+        &mut self,
+        queue: &QueueId,
+        channel: Channel,
+        agent: Option<&AgentId>,
+        first_contact: bool,
+    ) {
         let Some(&qx) = self.queue_ix.get(queue) else {
             return;
         };
         let ax = agent.and_then(|a| self.agent_ix.get(a)).copied();
-        self.kpis.each(qx, channel, ax, |c| c.resolved += 1);
+        self.kpis.each(qx, channel, ax, |c| {
+            c.resolved += 1;
+            c.resolved_first_contact += u64::from(first_contact);
+        });
     }
 
     /// The earliest pending timer, so a driver knows when to call `tick`.

@@ -21,8 +21,6 @@
 //! `reconnect_grace_ms` for the desktop to log in again, through any node,
 //! and are queued again (keeping their place) if it does not.
 
-use std::collections::BTreeMap;
-
 use crate::agent::AgentProfile;
 use crate::channel::FULL_CAPACITY;
 use crate::error::{CoreError, Result};
@@ -116,6 +114,8 @@ impl Router {
                 target: None,
                 last_agent: None,
                 declined: Vec::new(),
+                // Counted by the router that assigned it.
+                answered: true,
                 phase: Phase::Assigned { since: r.since },
                 agent: Some(ax),
             },
@@ -127,6 +127,7 @@ impl Router {
             a.load = a.load.saturating_add(channel.cost());
             a.holding.push(conv);
         });
+        self.load_changed(now, ax);
         self.report(ax, out);
         Ok(())
     }
@@ -146,33 +147,23 @@ impl Router {
             None => {
                 let ax = self.agents.len() as AgentIx;
                 self.agent_ix.insert(agent.clone(), ax);
-                self.agents.push(AgentSlot {
+                let profile = AgentProfile {
                     id: agent.clone(),
-                    profile: AgentProfile {
-                        id: agent.clone(),
-                        name: agent.to_string(),
-                        skills: Vec::new(),
-                        languages: Vec::new(),
-                        capacity: FULL_CAPACITY,
-                    },
-                    logged_in: false,
-                    session: None,
-                    absent_until: None,
-                    away: false,
-                    load: 0,
-                    idle_since: now,
-                    last_offer: 0,
-                    queues: Vec::new(),
-                    personal: BTreeMap::new(),
-                    holding: Vec::new(),
-                    indexed: false,
-                    reported: crate::agent::AgentState::Offline,
-                });
-                self.kpis.add_agent();
+                    name: agent.to_string(),
+                    skills: Vec::new(),
+                    languages: Vec::new(),
+                    capacity: FULL_CAPACITY,
+                };
+                self.agents
+                    .push(AgentSlot::new(profile, now, false, &self.cfg));
+                self.kpis.add_agent(agent.as_str());
                 ax
             }
         };
-        self.reindex(ax, |a| a.logged_in = true);
+        self.reindex(ax, |a| {
+            a.logged_in = true;
+            a.staffed_since.get_or_insert(now);
+        });
         self.make_absent(now, ax, out);
         ax
     }

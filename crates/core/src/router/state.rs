@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{AgentProfile, AgentState};
 use crate::channel::{Channel, MIN_COST};
 use crate::ids::{AgentId, ConversationId, OfferId};
+use crate::occupancy::{Busy, OccupancyCap};
 use crate::priority::{PriorityBreakdown, PriorityInputs, PriorityPolicy, Rank};
 use crate::queue::{QueueConfig, Strategy};
 use crate::time::{DurationMs, TimeMs};
@@ -33,6 +34,10 @@ pub struct RouterConfig {
     /// router learned of its assignments before it logged in again) keeps
     /// its conversations before they are queued again.
     pub reconnect_grace_ms: DurationMs,
+    /// Agents busier than this over its window are offered nothing new
+    /// (see [`crate::occupancy`]); `None`: no cap.
+    #[serde(default)]
+    pub occupancy_cap: Option<OccupancyCap>,
 }
 
 impl Default for RouterConfig {
@@ -46,6 +51,7 @@ impl Default for RouterConfig {
             acw_ms,
             priority: PriorityPolicy::default(),
             reconnect_grace_ms: 30_000,
+            occupancy_cap: None,
         }
     }
 }
@@ -86,6 +92,9 @@ pub(super) struct Entry {
     pub last_agent: Option<(AgentIx, TimeMs)>,
     /// Agents who declined, and until when that holds.
     pub declined: Vec<(AgentIx, TimeMs)>,
+    /// Answered once already (a transfer or requeue is not a new answer
+    /// for the KPIs, nor its abandon an abandon).
+    pub answered: bool,
     pub phase: Phase,
     /// The agent holding an offer, assignment or wrap-up.
     pub agent: Option<AgentIx>,
@@ -145,9 +154,48 @@ pub(super) struct AgentSlot {
     pub indexed: bool,
     /// The state last reported, to report only changes.
     pub reported: AgentState,
+    /// When its load was above zero, for the occupancy cap and the KPIs.
+    pub busy: Busy,
+    /// Over the occupancy cap: takes no new work.
+    pub capped: bool,
+    /// When the cap is next checked (its pending `Timer::Occupancy`).
+    pub cap_check: Option<TimeMs>,
+    /// Logged-in time before the current session, and when that began.
+    pub staffed_ms: u64,
+    pub staffed_since: Option<TimeMs>,
 }
 
 impl AgentSlot {
+    /// An agent the router has not seen before, logged out.
+    pub fn new(profile: AgentProfile, now: TimeMs, away: bool, cfg: &RouterConfig) -> Self {
+        AgentSlot {
+            id: profile.id.clone(),
+            profile,
+            logged_in: false,
+            session: None,
+            absent_until: None,
+            away,
+            load: 0,
+            idle_since: now,
+            last_offer: 0,
+            queues: Vec::new(),
+            personal: BTreeMap::new(),
+            holding: Vec::new(),
+            indexed: false,
+            reported: AgentState::Offline,
+            busy: Busy::new(cfg.occupancy_cap.map_or(0, |c| c.window_ms)),
+            capped: false,
+            cap_check: None,
+            staffed_ms: 0,
+            staffed_since: None,
+        }
+    }
+
+    /// Logged-in time up to `now`.
+    pub fn staffed_ms(&self, now: TimeMs) -> u64 {
+        self.staffed_ms + self.staffed_since.map_or(0, |s| now.saturating_sub(s))
+    }
+
     pub fn free(&self) -> u16 {
         self.profile.capacity.saturating_sub(self.load)
     }
@@ -163,7 +211,7 @@ impl AgentSlot {
     }
 
     fn ready(&self) -> bool {
-        self.logged_in && self.absent_until.is_none() && !self.away
+        self.logged_in && self.absent_until.is_none() && !self.away && !self.capped
     }
 
     /// The strategy's key: smaller is offered first; the agent index breaks ties.
@@ -184,6 +232,8 @@ impl AgentSlot {
             AgentState::Away
         } else if self.load > 0 && wrapping_up_only {
             AgentState::WrapUp
+        } else if self.capped {
+            AgentState::Resting
         } else if self.free() >= MIN_COST {
             AgentState::Available
         } else {
@@ -235,4 +285,6 @@ pub(super) enum Timer {
     OfferExpiry(OfferId),
     /// An absent agent's grace ends.
     Absent(AgentIx),
+    /// An agent's occupancy may have crossed the cap.
+    Occupancy(AgentIx),
 }

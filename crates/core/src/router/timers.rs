@@ -46,8 +46,21 @@ impl Router {
                 Timer::DeclineExpiry(conv, ax) => self.forget_decline(at, conv, ax, out),
                 Timer::HoldEnds => self.hold_due(at, out),
                 Timer::Absent(ax) => self.absent_due(at, ax, out),
+                Timer::Occupancy(ax) => self.occupancy_due(at, ax, out),
             }
         }
+    }
+
+    /// The agent's occupancy may have crossed the cap: an agent back under
+    /// it takes work again.
+    fn occupancy_due(&mut self, now: TimeMs, ax: AgentIx, out: &mut Vec<Output>) {
+        if self.agents[ax as usize].cap_check != Some(now) {
+            return;
+        }
+        self.agents[ax as usize].cap_check = None;
+        self.check_cap(now, ax);
+        self.report(ax, out);
+        self.fill_agent(now, ax, out);
     }
 
     fn end_acw(&mut self, now: TimeMs, conv: ConversationId, out: &mut Vec<Output>) {

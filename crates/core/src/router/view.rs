@@ -3,6 +3,7 @@
 use crate::agent::{AgentState, Skill};
 use crate::channel::Channel;
 use crate::ids::{AgentId, ConversationId, QueueId};
+use crate::kpi::Counters;
 use crate::queue::QueueConfig;
 use crate::time::TimeMs;
 
@@ -19,6 +20,9 @@ pub struct AgentView {
     pub skills: Vec<Skill>,
     pub conversations: Vec<ConversationId>,
     pub queues: Vec<QueueId>,
+    /// Over the occupancy cap: offered nothing new until under it again.
+    #[serde(default)]
+    pub resting: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -60,6 +64,7 @@ impl Router {
                     .iter()
                     .map(|&(qx, _, _)| self.queue_id(qx).clone())
                     .collect(),
+                resting: a.capped,
             })
             .collect()
     }
@@ -153,27 +158,80 @@ impl Router {
 }
 
 impl Router {
-    /// The live KPIs, keyed by queue id, channel and agent id.
-    pub fn kpi_report(&self) -> crate::kpi::KpiReport {
+    /// The live KPIs at `now`, keyed by queue id, channel and agent id,
+    /// with those carried from an earlier router (see [`Router::carry_kpis`]).
+    pub fn kpi_report(&self, now: TimeMs) -> crate::kpi::KpiReport {
         let k = &self.kpis;
+        let mut total = k.total;
+        let agents = self
+            .agents
+            .iter()
+            .zip(&k.agents)
+            .map(|(a, c)| {
+                let live = Counters {
+                    busy_ms: a.busy.total_ms(now),
+                    staffed_ms: a.staffed_ms(now),
+                    ..Counters::default()
+                };
+                total.add(&live);
+                let mut c = *c;
+                c.add(&live);
+                (a.id.to_string(), c)
+            })
+            .collect();
+        let mut queues: Vec<(String, Counters)> = self
+            .queues
+            .iter()
+            .zip(&k.queues)
+            .map(|(q, c)| (q.cfg.id.to_string(), *c))
+            .collect();
+        let mut carried: Vec<_> = k
+            .carried_queues
+            .iter()
+            .map(|(id, c)| (id.clone(), *c))
+            .collect();
+        carried.sort_by(|a, b| a.0.cmp(&b.0));
+        queues.extend(carried);
+        let mut agents: Vec<(String, Counters)> = agents;
+        let mut carried: Vec<_> = k
+            .carried_agents
+            .iter()
+            .map(|(id, c)| (id.clone(), *c))
+            .collect();
+        carried.sort_by(|a, b| a.0.cmp(&b.0));
+        agents.extend(carried);
         crate::kpi::KpiReport {
-            queues: self
-                .queues
-                .iter()
-                .zip(&k.queues)
-                .map(|(q, c)| (q.cfg.id.to_string(), *c))
-                .collect(),
+            queues,
             channels: Channel::ALL
                 .iter()
                 .map(|&ch| (ch, k.channels[ch.index()]))
                 .collect(),
-            agents: self
-                .agents
-                .iter()
-                .zip(&k.agents)
-                .map(|(a, c)| (a.id.to_string(), *c))
-                .collect(),
-            total: k.total,
+            agents,
+            total,
+        }
+    }
+
+    /// Goes on counting from `report`, what an earlier router counted (its
+    /// last saved [`Router::kpi_report`]): its counters are added to these,
+    /// those of agents and queues this router has not seen yet kept until
+    /// it does.
+    pub fn carry_kpis(&mut self, report: &crate::kpi::KpiReport) {
+        let k = &mut self.kpis;
+        k.total.add(&report.total);
+        for (ch, c) in &report.channels {
+            k.channels[ch.index()].add(c);
+        }
+        for (id, c) in &report.queues {
+            match self.queue_ix.get(&QueueId::new(id)) {
+                Some(&qx) => k.queues[qx as usize].add(c),
+                None => k.carried_queues.entry(id.clone()).or_default().add(c),
+            }
+        }
+        for (id, c) in &report.agents {
+            match self.agent_ix.get(&AgentId::new(id)) {
+                Some(&ax) => k.agents[ax as usize].add(c),
+                None => k.carried_agents.entry(id.clone()).or_default().add(c),
+            }
         }
     }
 }
