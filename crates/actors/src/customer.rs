@@ -77,6 +77,9 @@ use crate::wire::{CustomerReply, CustomerRequest, Envelope, EnvelopeReply, Route
 /// Campaign notices and bot hand-overs (`customer/outreach.rs`).
 mod outreach;
 
+// Nearly every message is a `Request`: boxing it would cost an allocation
+// each.
+#[allow(clippy::large_enum_variant)]
 pub enum CustomerMsg {
     /// A request; answered if a port is given.
     Request(CustomerRequest, Option<RpcReplyPort<Result<CustomerReply>>>),

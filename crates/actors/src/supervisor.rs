@@ -21,7 +21,7 @@ pub struct Supervisor;
 
 pub enum SupervisorMsg {
     /// Start the router here (this node claimed it).
-    StartRouter(RouterStart, RpcReplyPort<Result<()>>),
+    StartRouter(Box<RouterStart>, RpcReplyPort<Result<()>>),
     /// Stop the router here (this node gives it up); answered once stopped.
     StopRouter(RpcReplyPort<()>),
 }
@@ -56,7 +56,7 @@ impl Actor for Supervisor {
                     Some(_) => Err(ActorError::unavailable(
                         "router (already running on this node)",
                     )),
-                    None => Actor::spawn_linked(None, RouterActor, start, myself.get_cell())
+                    None => Actor::spawn_linked(None, RouterActor, *start, myself.get_cell())
                         .await
                         .map(|(router, _)| st.router = Some(router))
                         .map_err(|e| ActorError::unavailable(format!("router ({e})"))),
@@ -117,7 +117,7 @@ pub async fn start_router(supervisor: &ActorRef<SupervisorMsg>, start: RouterSta
     call_result(
         "supervisor",
         supervisor
-            .call(|reply| SupervisorMsg::StartRouter(start, reply), None)
+            .call(|reply| SupervisorMsg::StartRouter(Box::new(start), reply), None)
             .await,
     )?
 }

@@ -23,6 +23,9 @@ use crate::hub::{Delivery, DesktopEvent};
 use crate::router::RouteRequest;
 
 /// What a customer actor is asked.
+// Nearly every request is a `Contact`: boxing it would cost an allocation
+// each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CustomerRequest {
     /// A contact on any channel, with identities the gateway linked.

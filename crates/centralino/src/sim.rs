@@ -4,12 +4,17 @@
 //! Customers arrive as a Poisson process on every channel; some come back
 //! on another channel from a linked identity (and join their open
 //! conversation), some are upset (negative sentiment), some ask for a
-//! callback; some chat customers talk to a bot first, which hands them
-//! over with its transcript. Agents with mixed skills accept offers after a
-//! short delay (and now and then reject one), reply, then wrap up, resolve
-//! or transfer. An incident campaign reaches the consumers after a while,
-//! and some of them reply (see [`outreach`]). Every few seconds the live
-//! KPIs are printed, with the campaign's counts.
+//! callback, some hang up if they wait too long (an abandon); some chat
+//! customers talk to a bot first, which hands them over with its
+//! transcript. Routing rules send business customers' billing questions
+//! to the billing queue ahead of others and serve premium contracts
+//! earlier; agents busier than 90% of the last minute rest. Agents with
+//! mixed skills accept offers after a short delay (and now and then reject
+//! one), reply, then wrap up, resolve or transfer. An incident campaign
+//! reaches the consumers after a while, and some of them reply (see
+//! [`outreach`]). Every few seconds the live KPIs are printed (service
+//! level, ASA, abandons, transfers, first-contact resolution, occupancy,
+//! resting agents), with the campaign's counts.
 
 mod outreach;
 
@@ -30,7 +35,7 @@ use tonic::transport::Channel as Conn;
 
 use centralino_core::Skill;
 
-use crate::config::{BullseyeSection, Config, QueueSection, StrategyName};
+use crate::config::{BullseyeSection, Config, QueueSection, RuleSection, StrategyName};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -125,7 +130,41 @@ pub fn dev_defaults(cfg: &mut Config) {
     cfg.routing.offer_timeout_ms = 5_000;
     cfg.routing.decline_ttl_ms = 5_000;
     cfg.routing.acw_ms.insert("voice".into(), 500);
+    cfg.routing.acw_ms.insert("chat".into(), 200);
+    // A short window, so that a dev run shows agents resting.
+    cfg.routing.occupancy_cap = Some(0.9);
+    cfg.routing.occupancy_window_ms = 60_000;
+    let rule = |name: &str| RuleSection {
+        name: name.into(),
+        topics: vec![],
+        channels: vec![],
+        tiers: vec![],
+        segments: vec![],
+        languages: vec![],
+        contracts: vec![],
+        queue: None,
+        priority_boost_ms: 0,
+    };
+    cfg.rules = vec![
+        RuleSection {
+            segments: vec!["business".into()],
+            topics: vec!["billing".into(), "invoice".into(), "upgrade".into()],
+            queue: Some("billing".into()),
+            priority_boost_ms: 15_000,
+            ..rule("business-billing")
+        },
+        RuleSection {
+            contracts: vec!["premium".into()],
+            priority_boost_ms: 30_000,
+            ..rule("premium-contract")
+        },
+    ];
 }
+
+/// Share of contacts whose customer hangs up if not answered within an
+/// exponentially distributed patience of mean [`PATIENCE_MS`].
+const IMPATIENT: f64 = 0.15;
+const PATIENCE_MS: f64 = 8_000.0;
 
 /// One simulated agent: who logs in, and the random stream that then
 /// decides its accepts, rejects and handle times.
@@ -308,6 +347,19 @@ async fn customers(
                 not_before_unix_ms: 0,
             };
             let _ = gw.request_callback(req).await;
+        } else if rng.random_bool(IMPATIENT) {
+            // Hangs up if still waiting by then; answered by then, the
+            // abandon is refused (FAILED_PRECONDITION) and nothing happens.
+            let patience = exp_ms(&mut rng, PATIENCE_MS);
+            let mut gw = gw.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(patience).await;
+                let req = pb::AbandonRequest {
+                    identity: Some(id),
+                    channel: channel as i32,
+                };
+                let _ = gw.abandon(req).await;
+            });
         }
     }
 }
@@ -395,8 +447,8 @@ async fn agent(
             },
         };
         use pb::agent_event::Event;
-        match event.event {
-            Some(Event::Offer(offer)) => {
+        if let Some(Event::Offer(offer)) = event.event {
+            {
                 request += 1;
                 let command = if rng.random_bool(0.04) {
                     pb::agent_command::Command::Reject(pb::agent_command::Reject {
@@ -421,7 +473,6 @@ async fn agent(
                     tokio::spawn(handle_conversation(offer, handle, outcome, done_tx.clone()));
                 }
             }
-            Some(_) | None => {}
         }
     }
 }
@@ -499,14 +550,22 @@ async fn report(
         };
         let k = k.into_inner();
         let Some(total) = &k.total else { continue };
+        let resting = match admin.list_agents(pb::ListAgentsRequest {}).await {
+            Ok(r) => r.into_inner().agents.iter().filter(|a| a.resting).count(),
+            Err(_) => 0,
+        };
         let mut line = format!(
-            "routed {:>6} | waiting {:>3} | transfers {:>4} | resolved {:>5} | SL {:>5.1}% ASA {:>6.0} ms",
+            "routed {:>6} | waiting {:>3} | SL {:>5.1}% ASA {:>6.0} ms | abandoned {:>4.1}% | transfers {:>4.1}% | resolved {:>5} FCR {:>3.0}% | occupancy {:>3.0}%, {} resting",
             total.answered,
             total.waiting,
-            total.transfers,
-            total.resolved,
             total.service_level * 100.0,
-            total.asa_ms
+            total.asa_ms,
+            total.abandonment_rate * 100.0,
+            total.transfer_rate * 100.0,
+            total.resolved,
+            total.first_contact_resolution * 100.0,
+            total.occupancy * 100.0,
+            resting
         );
         for c in k.channels.iter().filter(|c| c.offered > 0) {
             line.push_str(&format!(

@@ -73,7 +73,13 @@ pub fn profile(rng: &mut StdRng, tier: &str) -> pb::CustomerAttributes {
         tier: tier.into(),
         segment: segment.into(),
         language: "it".into(),
-        contract: String::new(),
+        // Gold customers hold the premium contract the dev rules boost.
+        contract: if tier == "gold" {
+            "premium"
+        } else {
+            "standard"
+        }
+        .into(),
         preferred_channel: preferred as i32,
         time_zone: time_zone.into(),
         consent: Some(pb::ContactConsent {
