@@ -9,6 +9,7 @@
 //! - `a_transfer_carries_the_history_and_never_drops_the_customer`
 //! - `after_contact_work_and_the_occupancy_cap_rest_the_agent`
 //! - `kpis_of_a_scripted_morning_match_the_hand_count`
+//! - `an_agent_who_leaves_with_an_offer_holds_up_nobody`
 
 use std::time::Duration;
 
@@ -640,5 +641,40 @@ async fn kpis_of_a_scripted_morning_match_the_hand_count() {
         (chat_k.offered, chat_k.answered, chat_k.abandoned),
         (3, 2, 1)
     );
+    node.shutdown().await;
+}
+
+/// The delivery lane an agent's desktop events take: FNV-1a of the agent
+/// id over the hub's lanes, as `Hub::post_desktop` picks it.
+fn lane_of(agent: &str) -> u64 {
+    let h = agent.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h % centralino_actors::hub::LANES as u64
+}
+
+/// An agent logs out while an offer waits on their desktop: the offer's
+/// revocation is for a desktop that is gone. It is dropped, and the next
+/// offer to another agent on the same delivery lane arrives at once (it
+/// used to wait a minute behind the revocation's retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_who_leaves_with_an_offer_holds_up_nobody() {
+    let node = TestNode::start(router_config(), vec![QueueConfig::open("general")]).await;
+    let mut gw = node.gateway();
+    let mut anna = node.login(login("anna", 100)).await;
+    gw.submit_contact(contact(pb::Channel::Voice, &phone("+390009001"), "billing"))
+        .await
+        .expect("call");
+    anna.next_offer().await;
+    anna.close().await;
+    let colleague = (0..)
+        .map(|i| format!("bruno-{i}"))
+        .find(|b| lane_of(b) == lane_of("anna"))
+        .expect("some name shares anna's lane");
+    let mut bruno = node.login(login(&colleague, 100)).await;
+    // The call anna left goes back to the queue and to bruno, through the
+    // lane anna's revocation took.
+    let offer = bruno.next_offer().await;
+    assert_eq!(offer.channel, pb::Channel::Voice as i32);
     node.shutdown().await;
 }

@@ -1040,9 +1040,9 @@ async fn tombstone(
             };
             Box::pin(st.hub.ask_customer(survivor, forwarded)).await
         }
-        CustomerRequest::Get | CustomerRequest::Callback { .. } => {
-            Box::pin(st.hub.ask_customer(survivor, req)).await
-        }
+        CustomerRequest::Get
+        | CustomerRequest::Callback { .. }
+        | CustomerRequest::Abandon { .. } => Box::pin(st.hub.ask_customer(survivor, req)).await,
         // Merged already: asked again (a retry), the same answer.
         CustomerRequest::MergeInto { survivor: s } if s == survivor => {
             Ok(CustomerReply::Customer(Box::new(st.customer.clone())))

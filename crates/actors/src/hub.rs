@@ -888,7 +888,15 @@ impl Hub {
             let _ = a.cast(AgentMsg::Desktop(event));
             return Ok(());
         }
-        match self.cluster.agent_home(agent).await? {
+        let mut home = self.cluster.agent_home(agent).await?;
+        if home == Some(Home::Here) {
+            // Believed here, yet not here (the session ended or moved): one
+            // fresh look now, rather than a retry that would hold up the
+            // lane behind it. A desktop logged out is usually not anywhere.
+            self.cluster.forget_agent(agent);
+            home = self.cluster.agent_home(agent).await?;
+        }
+        match home {
             Some(Home::There(node)) => {
                 match self
                     .send(&node, Envelope::Desktop(agent.clone(), event))

@@ -55,8 +55,12 @@ impl Cluster for Standalone {
     async fn agent_session(&self, _agent: &AgentId, _connected: bool) -> Result<()> {
         Ok(())
     }
+    /// A desktop connected here is found by the hub before it asks; one
+    /// that is not is not connected anywhere (there is nowhere else): what
+    /// was meant for it is dropped, not retried (a lane retrying it would
+    /// hold up every decision behind it).
     async fn agent_home(&self, _agent: &AgentId) -> Result<Option<Home>> {
-        Ok(Some(Home::Here))
+        Ok(None)
     }
     async fn gateway_session(&self, _channels: &[Channel], _open: bool) -> Result<()> {
         Ok(())

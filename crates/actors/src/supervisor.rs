@@ -117,7 +117,10 @@ pub async fn start_router(supervisor: &ActorRef<SupervisorMsg>, start: RouterSta
     call_result(
         "supervisor",
         supervisor
-            .call(|reply| SupervisorMsg::StartRouter(Box::new(start), reply), None)
+            .call(
+                |reply| SupervisorMsg::StartRouter(Box::new(start), reply),
+                None,
+            )
             .await,
     )?
 }

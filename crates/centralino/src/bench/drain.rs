@@ -3,12 +3,15 @@
 //! exit, and that nothing was lost on the way (brief: "a whole node's
 //! drain time").
 //!
-//! 1. etcd and ONE clustered node, `n1`; `--customers` (10,000 unless
-//!    given) waiting customers are created through it ([`population`]):
-//!    with no other member, placement puts every actor there.
-//! 2. The other nodes start (`--nodes` in all, 3 unless given), and every
-//!    node must list every member; `n1` must report all the actors
-//!    (`Admin.ListNodes`).
+//! 1. etcd and `--nodes` clustered nodes (3 unless given), every node
+//!    listing every member; then `--customers` (10,000 unless given) times
+//!    the nodes waiting customers are created through all of them
+//!    ([`population`]): placement spreads them, so `n1` holds about
+//!    `--customers` (its own count, `Admin.ListNodes`, is what is
+//!    drained). The nodes all start first because a node that joins later
+//!    is moved its share at once (rebalance), which would race the drain.
+//! 2. The customers `n1` holds, by etcd's `owners/customer/`, are the ones
+//!    checked after the drain.
 //! 3. SIGTERM to `n1`; the drain time is from the signal until its process
 //!    has exited: the drain itself (each actor handed over with its
 //!    history, `DRAIN_PARALLEL` at a time), then the rest of the ordered
@@ -87,29 +90,40 @@ pub async fn measure(system: &mut System, spec: &Spec) -> anyhow::Result<Measure
         );
     }
     let first = system.targets.first().context("no node started")?.clone();
-    let made = population::create(
-        std::slice::from_ref(&first),
-        &spec.tag,
-        "dr",
-        0..spec.customers as u64,
-        IN_FLIGHT,
-    )
-    .await?;
     while system.targets.len() < spec.nodes {
         system.add_node().await?;
     }
     population::wait_members(&system.targets, SETTLE).await?;
+    let all = population::create(
+        &system.targets,
+        &spec.tag,
+        "dr",
+        0..(spec.customers * spec.nodes) as u64,
+        IN_FLIGHT,
+    )
+    .await?;
     let actors_before = population::local_customers(std::slice::from_ref(&first))
         .await?
         .first()
         .map_or(0, |(_, n)| *n);
-    if (actors_before as usize) < made.created.len() {
+    let owners = system.keys().await?.owners().await?;
+    let (create_per_s, create_failed, created_total) = (all.per_s(), all.failed, all.created.len());
+    let mine: Vec<population::Created> = all
+        .created
+        .into_iter()
+        .filter(|c| owners.get(&c.customer) == Some(&first.name))
+        .collect();
+    if mine.len() != actors_before as usize {
         bail!(
-            "{} runs {actors_before} customer actors, fewer than the {} created through it: placement put some elsewhere",
+            "{} runs {actors_before} customer actors but etcd says it owns {} of the {created_total} created",
             first.name,
-            made.created.len()
+            mine.len()
         );
     }
+    let made = population::Population {
+        created: mine,
+        ..Default::default()
+    };
 
     eprintln!(
         "bench: drain: SIGTERM {} with {actors_before} customer actors",
@@ -166,9 +180,9 @@ pub async fn measure(system: &mut System, spec: &Spec) -> anyhow::Result<Measure
         nodes: spec.nodes,
         node: first.name.clone(),
         actors_before,
-        customers_created: made.created.len(),
-        create_per_s: made.per_s(),
-        create_failed: made.failed,
+        customers_created: created_total,
+        create_per_s,
+        create_failed,
         drain_s,
         logged_moved: field("moved"),
         logged_failed: field("failed"),
@@ -207,7 +221,7 @@ impl super::Outcome for Measured {
             opt(self.logged_ms),
         );
         s.push_str(&format!(
-            "\n  {} held {} customer actors ({} created at {:.0}/s, {} failed); SIGTERM to exit {:.3} s ({}); the node logged moved={} failed={} ms={}",
+            "\n  {} held {} customer actors (of {} created through every node at {:.0}/s, {} failed); SIGTERM to exit {:.3} s ({}); the node logged moved={} failed={} ms={}",
             self.node,
             self.actors_before,
             self.customers_created,
