@@ -2075,6 +2075,39 @@ async fn a_node_that_joins_takes_its_share_of_the_existing_customers() {
     problems.extend(p);
     problems.extend(snap.failures.iter().cloned());
 
+    // The newcomer dies: what it was moved is recovered like what was
+    // created there (the nodes that moved it forward to it no more).
+    let n4_customers = owned_by(&c.owners().await, "n4");
+    c.node_mut("n4").kill();
+    let t_kill = Instant::now();
+    let give_up = Instant::now() + WAIT;
+    loop {
+        let pending = not_taken_over(&c, &n4_customers, &old, "n4").await;
+        if pending.is_empty() {
+            break;
+        }
+        if Instant::now() >= give_up {
+            problems.push(format!(
+                "{WAIT:?} after SIGKILL of n4, {} of its {} customers have no survivor owner, e.g. {:?}",
+                pending.len(),
+                n4_customers.len(),
+                &pending[..pending.len().min(10)]
+            ));
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let recovered = t_kill.elapsed();
+    if let Err(e) = wait_listed(&c, "n1", &wanted, t_kill).await {
+        problems.push(format!("after n4's death: {e}"));
+    }
+    let hist = check_histories(&c.gateways(&old), &snap, None).await;
+    problems.extend(
+        hist.problems
+            .iter()
+            .map(|p| format!("after n4's death: {p}")),
+    );
+
     eprintln!("---- summary: a fourth node joins");
     eprintln!(
         "  {} messages acknowledged ({} customers); n4 joined and owns {taken} of the {} that existed ({:.0}%); moved by the old nodes: {moved} ({lines:?}), all logged {rebalanced:.1?} after the join; {} attempts refused {:?}; ListConversations listed {listed_n} (want {})",
@@ -2085,6 +2118,10 @@ async fn a_node_that_joins_takes_its_share_of_the_existing_customers() {
         snap.refused.len(),
         refusal_codes(&snap),
         wanted.len()
+    );
+    eprintln!(
+        "  then n4 was killed with {} customers: survivors own them all {recovered:.1?} after",
+        n4_customers.len()
     );
     finish(t0, problems);
 }

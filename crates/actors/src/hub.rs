@@ -622,6 +622,11 @@ impl Hub {
         parallel: usize,
     ) -> Result<usize> {
         use futures::StreamExt;
+        // Customers that moved from here to a node that died since are
+        // not forwarded there any more: they start where placement says
+        // now (here, for the orphans below).
+        let members = live.map_or_else(|| self.cluster.member_ids(), <[String]>::to_vec);
+        lock(&self.moved).retain(|_, node| members.contains(node));
         let orphans = self.cluster.orphans_here(live).await?;
         let started: Vec<bool> = futures::stream::iter(orphans)
             .map(|id| async move {

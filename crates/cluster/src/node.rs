@@ -491,9 +491,14 @@ async fn ready(hub: &Hub, node: &str) -> bool {
     false
 }
 
-/// Renews the lease every `every`. Failures while the store is unreachable
-/// are retried; a lease the store no longer knows is lost for good, and
-/// says so.
+/// Most lease renewals under way at once (see [`keep_alive`]).
+const RENEWALS_IN_FLIGHT: usize = 8;
+
+/// Renews the lease every `every`, each renewal on its own: one that a
+/// busy store answers late does not hold up the next (waiting for it, up to
+/// the store's call timeout, could outlast the lease). Failures while the
+/// store is unreachable are retried; a lease the store no longer knows is
+/// lost for good, and says so.
 async fn keep_alive(
     coord: Arc<dyn Coordination>,
     lease: i64,
@@ -502,16 +507,27 @@ async fn keep_alive(
 ) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renewals = tokio::task::JoinSet::new();
     loop {
-        tick.tick().await;
-        match coord.keep_alive(lease).await {
-            Ok(()) => {}
-            Err(ClusterError::LeaseExpired(_)) => {
-                tracing::error!(lease, "lease lost: this node no longer owns its actors");
-                let _ = lost.send(true);
-                return;
+        tokio::select! {
+            _ = tick.tick() => {
+                if renewals.len() < RENEWALS_IN_FLIGHT {
+                    let coord = coord.clone();
+                    renewals.spawn(async move { coord.keep_alive(lease).await });
+                } else {
+                    tracing::warn!(lease, in_flight = renewals.len(), "lease renewals are not answered; not sending more");
+                }
             }
-            Err(e) => tracing::warn!(lease, error = %e, "lease keep-alive failed; retrying"),
+            Some(done) = renewals.join_next() => match done {
+                Ok(Ok(())) => {}
+                Ok(Err(ClusterError::LeaseExpired(_))) => {
+                    tracing::error!(lease, "lease lost: this node no longer owns its actors");
+                    let _ = lost.send(true);
+                    return;
+                }
+                Ok(Err(e)) => tracing::warn!(lease, error = %e, "lease keep-alive failed; retrying"),
+                Err(e) => tracing::warn!(lease, error = %e, "lease renewal task failed"),
+            },
         }
     }
 }
