@@ -54,21 +54,25 @@ fn config(metrics_port: u16) -> PathBuf {
 struct Node {
     process: ClusterProcess,
     metrics_port: u16,
+    /// The directory of its config file, removed when the test passes.
+    config_dir: PathBuf,
 }
 
 async fn start(etcd: &str, id: &str) -> Node {
     let metrics_port = free_port();
+    let config = config(metrics_port);
     let process = ClusterProcess::start_with(NodeSpec {
         etcd: etcd.into(),
         cluster: CLUSTER.into(),
         node_id: id.into(),
-        config: Some(config(metrics_port)),
+        config: Some(config.clone()),
         ..Default::default()
     })
     .await;
     Node {
         process,
         metrics_port,
+        config_dir: config.parent().map(PathBuf::from).unwrap_or_default(),
     }
 }
 
@@ -288,5 +292,8 @@ async fn rules_and_kpis_survive_the_death_of_the_router_s_node() {
         },
     )
     .await;
+    for n in [&n1, &n2, &n3] {
+        let _ = std::fs::remove_dir_all(&n.config_dir);
+    }
     drop(etcd);
 }
