@@ -35,6 +35,15 @@ impl GatewayService {
         GatewayService { hub, closing }
     }
 
+    /// The customer an identity belongs to; NOT_FOUND naming `identity`.
+    async fn customer_with(&self, identity: &Identity) -> Result<CustomerId, Status> {
+        self.hub
+            .lookup(identity)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found("identity: no customer has this identity"))
+    }
+
     async fn customer_of(
         &self,
         who: &Option<pb::get_conversation_request::Who>,
@@ -43,11 +52,7 @@ impl GatewayService {
         match who {
             Some(Who::Identity(i)) => {
                 let identity = convert::identity("identity", Some(i))?;
-                self.hub
-                    .lookup(&identity)
-                    .await
-                    .map_err(status)?
-                    .ok_or_else(|| Status::not_found("identity: no customer has this identity"))
+                self.customer_with(&identity).await
             }
             Some(Who::CustomerId(c)) => {
                 let id = convert::customer_id("customer_id", c)?;
@@ -237,12 +242,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             return Err(invalid("not_before_unix_ms", "must not be negative"));
         }
         let not_before = (r.not_before_unix_ms > 0).then_some(r.not_before_unix_ms as u64);
-        let id = self
-            .hub
-            .lookup(&identity)
-            .await
-            .map_err(status)?
-            .ok_or_else(|| Status::not_found("identity: no customer has this identity"))?;
+        let id = self.customer_with(&identity).await?;
         let CustomerReply::Callback(conversation, seq) = self
             .hub
             .ask_customer(
@@ -271,12 +271,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let r = req.into_inner();
         let identity = convert::identity("identity", r.identity.as_ref())?;
         let channel = convert::channel("channel", r.channel)?;
-        let id = self
-            .hub
-            .lookup(&identity)
-            .await
-            .map_err(status)?
-            .ok_or_else(|| Status::not_found("identity: no customer has this identity"))?;
+        let id = self.customer_with(&identity).await?;
         let reply = self
             .hub
             .ask_customer(id, CustomerRequest::Abandon { channel })
