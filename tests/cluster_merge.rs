@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use centralino_proto::v1 as pb;
 use centralino_tests::cluster::{ClusterProcess, NodeSpec, customer_owners};
 use centralino_tests::etcd::EtcdServer;
+use centralino_tests::linked_contact as contact;
 use pb::get_conversation_request::Who;
 use pb::history_event::Kind;
 
@@ -28,22 +29,6 @@ fn identity(kind: pb::IdentityKind, address: &str) -> pb::Identity {
     pb::Identity {
         kind: kind as i32,
         address: address.into(),
-    }
-}
-
-fn contact(
-    channel: pb::Channel,
-    from: pb::Identity,
-    links: Vec<pb::Identity>,
-    text: &str,
-) -> pb::SubmitContactRequest {
-    pb::SubmitContactRequest {
-        channel: channel as i32,
-        identity: Some(from),
-        topic: "fiber".into(),
-        text: text.into(),
-        link_identities: links,
-        ..Default::default()
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use centralino_core::queue::QueueConfig;
 use centralino_core::{Channel, RouterConfig};
 use centralino_proto::v1 as pb;
-use centralino_tests::{TestNode, login, within};
+use centralino_tests::{TestNode, linked_contact as contact, login, within};
 use pb::get_conversation_request::Who;
 use pb::history_event::Kind;
 
@@ -45,22 +45,6 @@ fn app() -> pb::Identity {
 
 fn chat() -> pb::Identity {
     identity(pb::IdentityKind::ChatSession, "web-7f3a")
-}
-
-fn contact(
-    channel: pb::Channel,
-    from: pb::Identity,
-    links: Vec<pb::Identity>,
-    text: &str,
-) -> pb::SubmitContactRequest {
-    pb::SubmitContactRequest {
-        channel: channel as i32,
-        identity: Some(from),
-        topic: "fiber".into(),
-        text: text.into(),
-        link_identities: links,
-        ..Default::default()
-    }
 }
 
 fn describe(e: &pb::HistoryEvent) -> String {

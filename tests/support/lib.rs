@@ -255,6 +255,24 @@ pub fn login(agent_id: &str, capacity: i32) -> pb::agent_command::Login {
     }
 }
 
+/// A contact about "fiber" from `from` on `channel`, linking `links` (the
+/// identities a gateway verified belong to the same person).
+pub fn linked_contact(
+    channel: pb::Channel,
+    from: pb::Identity,
+    links: Vec<pb::Identity>,
+    text: &str,
+) -> pb::SubmitContactRequest {
+    pb::SubmitContactRequest {
+        channel: channel as i32,
+        identity: Some(from),
+        topic: "fiber".into(),
+        text: text.into(),
+        link_identities: links,
+        ..Default::default()
+    }
+}
+
 /// One agent desktop: one `AgentDesktop.Session` stream.
 pub struct Desktop {
     pub agent_id: String,
