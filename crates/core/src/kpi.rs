@@ -148,10 +148,10 @@ pub struct Kpis {
     pub(crate) channels: [Counters; Channel::COUNT],
     pub(crate) total: Counters,
     /// Counters of agents an earlier router knew and this one has not seen
-    /// yet, by agent id (see [`Kpis::carry`]).
-    pub(crate) carried_agents: std::collections::HashMap<String, Counters>,
+    /// yet, by agent id (see `Router::carry_kpis`); ordered, for reports.
+    pub(crate) carried_agents: std::collections::BTreeMap<String, Counters>,
     /// Counters of queues not defined yet, by queue id.
-    pub(crate) carried_queues: std::collections::HashMap<String, Counters>,
+    pub(crate) carried_queues: std::collections::BTreeMap<String, Counters>,
 }
 
 impl Kpis {
@@ -159,8 +159,8 @@ impl Kpis {
         self.queues
             .push(self.carried_queues.remove(id).unwrap_or_default());
     }
-    /// An agent the router has not seen; `carried` are its counters from
-    /// an earlier router (see [`Kpis::carry`]).
+    /// An agent the router has not seen, starting from its counters from
+    /// an earlier router if there are any.
     pub(crate) fn add_agent(&mut self, id: &str) {
         self.agents
             .push(self.carried_agents.remove(id).unwrap_or_default());

@@ -204,7 +204,10 @@ impl Router {
     pub fn kpi_report(&self, now: TimeMs) -> crate::kpi::KpiReport {
         let k = &self.kpis;
         let mut total = k.total;
-        let agents = self
+        let carried = |m: &std::collections::BTreeMap<String, Counters>| {
+            m.iter().map(|(id, c)| (id.clone(), *c)).collect::<Vec<_>>()
+        };
+        let mut agents: Vec<(String, Counters)> = self
             .agents
             .iter()
             .zip(&k.agents)
@@ -226,21 +229,8 @@ impl Router {
             .zip(&k.queues)
             .map(|(q, c)| (q.cfg.id.to_string(), *c))
             .collect();
-        let mut carried: Vec<_> = k
-            .carried_queues
-            .iter()
-            .map(|(id, c)| (id.clone(), *c))
-            .collect();
-        carried.sort_by(|a, b| a.0.cmp(&b.0));
-        queues.extend(carried);
-        let mut agents: Vec<(String, Counters)> = agents;
-        let mut carried: Vec<_> = k
-            .carried_agents
-            .iter()
-            .map(|(id, c)| (id.clone(), *c))
-            .collect();
-        carried.sort_by(|a, b| a.0.cmp(&b.0));
-        agents.extend(carried);
+        queues.extend(carried(&k.carried_queues));
+        agents.extend(carried(&k.carried_agents));
         crate::kpi::KpiReport {
             queues,
             channels: Channel::ALL
