@@ -417,6 +417,30 @@ impl EtcdCoordination {
         rx.await.map_err(|_| stopped())?
     }
 
+    /// Puts `value` at `key` if `owner` is still owned with `token`
+    /// ([`ClusterError::Fenced`] otherwise).
+    async fn fenced_put(
+        &self,
+        what: &str,
+        owner: &ActorKey,
+        token: u64,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<()> {
+        let txn = Txn::new()
+            .when([fence(&self.owner_key(owner), token)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let mut kv = self.kv.clone();
+        let resp = self.call(what, None, kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(ClusterError::Fenced {
+                key: owner.to_string(),
+                token,
+            });
+        }
+        Ok(())
+    }
+
     /// The members and the revision they were read at.
     async fn list_members(&self) -> Result<(Members, i64)> {
         let mut kv = self.kv.clone();
@@ -1091,18 +1115,14 @@ impl Coordination for EtcdCoordination {
             );
             doc = encode(&KpiDoc::of(kpis, false))?;
         }
-        let txn = Txn::new()
-            .when([fence(&self.owner_key(&owner), token)])
-            .and_then([TxnOp::put(self.key("router/kpis"), doc, None)]);
-        let mut kv = self.kv.clone();
-        let resp = self.call("saving the KPIs", None, kv.txn(txn)).await?;
-        if !resp.succeeded() {
-            return Err(ClusterError::Fenced {
-                key: owner.to_string(),
-                token,
-            });
-        }
-        Ok(())
+        self.fenced_put(
+            "saving the KPIs",
+            &owner,
+            token,
+            self.key("router/kpis"),
+            doc,
+        )
+        .await
     }
 
     async fn kpis(&self) -> Result<Option<KpiReport>> {
@@ -1183,22 +1203,9 @@ impl Coordination for EtcdCoordination {
 
     async fn save_campaign(&self, record: &CampaignRecord, token: u64) -> Result<()> {
         let owner = ActorKey::Campaign(record.spec.id.clone());
-        let txn = Txn::new()
-            .when([fence(&self.owner_key(&owner), token)])
-            .and_then([TxnOp::put(
-                self.campaign_key(&record.spec.id),
-                encode(record)?,
-                None,
-            )]);
-        let mut kv = self.kv.clone();
-        let resp = self.call("saving a campaign", None, kv.txn(txn)).await?;
-        if !resp.succeeded() {
-            return Err(ClusterError::Fenced {
-                key: owner.to_string(),
-                token,
-            });
-        }
-        Ok(())
+        let key = self.campaign_key(&record.spec.id);
+        self.fenced_put("saving a campaign", &owner, token, key, encode(record)?)
+            .await
     }
 
     async fn campaign(&self, id: &CampaignId) -> Result<Option<CampaignRecord>> {
