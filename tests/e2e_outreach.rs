@@ -393,6 +393,16 @@ async fn self_service_shows_the_place_the_estimated_wait_and_the_resolution() {
     // Room for two chats: the first two are offered, three wait.
     let mut anna = node.login(login("anna", 60)).await;
     let (o1, o2) = (anna.next_offer().await, anna.next_offer().await);
+    // The first two customers' offers, made in that order, travel on
+    // different delivery lanes: either may reach the desktop first.
+    let first = view_of(&gw, &chats[0]).await.customer_id;
+    let second = view_of(&gw, &chats[1]).await.customer_id;
+    let (o1, o2) = if o1.customer_id == first {
+        (o1, o2)
+    } else {
+        (o2, o1)
+    };
+    assert_eq!((&o1.customer_id, &o2.customer_id), (&first, &second));
     let view = view_of(&gw, &chats[2]).await;
     assert_eq!(view.state, pb::ConversationState::Queued as i32);
     assert_eq!(view.position, 1);
