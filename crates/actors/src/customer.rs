@@ -486,7 +486,7 @@ async fn forward(
             }
         }
         CustomerMsg::Routed(o) => {
-            let envelope = Envelope::Handoff(Box::new(Envelope::TellCustomer(id, o)));
+            let envelope = Envelope::Handoff(Box::new(Envelope::TellCustomer(id, vec![o])));
             if let Err(e) = hub.send(node, envelope).await {
                 tracing::error!(customer = %id, to = %node, error = %e, "routing decision not handed over");
             }

@@ -137,6 +137,8 @@ pub const RESYNC_PARALLEL: usize = 64;
 /// Delivery lanes: messages for one customer (or one agent) always take
 /// the same lane, so they arrive in the order they were posted.
 pub const LANES: usize = 16;
+/// Most decisions for one customer a lane delivers in one envelope.
+const LANE_BUNDLE: usize = 32;
 /// How long a lane keeps retrying one message before it gives up on it.
 pub const LANE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -170,7 +172,8 @@ impl Hub {
     /// Tells the customer a routing decision without waiting: the lane for
     /// this customer delivers it, in order with everything else posted for
     /// the customer, retrying while the customer's node or the coordination
-    /// store cannot be reached.
+    /// store cannot be reached. Decisions posted back to back for one
+    /// customer travel together.
     pub fn post_customer(&self, id: CustomerId, o: Output) {
         self.post(id.0, Told::Customer(id, o));
     }
@@ -271,11 +274,16 @@ impl Hub {
     }
 
     /// Tells the customer's actor a routing decision, wherever it lives.
-    pub async fn tell_customer(self: &Arc<Self>, id: CustomerId, o: Output) -> Result<()> {
+    /// Hands the customer its decisions, in order, wherever it lives.
+    pub async fn tell_customer(
+        self: &Arc<Self>,
+        id: CustomerId,
+        decisions: Vec<Output>,
+    ) -> Result<()> {
         match self.cluster.customer_home(id).await? {
-            Home::Here => self.tell_local_customer(id, o).await,
+            Home::Here => self.tell_local_customer(id, decisions).await,
             Home::There(node) => self
-                .send(&node, Envelope::TellCustomer(id, o))
+                .send(&node, Envelope::TellCustomer(id, decisions))
                 .await
                 .map(|_| ()),
         }
@@ -323,26 +331,41 @@ impl Hub {
         Err(ActorError::unavailable(format!("customer {id} (stopping)")))
     }
 
-    async fn tell_local_customer(self: &Arc<Self>, id: CustomerId, o: Output) -> Result<()> {
-        self.tell_local_customer_as(id, o, false).await
+    async fn tell_local_customer(
+        self: &Arc<Self>,
+        id: CustomerId,
+        decisions: Vec<Output>,
+    ) -> Result<()> {
+        self.tell_local_customer_as(id, decisions, false).await
     }
 
     async fn tell_local_customer_as(
         self: &Arc<Self>,
         id: CustomerId,
-        o: Output,
+        decisions: Vec<Output>,
         handoff: bool,
     ) -> Result<()> {
-        for attempt in 0..2 {
+        let mut rest = decisions.into_iter().peekable();
+        for _attempt in 0..2 {
             match self.local_customer(id).await? {
-                Ok(actor) => match actor.cast(wrap(handoff, CustomerMsg::Routed(o.clone()))) {
-                    Ok(()) => return Ok(()),
-                    Err(_) if attempt == 0 => continue,
-                    Err(_) => break,
-                },
+                Ok(actor) => {
+                    while let Some(o) = rest.peek() {
+                        if actor
+                            .cast(wrap(handoff, CustomerMsg::Routed(o.clone())))
+                            .is_err()
+                        {
+                            break;
+                        }
+                        rest.next();
+                    }
+                    if rest.peek().is_none() {
+                        return Ok(());
+                    }
+                    // The actor stopped as we reached it: look again, once.
+                }
                 Err(owner) => {
                     return self
-                        .send(&owner, Envelope::TellCustomer(id, o))
+                        .send(&owner, Envelope::TellCustomer(id, rest.collect()))
                         .await
                         .map(|_| ());
                 }
@@ -1029,8 +1052,8 @@ impl Hub {
             Envelope::AskCustomer(id, req) => {
                 EnvelopeReply::Customer(self.ask_local_customer(id, req).await)
             }
-            Envelope::TellCustomer(id, o) => {
-                if let Err(e) = self.tell_local_customer(id, o).await {
+            Envelope::TellCustomer(id, decisions) => {
+                if let Err(e) = self.tell_local_customer(id, decisions).await {
                     tracing::warn!(customer = %id, error = %e, "routing decision not delivered");
                 }
                 EnvelopeReply::Done
@@ -1099,8 +1122,8 @@ impl Hub {
                 Envelope::AskCustomer(id, req) => {
                     EnvelopeReply::Customer(self.ask_local_customer_as(id, req, true).await)
                 }
-                Envelope::TellCustomer(id, o) => {
-                    if let Err(e) = self.tell_local_customer_as(id, o, true).await {
+                Envelope::TellCustomer(id, decisions) => {
+                    if let Err(e) = self.tell_local_customer_as(id, decisions, true).await {
                         tracing::warn!(customer = %id, error = %e, "handed-over routing decision not delivered");
                     }
                     EnvelopeReply::Done
@@ -1140,20 +1163,6 @@ impl Hub {
                 EnvelopeReply::Done
             }
             Envelope::Ping => EnvelopeReply::Done,
-            Envelope::Batch(envelopes) => {
-                let answers = envelopes.into_iter().map(|e| {
-                    let hub = self.clone();
-                    async move {
-                        if matches!(e, Envelope::Batch(_)) {
-                            return EnvelopeReply::NotHere(ActorError::unavailable(
-                                "a batch inside a batch",
-                            ));
-                        }
-                        Box::pin(hub.handle(e)).await
-                    }
-                });
-                EnvelopeReply::Batch(futures::future::join_all(answers).await)
-            }
         }
     }
 }
@@ -1171,16 +1180,43 @@ impl From<ActorError> for Elsewhere {
 }
 
 /// Delivers what is posted to one lane, in order; a message that cannot be
-/// delivered is retried with backoff for up to [`LANE_RETRY_FOR`].
+/// delivered is retried with backoff for up to [`LANE_RETRY_FOR`]. The
+/// decisions for one customer queued one after the other (a router step's
+/// `Queued` and `Offered`) go together, in one envelope.
 async fn run_lane(hub: std::sync::Weak<Hub>, mut rx: mpsc::UnboundedReceiver<Told>) {
-    while let Some(told) = rx.recv().await {
+    let mut next: Option<Told> = None;
+    loop {
+        let first = match next.take() {
+            Some(t) => t,
+            None => match rx.recv().await {
+                Some(t) => t,
+                None => return,
+            },
+        };
+        let told = match first {
+            Told::Customer(id, o) => {
+                let mut decisions = vec![o];
+                while decisions.len() < LANE_BUNDLE {
+                    match rx.try_recv() {
+                        Ok(Told::Customer(same, o)) if same == id => decisions.push(o),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                Bundle::Customer(id, decisions)
+            }
+            Told::Desktop(agent, e) => Bundle::Desktop(agent, e),
+        };
         let started = std::time::Instant::now();
         let mut backoff = std::time::Duration::from_millis(50);
         loop {
             let Some(hub) = hub.upgrade() else { return };
             let r = match &told {
-                Told::Customer(id, o) => hub.tell_customer(*id, o.clone()).await,
-                Told::Desktop(agent, e) => hub.to_desktop(agent, e.clone()).await,
+                Bundle::Customer(id, decisions) => hub.tell_customer(*id, decisions.clone()).await,
+                Bundle::Desktop(agent, e) => hub.to_desktop(agent, e.clone()).await,
             };
             drop(hub);
             let Err(e) = r else { break };
@@ -1193,6 +1229,12 @@ async fn run_lane(hub: std::sync::Weak<Hub>, mut rx: mpsc::UnboundedReceiver<Tol
             backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
         }
     }
+}
+
+/// What a lane delivers at once.
+enum Bundle {
+    Customer(CustomerId, Vec<Output>),
+    Desktop(AgentId, DesktopEvent),
 }
 
 fn home_of(node: &str, me: &str) -> Home {

@@ -193,8 +193,10 @@ pub enum RouterReply {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Envelope {
     AskCustomer(CustomerId, CustomerRequest),
-    /// A routing decision for the customer's history.
-    TellCustomer(CustomerId, Output),
+    /// Routing decisions for the customer's history, in the order they
+    /// were made (a delivery lane sends what it holds for one customer
+    /// together: see `Hub::post_customer`).
+    TellCustomer(CustomerId, Vec<Output>),
     AskRouter(RouterRequest),
     TellRouter(RouterRequest),
     Desktop(AgentId, DesktopEvent),
@@ -235,10 +237,6 @@ pub enum Envelope {
     },
     /// Are you serving? (Answered `Done`.)
     Ping,
-    /// Several envelopes in one call (see `centralino_cluster::peer`),
-    /// handled concurrently, answered with `EnvelopeReply::Batch` in the
-    /// same order.
-    Batch(Vec<Envelope>),
 }
 
 /// The answer to an [`Envelope`].
@@ -251,6 +249,4 @@ pub enum EnvelopeReply {
     Done,
     /// The envelope's target is not on the receiving node (any more).
     NotHere(ActorError),
-    /// The answers to an `Envelope::Batch`, in order.
-    Batch(Vec<EnvelopeReply>),
 }

@@ -96,6 +96,13 @@ pub trait Coordination: Send + Sync + 'static {
     /// customer"), and fails with [`ClusterError::IdentityTaken`] or
     /// [`ClusterError::OwnedElsewhere`] when the fence does not hold.
     async fn append(&self, batch: JournalBatch) -> Result<u64>;
+    /// How long a busy journal gathers batches for one
+    /// [`Coordination::append_many`] (see [`crate::group`]): worth it where
+    /// a request costs much more than what it carries (etcd); zero, the
+    /// default, where it does not (memory).
+    fn group_window(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
     /// Appends several customers' batches (group commit), each fenced as
     /// [`Coordination::append`] says; one result per batch, in order. A
     /// backend may write them in fewer requests than batches.

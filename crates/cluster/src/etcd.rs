@@ -736,6 +736,10 @@ fn check_snapshot(
 
 #[async_trait::async_trait]
 impl Coordination for EtcdCoordination {
+    fn group_window(&self) -> Duration {
+        crate::group::GROUP_WINDOW
+    }
+
     async fn join(&self, node: &NodeInfo, ttl: Duration) -> Result<i64> {
         let ttl_secs = (ttl.as_secs_f64().ceil() as i64).max(1);
         let mut leases = self.client.lease_client();
@@ -1391,23 +1395,18 @@ type Read = (
 const MAX_READS: usize = MAX_TXN_OPS;
 
 /// Point reads together: every read waiting when the previous request
-/// returned goes out in one transaction of gets (one read alone is a plain
-/// get), so that under load the reads of many contacts (identities,
-/// owners) cost one etcd request. Nothing waits to fill a batch.
+/// returned (and, when busy, arriving within the group window: see
+/// [`crate::group`]) goes out in one transaction of gets (one read alone is
+/// a plain get), so that under load the reads of many contacts (identities,
+/// owners) cost one etcd request.
 async fn read_batches(
     mut kv: KvClient,
     timeout: Duration,
     endpoints: String,
     mut pending: mpsc::UnboundedReceiver<Read>,
 ) {
-    while let Some(first) = pending.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_READS {
-            match pending.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
+    let mut gather = crate::group::Gather::new(crate::group::GROUP_WINDOW, MAX_READS);
+    while let Some(batch) = gather.next(&mut pending).await {
         let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
         let read = async {
             if let [key] = &keys[..] {

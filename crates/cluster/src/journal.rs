@@ -5,8 +5,9 @@
 //! single committer task takes every batch waiting at that moment (at most
 //! [`MAX_GROUP`]) and hands them to the backend in one call, which writes
 //! them in as few requests as it can (etcd: one fenced transaction for many
-//! customers). Nothing waits to fill a group: an idle journal commits each
-//! batch at once, a busy one commits more per request.
+//! customers). An idle journal commits each batch at once; a busy one also
+//! gathers what arrives within the backend's group window (etcd: see
+//! [`crate::group`]), and commits more per request.
 //!
 //! A batch that closes a conversation first stores the conversation's
 //! whole history in the archive, on the committing actor's own task (so
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::archive::{Archive, check_whole};
 use crate::coordination::Coordination;
 use crate::error::ClusterError;
+use crate::group::Gather;
 
 /// Most batches committed together.
 pub const MAX_GROUP: usize = 64;
@@ -79,14 +81,8 @@ impl CoordinatedJournal {
 }
 
 async fn commit_groups(coord: Arc<dyn Coordination>, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(p) => group.push(p),
-                Err(_) => break,
-            }
-        }
+    let mut gather = Gather::new(coord.group_window(), MAX_GROUP);
+    while let Some(group) = gather.next(&mut rx).await {
         crate::metrics::group_commit(group.len());
         let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         let keys: Vec<_> = batches.iter().map(|b| (b.record.id, b.token)).collect();

@@ -21,6 +21,7 @@ pub mod contract;
 pub mod coordination;
 pub mod error;
 pub mod etcd;
+pub mod group;
 pub mod journal;
 pub mod memory;
 pub mod metrics;

@@ -1,34 +1,42 @@
-//! Pipes to peer nodes: node-to-node envelopes, several per call.
+//! Pipes to peer nodes: node-to-node envelopes over one long-lived stream.
 //!
 //! Every envelope for another node goes through that node's [`Pipe`]. The
-//! pipe keeps at most [`IN_FLIGHT`] calls (`Node.Send`) open at once; when
-//! one returns, the next call takes every envelope that queued meanwhile
-//! (at most [`MAX_BATCH`]), so under load many envelopes share one call,
-//! one frame and one reply, and when idle an envelope goes out at once:
-//! nothing waits to fill a batch (group commit, for the network).
+//! pipe keeps one bidirectional stream (`Node.Exchange`) open to the peer
+//! and writes each envelope on it under an id; the peer answers under that
+//! id as soon as that envelope is handled, whatever else is still being
+//! handled. Whatever queued while the previous frame was being written goes
+//! in the next one (at most [`MAX_BATCH`] envelopes), and the peer does the
+//! same with its answers: under load many envelopes share a frame and a
+//! write, and no envelope pays for a call of its own (headers, a stream, a
+//! trailer), which is most of what a small gRPC call costs. When idle an
+//! envelope goes out at once: nothing waits to fill a frame.
 //!
-//! The receiving hub handles a batch's envelopes concurrently and answers
-//! each (`Envelope::Batch`, `EnvelopeReply::Batch`); a caller still awaits
-//! its own envelope's answer, so ordering stays the callers' (a delivery
-//! lane sends a customer's next decision only once the previous one is
-//! delivered). Handovers (`Adopt`, `Migrate`) go alone: a batch answers when
-//! its slowest envelope is done, and they are the slow ones.
+//! A caller awaits its own envelope's answer (at most [`SEND_TIMEOUT`]), so
+//! ordering stays the callers' (a delivery lane sends a customer's next
+//! decision only once the previous one is delivered). When the stream
+//! breaks (the peer died or restarted), every envelope still unanswered
+//! fails as unavailable, and the next envelope opens a new stream.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use centralino_actors::error::{ActorError, Result};
 use centralino_actors::wire::{Envelope, EnvelopeReply};
 use centralino_proto::internal::Frame;
 use centralino_proto::internal::node_client::NodeClient;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use rustc_hash::FxHashMap;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel as Conn;
 
-/// Calls open to one peer at once.
-pub const IN_FLIGHT: usize = 4;
-/// Most envelopes in one call.
+/// Most envelopes (or answers) in one frame.
 pub const MAX_BATCH: usize = 256;
+/// How long a caller waits for its envelope's answer.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames written ahead of the stream (its backpressure).
+const FRAMES_AHEAD: usize = 16;
 
-type Pending = (Envelope, oneshot::Sender<Result<EnvelopeReply>>);
+type Answer = oneshot::Sender<Result<EnvelopeReply>>;
+type Pending = (Envelope, Answer);
 
 /// The way to one peer node (see the module docs).
 #[derive(Clone)]
@@ -50,8 +58,39 @@ impl Pipe {
         let (tx, rx) = oneshot::channel();
         let gone = || ActorError::unavailable("node-to-node pipe (closed)");
         self.queue.send((envelope, tx)).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        match tokio::time::timeout(SEND_TIMEOUT, rx).await {
+            Ok(answer) => answer.map_err(|_| gone())?,
+            Err(_) => Err(ActorError::unavailable(format!(
+                "no answer from the peer node within {SEND_TIMEOUT:?}"
+            ))),
+        }
     }
+}
+
+/// The envelopes written on the current stream and not answered yet.
+#[derive(Default)]
+struct Unanswered {
+    by_id: FxHashMap<u64, Answer>,
+    /// The stream ended: nothing more will be answered on it.
+    ended: bool,
+}
+
+impl Unanswered {
+    /// Fails every envelope still waiting, and anything registered later.
+    fn end(&mut self, why: &ActorError) {
+        self.ended = true;
+        for (_, answer) in self.by_id.drain() {
+            let _ = answer.send(Err(why.clone()));
+        }
+    }
+}
+
+/// Why a stream's sender stopped.
+enum Stopped {
+    /// The pipe was dropped: nothing more to send.
+    Dropped,
+    /// The stream broke; open another for what comes next.
+    Broken,
 }
 
 async fn run(
@@ -59,80 +98,148 @@ async fn run(
     client: NodeClient<Conn>,
     mut pending: mpsc::UnboundedReceiver<Pending>,
 ) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut next_id = 0u64;
     while let Some(first) = pending.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        // What queued while every call was open goes in this one; a
-        // handover goes alone, in a call of its own.
-        if !alone(&batch[0].0) {
-            while batch.len() < MAX_BATCH {
-                match pending.try_recv() {
-                    Ok(p) if alone(&p.0) => {
-                        let (node, client) = (node.clone(), client.clone());
-                        tokio::spawn(async move { send_all(&node, &client, vec![p]).await });
-                    }
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
+        let (frames, outbound) = mpsc::channel::<Frame>(FRAMES_AHEAD);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(outbound);
+        let mut call = client.clone();
+        let inbound = match call.exchange(stream).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                // The peer cannot be reached now: what waits fails at once
+                // (the callers retry), rather than each in turn after a
+                // connect timeout.
+                let e = ActorError::unavailable(format!("node {node}: {}", status.message()));
+                let _ = first.1.send(Err(e.clone()));
+                while let Ok((_, answer)) = pending.try_recv() {
+                    let _ = answer.send(Err(e.clone()));
                 }
+                continue;
+            }
+        };
+        let unanswered = Arc::new(Mutex::new(Unanswered::default()));
+        let mut reader = tokio::spawn(read_answers(node.clone(), inbound, unanswered.clone()));
+        let stopped = write_envelopes(
+            first,
+            &mut pending,
+            &frames,
+            &unanswered,
+            &mut reader,
+            &mut next_id,
+        )
+        .await;
+        drop(frames);
+        match stopped {
+            Stopped::Dropped => {
+                // Answers still coming are read to the end of the stream.
+                let _ = reader.await;
+                return;
+            }
+            Stopped::Broken => {
+                reader.abort();
+                let e = ActorError::unavailable(format!("node {node}: the stream to it broke"));
+                lock(&unanswered).end(&e);
             }
         }
-        let (node, client) = (node.clone(), client.clone());
-        tokio::spawn(async move {
-            send_all(&node, &client, batch).await;
-            drop(slot);
-        });
     }
 }
 
-/// Envelopes sent in a call of their own.
-fn alone(e: &Envelope) -> bool {
-    matches!(e, Envelope::Adopt { .. } | Envelope::Migrate { .. })
-}
-
-/// One call carrying `batch`; each sender gets its envelope's answer.
-async fn send_all(node: &str, client: &NodeClient<Conn>, batch: Vec<Pending>) {
-    let (envelopes, replies): (Vec<Envelope>, Vec<_>) = batch.into_iter().unzip();
-    let n = envelopes.len();
-    let envelope = if n == 1 {
-        envelopes.into_iter().next().expect("one envelope")
-    } else {
-        Envelope::Batch(envelopes)
-    };
-    crate::metrics::node_send(n);
-    let answers = match call(node, client, &envelope).await {
-        Ok(EnvelopeReply::Batch(answers)) if answers.len() == n && n > 1 => {
-            answers.into_iter().map(Ok).collect()
+/// Writes `first` and whatever follows on the open stream, several
+/// envelopes per frame, until the pipe is dropped or the stream breaks.
+async fn write_envelopes(
+    first: Pending,
+    pending: &mut mpsc::UnboundedReceiver<Pending>,
+    frames: &mpsc::Sender<Frame>,
+    unanswered: &Mutex<Unanswered>,
+    reader: &mut tokio::task::JoinHandle<()>,
+    next_id: &mut u64,
+) -> Stopped {
+    let mut next = Some(first);
+    loop {
+        let first = match next.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                p = pending.recv() => match p {
+                    Some(p) => p,
+                    None => return Stopped::Dropped,
+                },
+                _ = &mut *reader => return Stopped::Broken,
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
         }
-        Ok(answer) if n == 1 => vec![Ok(answer)],
-        Ok(other) => {
-            let e = ActorError::unavailable(format!(
-                "node {node} answered {n} envelopes with {other:?}"
-            ));
-            vec![Err(e); n]
+        crate::metrics::node_send(batch.len());
+        let mut envelopes = Vec::with_capacity(batch.len());
+        {
+            let mut waiting = lock(unanswered);
+            if waiting.ended {
+                let e = ActorError::unavailable("node-to-node stream (ended)");
+                for (_, answer) in batch {
+                    let _ = answer.send(Err(e.clone()));
+                }
+                return Stopped::Broken;
+            }
+            for (envelope, answer) in batch {
+                *next_id += 1;
+                waiting.by_id.insert(*next_id, answer);
+                envelopes.push((*next_id, envelope));
+            }
         }
-        Err(e) => vec![Err(e); n],
-    };
-    for (reply, answer) in replies.into_iter().zip(answers) {
-        let _ = reply.send(answer);
+        let payload = match serde_json::to_vec(&envelopes) {
+            Ok(p) => p,
+            Err(e) => {
+                // Cannot happen with the wire types; said, not panicked on.
+                let e = ActorError::unavailable(format!("encoding an envelope ({e})"));
+                let mut waiting = lock(unanswered);
+                for (id, _) in &envelopes {
+                    if let Some(answer) = waiting.by_id.remove(id) {
+                        let _ = answer.send(Err(e.clone()));
+                    }
+                }
+                continue;
+            }
+        };
+        if frames.send(Frame { payload }).await.is_err() {
+            return Stopped::Broken;
+        }
     }
 }
 
-async fn call(node: &str, client: &NodeClient<Conn>, envelope: &Envelope) -> Result<EnvelopeReply> {
-    let payload = serde_json::to_vec(envelope)
-        .map_err(|e| ActorError::unavailable(format!("encoding an envelope ({e})")))?;
-    let mut client = client.clone();
-    match client.send(Frame { payload }).await {
-        Ok(reply) => serde_json::from_slice(&reply.into_inner().payload).map_err(|e| {
-            ActorError::unavailable(format!(
-                "node {node} answered with an unreadable envelope ({e})"
-            ))
-        }),
-        Err(status) => Err(ActorError::unavailable(format!(
-            "node {node}: {}",
-            status.message()
-        ))),
-    }
+/// Hands each answer to its caller until the stream ends; then fails what
+/// is still waiting.
+async fn read_answers(
+    node: String,
+    mut inbound: tonic::Streaming<Frame>,
+    unanswered: Arc<Mutex<Unanswered>>,
+) {
+    let why = loop {
+        let frame = match inbound.message().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break format!("node {node} closed the stream"),
+            Err(status) => break format!("node {node}: {}", status.message()),
+        };
+        let answers: Vec<(u64, EnvelopeReply)> = match serde_json::from_slice(&frame.payload) {
+            Ok(a) => a,
+            Err(e) => break format!("node {node} answered with an unreadable frame ({e})"),
+        };
+        let mut waiting = lock(&unanswered);
+        for (id, answer) in answers {
+            if let Some(caller) = waiting.by_id.remove(&id) {
+                let _ = caller.send(Ok(answer));
+            }
+        }
+    };
+    tracing::debug!("{why}");
+    lock(&unanswered).end(&ActorError::unavailable(why));
+}
+
+/// A poisoned lock only means another thread panicked while holding it;
+/// the map stays consistent (every update is a single insert or remove).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -47,8 +47,6 @@ use crate::peer::Pipe;
 
 /// The router's ownership key.
 pub const ROUTER: &str = "main";
-/// How long a node-to-node call may take.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame between nodes (envelopes carry whole histories).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// How long gateway lists are trusted.
@@ -273,7 +271,12 @@ impl Topology {
         let endpoint = Endpoint::from_shared(format!("http://{advertise}"))
             .map_err(|e| ActorError::unavailable(format!("node {node} at {advertise:?} ({e})")))?
             .connect_timeout(Duration::from_secs(3))
-            .timeout(SEND_TIMEOUT)
+            // The pipe's stream lives as long as the peer: pings find a
+            // peer gone silent (a SIGKILL closes its sockets at once; a
+            // lost machine does not).
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         let client = NodeClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(MAX_FRAME)

@@ -77,7 +77,7 @@ pub async fn serve(
     .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let desktop = pb::agent_desktop_server::AgentDesktopServer::new(desktop::DesktopService::new(
         hub.clone(),
-        Closing(closing),
+        Closing(closing.clone()),
     ))
     .max_decoding_message_size(MAX_REQUEST_BYTES)
     .max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -85,10 +85,11 @@ pub async fn serve(
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     // Envelopes carry whole histories; the same bound as responses.
-    let internal =
-        centralino_proto::internal::node_server::NodeServer::new(internal::NodeService::new(hub))
-            .max_decoding_message_size(MAX_RESPONSE_BYTES)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let internal = centralino_proto::internal::node_server::NodeServer::new(
+        internal::NodeService::new(hub, Closing(closing)),
+    )
+    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+    .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
     let health_on_stop = health.clone();
     let shutdown = async move {
