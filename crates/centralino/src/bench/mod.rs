@@ -492,8 +492,9 @@ async fn start_system(args: &Args, spec: SpawnSpec) -> anyhow::Result<System> {
         Some(t) => System::external(t, args.etcd.clone(), &args.cluster),
         None => {
             eprintln!(
-                "bench: starting {} node(s) on loopback; logs in {}",
+                "bench: starting {} node(s) on loopback ({} worker thread(s) each, unless TOKIO_WORKER_THREADS says); logs in {}",
                 spec.nodes,
+                system::worker_share(spec.nodes),
                 args.out.display()
             );
             System::spawn(&spec, &args.out).await
