@@ -239,6 +239,39 @@ pub enum Envelope {
     Ping,
 }
 
+impl Envelope {
+    /// What kind of envelope this is, for metrics: the request's name for
+    /// the common ones, the envelope's otherwise.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Envelope::AskCustomer(_, r) => match r {
+                CustomerRequest::Contact { .. } => "ask_customer.contact",
+                CustomerRequest::Assigned { .. } => "ask_customer.assigned",
+                CustomerRequest::Reply { .. } => "ask_customer.reply",
+                CustomerRequest::WrapUp { .. } => "ask_customer.wrap_up",
+                CustomerRequest::Resolve { .. } => "ask_customer.resolve",
+                _ => "ask_customer.other",
+            },
+            Envelope::TellCustomer(..) => "tell_customer",
+            Envelope::AskRouter(r) | Envelope::TellRouter(r) => match r {
+                RouterRequest::Step(_) => "router.step",
+                RouterRequest::Route(_) => "router.route",
+                RouterRequest::Resolved { .. } => "router.resolved",
+                _ => "router.other",
+            },
+            Envelope::Desktop(..) => "desktop",
+            Envelope::Deliver(_) => "deliver",
+            Envelope::Adopt { .. } => "adopt",
+            Envelope::Handoff(_) => "handoff",
+            Envelope::HandoffDone(_) => "handoff_done",
+            Envelope::Migrate { .. } => "migrate",
+            Envelope::RouterStarted { .. } => "router_started",
+            Envelope::RouterVacated { .. } => "router_vacated",
+            Envelope::Ping => "ping",
+        }
+    }
+}
+
 /// The answer to an [`Envelope`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum EnvelopeReply {
@@ -249,4 +282,55 @@ pub enum EnvelopeReply {
     Done,
     /// The envelope's target is not on the receiving node (any more).
     NotHere(ActorError),
+}
+
+/// What a frame between nodes packs several envelopes (or answers) into at
+/// most; one larger than this goes in a frame of its own.
+pub const FRAME_BUDGET: usize = 1 << 20;
+
+/// Packs encoded items (each the JSON of one `[id, envelope]` or `[id,
+/// answer]` pair) into JSON arrays of at most [`FRAME_BUDGET`] bytes, in
+/// order; an item larger than the budget alone.
+pub fn pack_frames(items: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut frame: Vec<u8> = Vec::new();
+    for item in items {
+        if !frame.is_empty() && frame.len() + 1 + item.len() + 1 > FRAME_BUDGET {
+            frame.push(b']');
+            frames.push(std::mem::take(&mut frame));
+        }
+        frame.push(if frame.is_empty() { b'[' } else { b',' });
+        frame.extend_from_slice(&item);
+    }
+    if !frame.is_empty() {
+        frame.push(b']');
+        frames.push(frame);
+    }
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_pack_items_in_order_within_the_budget() {
+        let small = |n: u8| format!("[{n},\"x\"]").into_bytes();
+        let frames = pack_frames(vec![small(1), small(2), small(3)]);
+        assert_eq!(frames, vec![b"[[1,\"x\"],[2,\"x\"],[3,\"x\"]]".to_vec()]);
+
+        let big = vec![b'7'; FRAME_BUDGET - 5];
+        let frames = pack_frames(vec![small(1), big, small(2), small(3)]);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0], b"[[1,\"x\"]]".to_vec());
+        assert!(frames[1].starts_with(b"[7777") && frames[1].ends_with(b"777]"));
+        assert_eq!(frames[2], b"[[2,\"x\"],[3,\"x\"]]".to_vec());
+        assert!(frames.iter().all(|f| f.len() <= FRAME_BUDGET));
+
+        let huge = vec![b'9'; FRAME_BUDGET * 2];
+        let frames = pack_frames(vec![small(1), huge, small(2)]);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[1].len(), FRAME_BUDGET * 2 + 2);
+        assert!(pack_frames(Vec::new()).is_empty());
+    }
 }

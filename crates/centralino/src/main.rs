@@ -125,9 +125,13 @@ impl NodeArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     run::init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Bench(args) = &cli.command
+        && let Some(workers) = args.worker_threads()
+    {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Node(args) => run::node(args.load(false)?, None).await,

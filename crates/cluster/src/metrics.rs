@@ -6,6 +6,7 @@ pub const ARCHIVE_STORE_SECONDS: &str = "centralino_cluster_archive_store_second
 pub const REBALANCED: &str = "centralino_cluster_rebalanced_customers_total";
 pub const ETCD_REQUESTS: &str = "centralino_cluster_etcd_requests_total";
 pub const NODE_SEND_ENVELOPES: &str = "centralino_cluster_node_send_envelopes";
+pub const NODE_ENVELOPES: &str = "centralino_cluster_node_envelopes_total";
 
 /// How many customers' batches one journal write carried.
 pub(crate) fn group_commit(batches: usize) {
@@ -32,7 +33,12 @@ pub(crate) fn etcd_request(what: &str) {
     metrics::counter!(ETCD_REQUESTS, "op" => what.to_owned()).increment(1);
 }
 
-/// How many envelopes one node-to-node call carried.
+/// How many envelopes one node-to-node frame took from the queue.
 pub(crate) fn node_send(envelopes: usize) {
     metrics::histogram!(NODE_SEND_ENVELOPES).record(envelopes as f64);
+}
+
+/// One envelope sent to another node, by kind (`Envelope::kind`).
+pub(crate) fn node_envelope(kind: &'static str) {
+    metrics::counter!(NODE_ENVELOPES, "kind" => kind).increment(1);
 }

@@ -9,7 +9,9 @@
 //! same with its answers: under load many envelopes share a frame and a
 //! write, and no envelope pays for a call of its own (headers, a stream, a
 //! trailer), which is most of what a small gRPC call costs. When idle an
-//! envelope goes out at once: nothing waits to fill a frame.
+//! envelope goes out at once: nothing waits to fill a frame. A frame holds
+//! at most `FRAME_BUDGET` bytes of envelopes (a larger one, such as a long
+//! history handed over, goes alone).
 //!
 //! A caller awaits its own envelope's answer (at most [`SEND_TIMEOUT`]), so
 //! ordering stays the callers' (a delivery lane sends a customer's next
@@ -21,14 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use centralino_actors::error::{ActorError, Result};
-use centralino_actors::wire::{Envelope, EnvelopeReply};
+use centralino_actors::wire::{Envelope, EnvelopeReply, pack_frames};
 use centralino_proto::internal::Frame;
 use centralino_proto::internal::node_client::NodeClient;
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel as Conn;
 
-/// Most envelopes (or answers) in one frame.
+/// Most envelopes taken from the queue at once.
 pub const MAX_BATCH: usize = 256;
 /// How long a caller waits for its envelope's answer.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,7 +176,7 @@ async fn write_envelopes(
             }
         }
         crate::metrics::node_send(batch.len());
-        let mut envelopes = Vec::with_capacity(batch.len());
+        let mut items = Vec::with_capacity(batch.len());
         {
             let mut waiting = lock(unanswered);
             if waiting.ended {
@@ -185,27 +187,26 @@ async fn write_envelopes(
                 return Stopped::Broken;
             }
             for (envelope, answer) in batch {
+                crate::metrics::node_envelope(envelope.kind());
                 *next_id += 1;
-                waiting.by_id.insert(*next_id, answer);
-                envelopes.push((*next_id, envelope));
-            }
-        }
-        let payload = match serde_json::to_vec(&envelopes) {
-            Ok(p) => p,
-            Err(e) => {
-                // Cannot happen with the wire types; said, not panicked on.
-                let e = ActorError::unavailable(format!("encoding an envelope ({e})"));
-                let mut waiting = lock(unanswered);
-                for (id, _) in &envelopes {
-                    if let Some(answer) = waiting.by_id.remove(id) {
-                        let _ = answer.send(Err(e.clone()));
+                match serde_json::to_vec(&(*next_id, &envelope)) {
+                    Ok(item) => {
+                        waiting.by_id.insert(*next_id, answer);
+                        items.push(item);
+                    }
+                    // Cannot happen with the wire types; said, not
+                    // panicked on.
+                    Err(e) => {
+                        let e = ActorError::unavailable(format!("encoding an envelope ({e})"));
+                        let _ = answer.send(Err(e));
                     }
                 }
-                continue;
             }
-        };
-        if frames.send(Frame { payload }).await.is_err() {
-            return Stopped::Broken;
+        }
+        for payload in pack_frames(items) {
+            if frames.send(Frame { payload }).await.is_err() {
+                return Stopped::Broken;
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use centralino_actors::Hub;
-use centralino_actors::wire::{Envelope, EnvelopeReply};
+use centralino_actors::wire::{Envelope, EnvelopeReply, pack_frames};
 use centralino_proto::internal as pb;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::Closing;
 
-/// Most answers in one frame.
+/// Most answers taken at once.
 const MAX_ANSWERS: usize = 256;
 
 pub struct NodeService {
@@ -101,11 +101,12 @@ async fn read_envelopes(
 }
 
 /// The answers as frames: whatever is ready when the stream asks for the
-/// next frame goes in it.
+/// next frame goes in it (at most `FRAME_BUDGET` bytes of it; the rest in
+/// the frames after).
 fn answer_frames(
     ready: mpsc::UnboundedReceiver<Result<(u64, EnvelopeReply), Status>>,
 ) -> impl Stream<Item = Result<pb::Frame, Status>> + Send {
-    futures::stream::unfold(ready, |mut ready| async move {
+    let gathered = futures::stream::unfold(ready, |mut ready| async move {
         let mut batch = vec![ready.recv().await?];
         while batch.len() < MAX_ANSWERS {
             match ready.try_recv() {
@@ -113,12 +114,22 @@ fn answer_frames(
                 Err(_) => break,
             }
         }
-        let answers: Result<Vec<_>, Status> = batch.into_iter().collect();
-        let frame = answers.and_then(|a| {
-            serde_json::to_vec(&a)
-                .map(|payload| pb::Frame { payload })
-                .map_err(|e| Status::internal(format!("encoding the answers: {e}")))
-        });
-        Some((frame, ready))
-    })
+        let frames = batch
+            .into_iter()
+            .map(|answer| {
+                let answer = answer?;
+                serde_json::to_vec(&answer)
+                    .map_err(|e| Status::internal(format!("encoding the answers: {e}")))
+            })
+            .collect::<Result<Vec<_>, Status>>()
+            .map(|items| {
+                pack_frames(items)
+                    .into_iter()
+                    .map(|payload| Ok(pb::Frame { payload }))
+                    .collect::<Vec<_>>()
+            });
+        let frames = frames.unwrap_or_else(|status| vec![Err(status)]);
+        Some((futures::stream::iter(frames), ready))
+    });
+    gathered.flatten()
 }
