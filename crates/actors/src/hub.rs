@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use centralino_core::customer::Attributes;
+use centralino_core::customer::{Attributes, Customer};
 use centralino_core::directory::Resolution;
 use centralino_core::explain::Explanation;
 use centralino_core::history::HistoryEvent;
@@ -20,7 +20,7 @@ use centralino_core::{
     Output, QueueId, TimeMs,
 };
 use ractor::{Actor, ActorCell, ActorRef, ActorStatus};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{OnceCell, mpsc};
 
 use crate::agent::AgentMsg;
@@ -107,6 +107,8 @@ pub struct Hub {
     /// Customers that migrated away from here, and where to: messages that
     /// still arrive here are forwarded (see `actors::customer`).
     moved: Mutex<FxHashMap<CustomerId, String>>,
+    /// Customers being adopted here (see [`Hub::start_customer`]).
+    adopting: Mutex<FxHashSet<CustomerId>>,
     agents: Mutex<FxHashMap<AgentId, ActorRef<AgentMsg>>>,
     gateways: Mutex<(Vec<GatewaySub>, VecDeque<Delivery>)>,
     router: Mutex<Option<ActorRef<RouterMsg>>>,
@@ -158,6 +160,7 @@ impl Hub {
                 journal,
                 customers: Default::default(),
                 moved: Default::default(),
+                adopting: Default::default(),
                 agents: Default::default(),
                 gateways: Default::default(),
                 router: Mutex::new(None),
@@ -440,6 +443,20 @@ impl Hub {
                             Claim::Owned { token } => token,
                             Claim::Elsewhere(node) => return Err(Elsewhere::Owner(node)),
                         };
+                        // This node owns the customer; if that is because it
+                        // is being (or was just) adopted here, the adopted
+                        // actor holds the same token: a second actor
+                        // recovered from the journal would write over what
+                        // the first acknowledged. The caller tries again and
+                        // finds the adopted one.
+                        let superseded = !lock(&self.customers)
+                            .get(&id)
+                            .is_some_and(|c| Arc::ptr_eq(c, &cell));
+                        if superseded || lock(&self.adopting).contains(&id) {
+                            return Err(Elsewhere::Failed(ActorError::unavailable(format!(
+                                "customer {id} (arriving on this node; try again)"
+                            ))));
+                        }
                         if new.is_some() {
                             Start::New { token }
                         } else {
@@ -699,6 +716,22 @@ impl Hub {
             return Err(ActorError::unavailable("adoption without a customer"));
         };
         let id = customer.id;
+        // Until the adopted actor is in the map, a message for the customer
+        // starts no other actor here (see `start_customer`).
+        lock(&self.adopting).insert(id);
+        let adopted = self.adopt_as(id, from, customer, unrouted, announced).await;
+        lock(&self.adopting).remove(&id);
+        adopted
+    }
+
+    async fn adopt_as(
+        self: &Arc<Self>,
+        id: CustomerId,
+        from: u64,
+        customer: Box<Customer>,
+        unrouted: Option<RouterRequest>,
+        announced: Option<u64>,
+    ) -> Result<()> {
         let token = self.cluster.adopt_customer(id, from).await?;
         let supervisor = self.supervisor_cell()?;
         let (actor, _) = Actor::spawn_linked(

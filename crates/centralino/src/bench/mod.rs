@@ -492,8 +492,10 @@ impl Args {
 }
 
 fn spawn_spec(args: &Args, default_nodes: usize, clustered: bool) -> SpawnSpec {
+    let nodes = args.nodes.unwrap_or(default_nodes);
     SpawnSpec {
-        nodes: args.nodes.unwrap_or(default_nodes),
+        nodes,
+        peak_nodes: nodes,
         clustered,
         lease_ttl_ms: args.lease_ttl_ms,
     }
@@ -508,7 +510,7 @@ async fn start_system(args: &Args, spec: SpawnSpec) -> anyhow::Result<System> {
             eprintln!(
                 "bench: starting {} node(s) on loopback ({} worker thread(s) each, unless TOKIO_WORKER_THREADS says); logs in {}",
                 spec.nodes,
-                system::worker_share(spec.nodes),
+                system::worker_share(spec.peak_nodes.max(spec.nodes)),
                 args.out.display()
             );
             System::spawn(&spec, &args.out).await
@@ -673,6 +675,7 @@ async fn run_apart(
             // One clustered node first; the others join after the customers.
             let first = SpawnSpec {
                 nodes: 1,
+                peak_nodes: spec.nodes,
                 clustered: true,
                 lease_ttl_ms: args.lease_ttl_ms,
             };

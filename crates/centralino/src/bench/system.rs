@@ -89,6 +89,9 @@ impl Target {
 #[derive(Clone, Debug)]
 pub struct SpawnSpec {
     pub nodes: usize,
+    /// The most nodes running at once over the run (nodes may join later):
+    /// each gets that share of the machine's cores.
+    pub peak_nodes: usize,
     /// With etcd even for one node (a cluster that others join later).
     pub clustered: bool,
     /// `--lease-ttl-ms` of every node (and `--keep-alive-ms` a quarter of
@@ -340,7 +343,7 @@ impl System {
             cluster: format!("bench-{}", std::process::id()),
             etcd_url: None,
             lease_ttl_ms: spec.lease_ttl_ms,
-            workers: worker_share(nodes),
+            workers: worker_share(spec.peak_nodes.max(nodes)),
         };
         if nodes > 1 || spec.clustered {
             let scratch = scratch_dir()?;
