@@ -276,8 +276,8 @@ impl Hub {
         }
     }
 
-    /// Tells the customer's actor a routing decision, wherever it lives.
-    /// Hands the customer its decisions, in order, wherever it lives.
+    /// Hands the customer's actor its routing decisions, in order,
+    /// wherever it lives.
     pub async fn tell_customer(
         self: &Arc<Self>,
         id: CustomerId,

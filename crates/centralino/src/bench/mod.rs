@@ -476,7 +476,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     fail_if_dead(&dead, &args.out)
 }
 
-/// The nodes to start for `--nodes` (`default_nodes` unless given).
 impl Args {
     /// The generator's own tokio worker threads: when it starts the nodes
     /// on this machine, it shares the cores with them (a worker more than
@@ -491,6 +490,7 @@ impl Args {
     }
 }
 
+/// The nodes to start for `--nodes` (`default_nodes` unless given).
 fn spawn_spec(args: &Args, default_nodes: usize, clustered: bool) -> SpawnSpec {
     let nodes = args.nodes.unwrap_or(default_nodes);
     SpawnSpec {
