@@ -610,9 +610,22 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
+/// A loopback port free now and not handed out before by this process:
+/// the kernel may offer a port again once its probe is closed, and two of
+/// our processes told the same port lose one of them (a node that cannot
+/// listen dies at start).
 fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
-    Ok(l.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
+        let port = l.local_addr()?.port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    bail!("no loopback port free that this bench has not handed out already")
 }
 
 /// A fresh directory for etcd's data: on tmpfs when there is one (etcd
