@@ -277,18 +277,21 @@ impl Hub {
     }
 
     /// Hands the customer's actor its routing decisions, in order,
-    /// wherever it lives.
+    /// wherever it lives. Those handed over leave `decisions`: on an error,
+    /// what is left there is what a retry must still deliver.
     pub async fn tell_customer(
         self: &Arc<Self>,
         id: CustomerId,
-        decisions: Vec<Output>,
+        decisions: &mut Vec<Output>,
     ) -> Result<()> {
         match self.cluster.customer_home(id).await? {
-            Home::Here => self.tell_local_customer(id, decisions).await,
-            Home::There(node) => self
-                .send(&node, Envelope::TellCustomer(id, decisions))
-                .await
-                .map(|_| ()),
+            Home::Here => self.tell_local_customer_as(id, decisions, false).await,
+            Home::There(node) => {
+                self.send(&node, Envelope::TellCustomer(id, decisions.clone()))
+                    .await?;
+                decisions.clear();
+                Ok(())
+            }
         }
     }
 
@@ -334,43 +337,36 @@ impl Hub {
         Err(ActorError::unavailable(format!("customer {id} (stopping)")))
     }
 
-    async fn tell_local_customer(
-        self: &Arc<Self>,
-        id: CustomerId,
-        decisions: Vec<Output>,
-    ) -> Result<()> {
-        self.tell_local_customer_as(id, decisions, false).await
-    }
-
+    /// The local half of [`Hub::tell_customer`]: each decision cast to the
+    /// actor leaves `decisions`.
     async fn tell_local_customer_as(
         self: &Arc<Self>,
         id: CustomerId,
-        decisions: Vec<Output>,
+        decisions: &mut Vec<Output>,
         handoff: bool,
     ) -> Result<()> {
-        let mut rest = decisions.into_iter().peekable();
         for _attempt in 0..2 {
             match self.local_customer(id).await? {
                 Ok(actor) => {
-                    while let Some(o) = rest.peek() {
-                        if actor
-                            .cast(wrap(handoff, CustomerMsg::Routed(o.clone())))
-                            .is_err()
-                        {
-                            break;
-                        }
-                        rest.next();
-                    }
-                    if rest.peek().is_none() {
+                    let cast = decisions
+                        .iter()
+                        .take_while(|o| {
+                            actor
+                                .cast(wrap(handoff, CustomerMsg::Routed((*o).clone())))
+                                .is_ok()
+                        })
+                        .count();
+                    decisions.drain(..cast);
+                    if decisions.is_empty() {
                         return Ok(());
                     }
                     // The actor stopped as we reached it: look again, once.
                 }
                 Err(owner) => {
-                    return self
-                        .send(&owner, Envelope::TellCustomer(id, rest.collect()))
-                        .await
-                        .map(|_| ());
+                    self.send(&owner, Envelope::TellCustomer(id, decisions.clone()))
+                        .await?;
+                    decisions.clear();
+                    return Ok(());
                 }
             }
         }
@@ -1085,8 +1081,8 @@ impl Hub {
             Envelope::AskCustomer(id, req) => {
                 EnvelopeReply::Customer(self.ask_local_customer(id, req).await)
             }
-            Envelope::TellCustomer(id, decisions) => {
-                if let Err(e) = self.tell_local_customer(id, decisions).await {
+            Envelope::TellCustomer(id, mut decisions) => {
+                if let Err(e) = self.tell_local_customer_as(id, &mut decisions, false).await {
                     tracing::warn!(customer = %id, error = %e, "routing decision not delivered");
                 }
                 EnvelopeReply::Done
@@ -1155,8 +1151,8 @@ impl Hub {
                 Envelope::AskCustomer(id, req) => {
                     EnvelopeReply::Customer(self.ask_local_customer_as(id, req, true).await)
                 }
-                Envelope::TellCustomer(id, decisions) => {
-                    if let Err(e) = self.tell_local_customer_as(id, decisions, true).await {
+                Envelope::TellCustomer(id, mut decisions) => {
+                    if let Err(e) = self.tell_local_customer_as(id, &mut decisions, true).await {
                         tracing::warn!(customer = %id, error = %e, "handed-over routing decision not delivered");
                     }
                     EnvelopeReply::Done
@@ -1226,7 +1222,7 @@ async fn run_lane(hub: std::sync::Weak<Hub>, mut rx: mpsc::UnboundedReceiver<Tol
                 None => return,
             },
         };
-        let told = match first {
+        let mut told = match first {
             Told::Customer(id, o) => {
                 let mut decisions = vec![o];
                 while decisions.len() < LANE_BUNDLE {
@@ -1247,8 +1243,9 @@ async fn run_lane(hub: std::sync::Weak<Hub>, mut rx: mpsc::UnboundedReceiver<Tol
         let mut backoff = std::time::Duration::from_millis(50);
         loop {
             let Some(hub) = hub.upgrade() else { return };
-            let r = match &told {
-                Bundle::Customer(id, decisions) => hub.tell_customer(*id, decisions.clone()).await,
+            // A retry sends only the decisions not handed over yet.
+            let r = match &mut told {
+                Bundle::Customer(id, decisions) => hub.tell_customer(*id, decisions).await,
                 Bundle::Desktop(agent, e) => hub.to_desktop(agent, e.clone()).await,
             };
             drop(hub);
