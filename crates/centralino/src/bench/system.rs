@@ -609,7 +609,6 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
 /// A loopback port free now and not handed out before by this process:
 /// the kernel may offer a port again once its probe is closed, and two of
 /// our processes told the same port lose one of them (a node that cannot
