@@ -974,12 +974,30 @@ async fn resolve(
     let (state, channel, queue) = (conv.state, conv.channel, conv.queue.clone());
     let first_contact = conv.resolved_at_first_contact();
     let last = st.customer.last_agent.as_ref().map(|(a, _)| a);
+    // Counted by the router: with the release, or after the commit for one
+    // wrapped up earlier.
+    let mut count = None;
     match state {
         ConversationState::Assigned => {
             st.customer.check_assigned(conversation, agent)?;
-            release_agent(&st.hub, conversation, agent).await?;
+            // The release and the count go together, before the commit
+            // below: if that fails, the agent retries, the router no longer
+            // knows the conversation (as for a wrap-up, see
+            // `release_agent`), and it is not counted twice. One that
+            // never commits is counted all the same: a KPI, not history.
+            let resolve = RouterRequest::Resolve {
+                agent: agent.clone(),
+                conversation,
+                queue,
+                channel,
+                first_contact,
+            };
+            match st.hub.ask_router(resolve).await {
+                Ok(_) | Err(ActorError::Core(CoreError::UnknownConversation(_))) => {}
+                Err(e) => return Err(e),
+            }
         }
-        ConversationState::WrappedUp if last == Some(agent) => {}
+        ConversationState::WrappedUp if last == Some(agent) => count = queue,
         _ => {
             return Err(CoreError::NotAssigned {
                 conversation,
@@ -996,7 +1014,7 @@ async fn resolve(
         },
     )?;
     persist(st, true).await?;
-    if let Some(queue) = queue {
+    if let Some(queue) = count {
         let resolved = RouterRequest::Resolved {
             queue,
             channel,

@@ -311,6 +311,24 @@ fn answer(now: TimeMs, st: &mut RouterState, req: RouterRequest) -> Result<Route
             }
             RouterReply::Done
         }
+        RouterRequest::Resolve {
+            agent,
+            conversation,
+            queue,
+            channel,
+            first_contact,
+        } => {
+            let wrap_up = Input::WrapUp {
+                agent: agent.clone(),
+                conversation,
+            };
+            st.router.step(now, wrap_up, &mut st.out)?;
+            if let Some(queue) = queue {
+                st.router
+                    .note_resolved(&queue, channel, Some(&agent), first_contact);
+            }
+            RouterReply::Done
+        }
         RouterRequest::Resolved {
             queue,
             channel,

@@ -153,7 +153,20 @@ pub enum RouterRequest {
         node: String,
         epoch: u64,
     },
-    /// Count a resolution in the KPIs (told).
+    /// An agent resolved the conversation it holds: release the agent from
+    /// it, as a wrap-up does, and count the resolution in the KPIs, in one
+    /// message where a wrap-up and a `Resolved` would be two (asked).
+    Resolve {
+        agent: AgentId,
+        conversation: ConversationId,
+        /// The queue it was routed through, if any (none: nothing to count).
+        queue: Option<QueueId>,
+        channel: Channel,
+        /// One agent took it, once, and nobody transferred it.
+        first_contact: bool,
+    },
+    /// Count a resolution in the KPIs (told): one resolved after its
+    /// wrap-up, the agent released already.
     Resolved {
         queue: QueueId,
         channel: Channel,
@@ -256,6 +269,7 @@ impl Envelope {
             Envelope::AskRouter(r) | Envelope::TellRouter(r) => match r {
                 RouterRequest::Step(_) => "router.step",
                 RouterRequest::Route(_) => "router.route",
+                RouterRequest::Resolve { .. } => "router.resolve",
                 RouterRequest::Resolved { .. } => "router.resolved",
                 _ => "router.other",
             },
