@@ -21,6 +21,7 @@
 //!   accepted, lets agents finish what they hold, and logs them out.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel as Conn;
 
 use super::ceiling::EtcdCounters;
+use super::crossings::Crossings;
 use super::keys::{ClusterKeys, Footprint};
 use super::report::{self, Phase};
 use super::system::Target;
@@ -86,6 +88,9 @@ pub struct Env {
     pub prefix: Option<String>,
     /// Processes whose CPU time is measured over each window.
     pub processes: Vec<(String, u32)>,
+    /// The metrics endpoints of the nodes the bench started, whose
+    /// envelope counters are read over each window (none with --target).
+    pub node_metrics: Vec<SocketAddr>,
 }
 
 /// What a phase measured besides the contacts themselves.
@@ -98,6 +103,8 @@ pub struct PhaseRun {
     pub max_lag_ms: f64,
     pub mean_in_flight: f64,
     pub etcd: Option<(EtcdCounters, EtcdCounters)>,
+    /// Envelopes between the nodes before and after the window.
+    pub crossings: Option<(Crossings, Crossings)>,
     /// The cluster's keys in etcd as the window closed (throughput only).
     pub footprint: Option<Footprint>,
     /// Process name → CPU seconds used over the window.
@@ -160,6 +167,7 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
     let in_flight = Arc::new(AtomicUsize::new(0));
     let probe = {
         let (url, processes) = (env.etcd.clone(), env.processes.clone());
+        let nodes = env.node_metrics.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(window_start.into()).await;
             let cpu_before: Vec<Option<f64>> =
@@ -168,6 +176,7 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
                 Some(u) => Some(EtcdCounters::read(u).await?),
                 None => None,
             };
+            let crossings_before = Crossings::read(&nodes).await;
             tokio::time::sleep_until(window_end.into()).await;
             let cpu_after: Vec<Option<f64>> =
                 processes.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
@@ -175,12 +184,16 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
                 (Some(u), Some(b)) => Some((b, EtcdCounters::read(u).await?)),
                 _ => None,
             };
+            let crossings = match crossings_before {
+                Some(b) => Crossings::read(&nodes).await.map(|a| (b, a)),
+                None => None,
+            };
             let cpu = processes
                 .iter()
                 .zip(cpu_before.iter().zip(&cpu_after))
                 .filter_map(|((name, _), (b, a))| Some((name.clone(), (*a)? - (*b)?)))
                 .collect::<Vec<_>>();
-            anyhow::Ok((etcd, cpu))
+            anyhow::Ok((etcd, crossings, cpu))
         })
     };
     let sampler = {
@@ -207,7 +220,7 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
         .collect();
     let (skipped, max_lag) = generate(&spec, env, &gateways, t0, window_end, &in_flight).await;
     let mean_in_flight = sampler.await.unwrap_or(0.0);
-    let (etcd, cpu) = probe
+    let (etcd, crossings, cpu) = probe
         .await
         .context("reading etcd's metrics")?
         .context("reading etcd's metrics")?;
@@ -258,6 +271,7 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
         max_lag_ms: max_lag * 1_000.0,
         mean_in_flight,
         etcd,
+        crossings,
         footprint,
         cpu,
         counters,
@@ -636,6 +650,10 @@ impl PhaseRun {
             sessions_lost: self.counters.sessions_lost.load(Ordering::Relaxed),
             etcd,
             etcd_footprint: self.footprint.clone(),
+            node_envelopes: self
+                .crossings
+                .as_ref()
+                .map(|(before, after)| before.usage(after, accepted_in_window)),
             cpu_cores: self
                 .cpu
                 .iter()

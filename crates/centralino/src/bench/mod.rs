@@ -29,6 +29,9 @@
 //!   conversations open then are `etcd_bytes_per_active_conversation` (see
 //!   [`keys`]; the summary splits them into events, per-customer keys and
 //!   the archive).
+//!   On the bench's own nodes, the latency and throughput phases also
+//!   count the envelopes the nodes sent each other per routed contact, by
+//!   kind ([`crossings`]): where a cluster's cost per contact goes.
 //! - `all`: `latency`, then `throughput`, on the same nodes.
 //! - `migration`: one customer with a 1,000-event history moved 200 times
 //!   between the nodes (3 unless `--nodes`) while a gateway keeps writing
@@ -59,6 +62,7 @@
 //! metrics at the end.
 
 mod ceiling;
+mod crossings;
 mod drain;
 mod failover;
 mod keys;
@@ -375,6 +379,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         etcd: system.etcd.clone(),
         prefix: system.prefix.clone(),
         processes: system.processes(),
+        node_metrics: system.node_metrics(),
     };
 
     let outcome = tokio::select! {
@@ -422,6 +427,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     report.routed_saturated = thr.map(|p| p.saturated);
     report.etcd_requests_per_contact = thr
         .and_then(|p| p.etcd.as_ref())
+        .and_then(|e| e.per_contact);
+    report.node_envelopes_per_contact = thr
+        .and_then(|p| p.node_envelopes.as_ref())
         .and_then(|e| e.per_contact);
     // At the end of the throughput scenario: its last phase (of a ramp, the
     // step with the most open conversations).

@@ -76,6 +76,17 @@ pub struct EtcdUsage {
     pub per_acked_contact: Option<f64>,
 }
 
+/// Envelopes the nodes sent each other over a window (see
+/// `bench::crossings`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EnvelopeUsage {
+    pub envelopes: f64,
+    /// Per contact routed (accepted) in the window.
+    pub per_contact: Option<f64>,
+    /// The same, by kind (`Envelope::kind`: `desktop`, `router.step`, ...).
+    pub per_contact_by_kind: BTreeMap<String, f64>,
+}
+
 /// One measured phase (a scenario's load run).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Phase {
@@ -134,6 +145,8 @@ pub struct Phase {
     /// What the cluster's keys took in etcd when the window closed (the
     /// throughput phases of runs with etcd).
     pub etcd_footprint: Option<Footprint>,
+    /// Envelopes between the nodes (the bench's own nodes only).
+    pub node_envelopes: Option<EnvelopeUsage>,
     /// CPU cores each process used over the window (CPU seconds / window
     /// seconds): the bench, and the nodes and etcd it started.
     pub cpu_cores: BTreeMap<String, f64>,
@@ -161,6 +174,9 @@ pub struct Report {
     pub ingest_to_offer_p99_ms: Option<f64>,
     pub ingest_to_offer_p999_ms: Option<f64>,
     pub etcd_requests_per_contact: Option<f64>,
+    /// Envelopes the nodes sent each other per routed contact (the bench's
+    /// own nodes; null with --target or one node).
+    pub node_envelopes_per_contact: Option<f64>,
     pub etcd_bytes_per_active_conversation: Option<f64>,
     pub migration_pause_p50_ms: Option<f64>,
     pub migration_pause_p99_ms: Option<f64>,
@@ -376,6 +392,21 @@ pub fn summary(r: &Report, header: &str) -> String {
                 b(f.events_per_open_conversation()),
                 b(f.per_customer()),
                 num(f.archive_bytes as f64),
+            );
+        }
+        if let Some(e) = &p.node_envelopes {
+            let by_kind: Vec<String> = e
+                .per_contact_by_kind
+                .iter()
+                .filter(|(_, v)| **v >= 0.005)
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  envelopes between nodes: {} in the window ({} per routed contact): {}",
+                num(e.envelopes),
+                e.per_contact.map_or("-".into(), |v| format!("{v:.2}")),
+                by_kind.join(", ")
             );
         }
         if !p.cpu_cores.is_empty() {

@@ -492,6 +492,17 @@ impl System {
         }
     }
 
+    /// The metrics endpoints of the nodes the bench started and still runs.
+    pub fn node_metrics(&self) -> Vec<SocketAddr> {
+        self.spawned.as_ref().map_or_else(Vec::new, |s| {
+            s.nodes
+                .iter()
+                .filter(|p| !p.stopped)
+                .filter_map(|p| p.metrics)
+                .collect()
+        })
+    }
+
     /// The processes whose CPU time the report shows: the bench itself,
     /// and the nodes and etcd it started.
     pub fn processes(&self) -> Vec<(String, u32)> {
