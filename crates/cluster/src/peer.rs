@@ -17,7 +17,9 @@
 //! ordering stays the callers' (a delivery lane sends a customer's next
 //! decision only once the previous one is delivered). When the stream
 //! breaks (the peer died or restarted), every envelope still unanswered
-//! fails as unavailable, and the next envelope opens a new stream.
+//! fails as unavailable, and the next envelope opens a new stream. A
+//! caller that timed out leaves the table of unanswered envelopes at the
+//! next sweep (every [`SWEEP_EVERY`] envelopes), answered or not.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +38,9 @@ pub const MAX_BATCH: usize = 256;
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames written ahead of the stream (its backpressure).
 const FRAMES_AHEAD: usize = 16;
+/// Every this many envelopes written, the entries of callers that stopped
+/// waiting (timed out) are dropped from the unanswered table.
+const SWEEP_EVERY: u64 = 4_096;
 
 type Answer = oneshot::Sender<Result<EnvelopeReply>>;
 type Pending = (Envelope, Answer);
@@ -78,6 +83,13 @@ struct Unanswered {
 }
 
 impl Unanswered {
+    /// Drops the entries whose caller gave up waiting: a peer that never
+    /// answers some envelopes (a handler stuck, an answer lost) must not
+    /// grow the table for as long as the stream lasts.
+    fn sweep(&mut self) {
+        self.by_id.retain(|_, answer| !answer.is_closed());
+    }
+
     /// Fails every envelope still waiting, and anything registered later.
     fn end(&mut self, why: &ActorError) {
         self.ended = true;
@@ -189,6 +201,9 @@ async fn write_envelopes(
             for (envelope, answer) in batch {
                 crate::metrics::node_envelope(envelope.kind());
                 *next_id += 1;
+                if next_id.is_multiple_of(SWEEP_EVERY) {
+                    waiting.sweep();
+                }
                 match serde_json::to_vec(&(*next_id, &envelope)) {
                     Ok(item) => {
                         waiting.by_id.insert(*next_id, answer);
@@ -243,4 +258,24 @@ async fn read_answers(
 /// the map stays consistent (every update is a single insert or remove).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_drops_the_callers_that_stopped_waiting_and_keeps_the_others() {
+        let mut table = Unanswered::default();
+        let (waiting, mut rx_waiting) = oneshot::channel();
+        let (gave_up, rx_gave_up) = oneshot::channel();
+        table.by_id.insert(1, waiting);
+        table.by_id.insert(2, gave_up);
+        drop(rx_gave_up);
+        table.sweep();
+        assert_eq!(table.by_id.keys().copied().collect::<Vec<_>>(), vec![1]);
+        let answer = table.by_id.remove(&1).expect("the waiting caller's entry");
+        let _ = answer.send(Ok(EnvelopeReply::Done));
+        assert_eq!(rx_waiting.try_recv().ok(), Some(Ok(EnvelopeReply::Done)));
+    }
 }
