@@ -1,8 +1,10 @@
 //! `centralino bench` end to end, small enough for CI: it starts one
 //! standalone node itself, drives it for a few seconds, tears it down, and
-//! writes a report with the agreed fields and one CSV row per contact; and
-//! a tiny scale scenario on one node counts the actors and desktops it
-//! made. No timing is asserted: the numbers are the bench's business.
+//! writes a report with the agreed fields and one CSV row per contact; a
+//! mixed workload (agents with skills and capacities, topics, wrap-up,
+//! abandonment) runs against one node clustered over a real etcd; and a
+//! tiny scale scenario on one node counts the actors and desktops it made.
+//! No timing is asserted: the numbers are the bench's business.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -42,8 +44,7 @@ fn bench_writes_its_report_and_one_row_per_contact() {
     let (stdout, report, out) = bench(
         "load",
         &[
-            "--nodes",
-            "1",
+            "--standalone",
             "--rate",
             "50",
             "--agents",
@@ -152,6 +153,99 @@ fn bench_writes_its_report_and_one_row_per_contact() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// A mix of agents with skills and capacities, topics whose queues require
+/// skills (one that no agent has), wrap-up and patience: the skilled queue
+/// is served, the unserved one's customers abandon, every conversation
+/// served is wrapped up and resolved without an error.
+#[test]
+fn a_mixed_workload_wraps_up_and_abandons() {
+    let config = std::env::temp_dir().join(format!(
+        "centralino-bench-smoke-mixed-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &config,
+        r#"
+[routing.acw_ms]
+voice = 0
+chat = 0
+email = 0
+
+[[queues]]
+id = "general"
+
+[[queues]]
+id = "billing"
+topics = ["billing"]
+required_skills = { billing = 3 }
+
+[[queues]]
+id = "nobody"
+topics = ["nobody"]
+required_skills = { klingon = 5 }
+"#,
+    )
+    .expect("write the node config");
+    let (stdout, report, out) = bench(
+        "mixed",
+        &[
+            "--nodes",
+            "1",
+            "--node-config",
+            config.to_str().expect("a UTF-8 temp path"),
+            "--rate",
+            "60",
+            "--agents",
+            "10",
+            "--agent-mix",
+            "generalist:0.5:100,biller:0.5:60:billing=4+english",
+            "--topic",
+            "general:0.5,billing:0.3,nobody:0.2",
+            "--handle-ms",
+            "50",
+            "--wrap-up-ms",
+            "30",
+            "--patience-ms",
+            "200",
+            "--duration",
+            "3",
+            "--warmup",
+            "1",
+            "--drain",
+            "5",
+            "--ceiling-secs",
+            "0",
+        ],
+    );
+    let phase = &report["phases"][0];
+    let count = |field: &str| phase[field].as_u64().unwrap_or(u64::MAX);
+    assert!(count("routed") > 0, "contacts were routed:\n{stdout}");
+    assert!(
+        count("abandoned") > 0,
+        "the customers no agent can serve abandoned:\n{stdout}"
+    );
+    assert_eq!(count("never_offered"), 0, "{stdout}");
+    for errors in ["accept_errors", "wrap_up_errors", "resolve_errors"] {
+        assert_eq!(count(errors), 0, "{errors}:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("abandoned before an offer"),
+        "the summary says who left:\n{stdout}"
+    );
+    assert!(
+        report["etcd_requests_per_contact"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "one node over etcd: its requests are counted: {report:#}"
+    );
+    let mix = &report["parameters"]["agent_mix"];
+    assert_eq!(mix[1]["capacity"], 60, "{mix:#}");
+    assert_eq!(mix[1]["skills"][0][0], "billing", "{mix:#}");
+    assert_eq!(report["parameters"]["wrap_up_ms"], 30.0);
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_file(&config);
+}
+
 #[test]
 fn scale_counts_the_actors_and_desktops_it_made() {
     let (stdout, report, out) = bench(
@@ -159,8 +253,7 @@ fn scale_counts_the_actors_and_desktops_it_made() {
         &[
             "--scenario",
             "scale",
-            "--nodes",
-            "1",
+            "--standalone",
             "--customers",
             "40",
             "--agents",

@@ -1,12 +1,18 @@
 //! One measured phase: simulated gateways and agent desktops driving the
 //! nodes through the public gRPC API only.
 //!
-//! - Agents: `agents` identical desktops (capacity 100, no skills), spread
-//!   round-robin over the targets, each on one `AgentDesktop.Session`
-//!   stream. An agent accepts every offer at once and resolves the
-//!   conversation after an exponential handle time drawn from its own
-//!   seeded generator, timed from the moment the offer reached it. No
-//!   rejects, no wrap-up time, no abandonment.
+//! - Agents: `agents` desktops of the kinds of `--agent-mix` (capacity and
+//!   skills; by default all identical: capacity 100, no skills), in exact
+//!   counts by the mix's shares, spread round-robin over the targets, each
+//!   on one `AgentDesktop.Session` stream. An agent accepts every offer at
+//!   once and, after an exponential handle time drawn from its own seeded
+//!   generator, timed from the moment the offer reached it, resolves the
+//!   conversation; with `--wrap-up-ms` it first wraps it up and resolves
+//!   it after an exponential wrap-up time (whether its capacity stays held
+//!   meanwhile is the nodes' after-contact work setting). No rejects.
+//! - Customers: with `--patience-ms`, each waits for an exponential
+//!   patience from its acknowledgement; one not offered by then leaves
+//!   (`Gateway.Abandon`). No abandonment otherwise.
 //! - Gateways: an open-loop Poisson generator. It never waits for a reply:
 //!   every `SubmitContact` is its own task, spread round-robin over the
 //!   targets' connections. Only if `max_in_flight` calls are already
@@ -44,7 +50,7 @@ use super::keys::{ClusterKeys, Footprint};
 use super::report::{self, Phase};
 use super::system::Target;
 use super::tracker::{Clock, Contact, Tracker};
-use super::workload::{self, Class, Mix};
+use super::workload::{self, AgentKind, Class, Mix};
 
 /// Largest message the bench accepts (an offer carries the whole history).
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -71,7 +77,16 @@ pub struct PhaseSpec {
     pub max_in_flight: usize,
     /// gRPC connections per target, for gateways and desktops alike.
     pub connections: usize,
-    pub topic: String,
+    /// The topics of the contacts (`--topic`), by share.
+    pub topics: Arc<Mix<String>>,
+    /// The kinds of agents (`--agent-mix`), by share.
+    pub agent_kinds: Arc<Mix<AgentKind>>,
+    /// Mean wrap-up time, ms, between an agent's wrap-up and its resolve
+    /// (none: it resolves at once).
+    pub wrap_up_ms: Option<f64>,
+    /// Mean patience, ms, of a customer not offered yet (none: nobody
+    /// abandons).
+    pub patience_ms: Option<f64>,
 }
 
 /// What every phase shares.
@@ -117,6 +132,7 @@ pub struct PhaseRun {
 #[derive(Default, Debug)]
 pub struct Counters {
     pub accept_errors: AtomicU64,
+    pub wrap_up_errors: AtomicU64,
     pub resolve_errors: AtomicU64,
     pub revoked: AtomicU64,
     pub sessions_lost: AtomicU64,
@@ -140,14 +156,20 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
     let mut agent_ids = Vec::with_capacity(spec.agents);
     let mut agents = Vec::with_capacity(spec.agents);
     let mut logins = Vec::with_capacity(spec.agents);
-    for i in 0..spec.agents {
+    let kinds = workload::counts(&spec.agent_kinds, spec.agents)
+        .into_iter()
+        .enumerate()
+        .flat_map(|(k, n)| std::iter::repeat_n(k, n));
+    for (i, kind) in kinds.enumerate() {
         let (node, conn) = pool[i % pool.len()].clone();
         let id = format!("bench-{}-{}-{i}", env.tag, spec.index);
         let ctx = AgentCtx {
             index: agent_base + i as u32,
             node,
             id: id.clone(),
+            kind: spec.agent_kinds.shares[kind].item.clone(),
             handle_mean_s: spec.handle_ms / 1_000.0,
+            wrap_up_mean_s: spec.wrap_up_ms.map(|ms| ms / 1_000.0),
             seed: spec.seed ^ (0xA6E0_0000_0000_0000 | (spec.index as u64) << 32 | i as u64),
             tracker: env.tracker.clone(),
             clock: env.clock,
@@ -313,6 +335,15 @@ async fn generate(
         }
         let class = env.classes.pick(&mut rng);
         let channel = env.channels.pick(&mut rng);
+        // Drawn only when asked for, so that the other draws of a seed stay
+        // the same.
+        let topic = match spec.topics.shares.len() {
+            1 => 0,
+            _ => spec.topics.pick(&mut rng),
+        };
+        let patience = spec
+            .patience_ms
+            .map(|ms| Duration::from_secs_f64(workload::exponential(&mut rng, ms / 1_000.0)));
         if next > Instant::now() {
             tokio::time::sleep_until(next.into()).await;
         }
@@ -330,7 +361,7 @@ async fn generate(
         let req = pb::SubmitContactRequest {
             channel: workload::channel_to_pb(ch) as i32,
             identity: Some(workload::identity(ch, &env.tag, id as u64)),
-            topic: spec.topic.clone(),
+            topic: spec.topics.shares[topic].item.clone(),
             text: format!("bench contact {id}"),
             sentiment: c.sentiment,
             attributes: Some(pb::CustomerAttributes {
@@ -345,11 +376,29 @@ async fn generate(
         tokio::spawn(async move {
             let mut req = tonic::Request::new(req);
             req.set_timeout(SUBMIT_TIMEOUT);
-            match client.submit_contact(req).await {
-                Ok(r) => tracker.acked(id, r.into_inner().conversation_id, clock.now()),
-                Err(s) => tracker.failed(id, status_text(&s)),
-            }
+            let abandon = pb::AbandonRequest {
+                identity: req.get_ref().identity.clone(),
+                channel: req.get_ref().channel,
+            };
+            let acked = match client.submit_contact(req).await {
+                Ok(r) => {
+                    tracker.acked(id, r.into_inner().conversation_id, clock.now());
+                    true
+                }
+                Err(s) => {
+                    tracker.failed(id, status_text(&s));
+                    false
+                }
+            };
             in_flight.fetch_sub(1, Ordering::Relaxed);
+            // A customer not offered within its patience leaves. One
+            // offered meanwhile is refused the abandon: it stays.
+            if let Some(patience) = patience.filter(|_| acked) {
+                tokio::time::sleep(patience).await;
+                if !tracker.is_offered(id) && client.abandon(abandon).await.is_ok() {
+                    tracker.abandoned(id, clock.now());
+                }
+            }
         });
     }
     (skipped, max_lag)
@@ -359,7 +408,9 @@ struct AgentCtx {
     index: u32,
     node: u16,
     id: String,
+    kind: AgentKind,
     handle_mean_s: f64,
+    wrap_up_mean_s: Option<f64>,
     seed: u64,
     tracker: Arc<Tracker>,
     clock: Clock,
@@ -368,7 +419,16 @@ struct AgentCtx {
 
 enum Pending {
     Accept(String),
+    WrapUp(String),
     Resolve,
+}
+
+/// What an agent's timers say is due for a conversation.
+enum Due {
+    /// The handle time is over: wrap up (with `--wrap-up-ms`) or resolve.
+    Handled(String),
+    /// The wrap-up time is over: resolve.
+    WrappedUp(String),
 }
 
 /// An open desktop session: commands out, events in.
@@ -377,17 +437,23 @@ pub type Session = (
     tonic::Streaming<pb::AgentEvent>,
 );
 
-/// Opens an `AgentDesktop.Session` on `conn` and logs agent `id` in
-/// (capacity 100, no skills) in `state`; returns once the login succeeded.
-async fn log_in(conn: Conn, id: &str, state: pb::AgentState) -> anyhow::Result<Session> {
+/// Opens an `AgentDesktop.Session` on `conn` and logs agent `id` in as
+/// `kind` (capacity and skills) in `state`; returns once the login
+/// succeeded.
+async fn log_in(
+    conn: Conn,
+    id: &str,
+    kind: &AgentKind,
+    state: pb::AgentState,
+) -> anyhow::Result<Session> {
     use pb::agent_command::Command as C;
     let (tx, rx) = mpsc::channel::<pb::AgentCommand>(DESKTOP_BUFFER);
     let login = pb::agent_command::Login {
         agent_id: id.to_owned(),
         name: id.to_owned(),
-        skills: vec![],
+        skills: kind.skills_pb(),
         languages: vec![],
-        capacity: 100,
+        capacity: kind.capacity,
         initial_state: state as i32,
     };
     let _ = tx
@@ -420,10 +486,11 @@ pub type LoggedIn = oneshot::Receiver<anyhow::Result<()>>;
 pub async fn log_in_telling(
     conn: Conn,
     id: &str,
+    kind: &AgentKind,
     state: pb::AgentState,
     ready: oneshot::Sender<anyhow::Result<()>>,
 ) -> Option<Session> {
-    match log_in(conn, id, state).await {
+    match log_in(conn, id, kind, state).await {
         Ok(session) => {
             let _ = ready.send(Ok(()));
             Some(session)
@@ -462,13 +529,13 @@ async fn agent(
 ) {
     use pb::agent_command::Command as C;
     let Some((tx, mut events)) =
-        log_in_telling(conn, &ctx.id, pb::AgentState::Available, ready).await
+        log_in_telling(conn, &ctx.id, &ctx.kind, pb::AgentState::Available, ready).await
     else {
         return;
     };
 
     let mut rng = StdRng::seed_from_u64(ctx.seed);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Due>();
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut refused: HashSet<String> = HashSet::new();
     let mut request = 1u64;
@@ -487,13 +554,25 @@ async fn agent(
                 }
                 finishing = c == Control::Finish;
             }
-            Some(conversation) = done_rx.recv() => {
+            Some(due) = done_rx.recv() => {
+                let (conversation, wrap_up) = match due {
+                    Due::Handled(c) => (c, ctx.wrap_up_mean_s.is_some()),
+                    Due::WrappedUp(c) => (c, false),
+                };
                 if refused.remove(&conversation) {
                     continue;
                 }
                 request += 1;
-                pending.insert(request, Pending::Resolve);
-                let cmd = C::Resolve(pb::agent_command::Resolve { conversation_id: conversation });
+                let cmd = if wrap_up {
+                    pending.insert(request, Pending::WrapUp(conversation.clone()));
+                    C::WrapUp(pb::agent_command::WrapUp {
+                        conversation_id: conversation,
+                        disposition: "bench".into(),
+                    })
+                } else {
+                    pending.insert(request, Pending::Resolve);
+                    C::Resolve(pb::agent_command::Resolve { conversation_id: conversation })
+                };
                 if tx.send(pb::AgentCommand { request_id: request, command: Some(cmd) }).await.is_err() {
                     break;
                 }
@@ -519,7 +598,7 @@ async fn agent(
                         let (done, conversation) = (done_tx.clone(), offer.conversation_id);
                         tokio::spawn(async move {
                             tokio::time::sleep(handle).await;
-                            let _ = done.send(conversation);
+                            let _ = done.send(Due::Handled(conversation));
                         });
                         let cmd = C::Accept(pb::agent_command::Accept { offer_id: offer.offer_id });
                         if tx.send(pb::AgentCommand { request_id: request, command: Some(cmd) }).await.is_err() {
@@ -531,6 +610,19 @@ async fn agent(
                         Some(Pending::Accept(conversation)) => {
                             ctx.counters.accept_errors.fetch_add(1, Ordering::Relaxed);
                             refused.insert(conversation);
+                            held = held.saturating_sub(1);
+                        }
+                        Some(Pending::WrapUp(conversation)) if r.code == 0 => {
+                            let mean = ctx.wrap_up_mean_s.unwrap_or(0.0);
+                            let wrap_up = Duration::from_secs_f64(workload::exponential(&mut rng, mean));
+                            let done = done_tx.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(wrap_up).await;
+                                let _ = done.send(Due::WrappedUp(conversation));
+                            });
+                        }
+                        Some(Pending::WrapUp(_)) => {
+                            ctx.counters.wrap_up_errors.fetch_add(1, Ordering::Relaxed);
                             held = held.saturating_sub(1);
                         }
                         Some(Pending::Resolve) => {
@@ -608,9 +700,13 @@ impl PhaseRun {
             .as_ref()
             .map(|(before, after)| before.usage(after, accepted_in_window, acked_in_window));
         let submitted = window.len() as u64;
-        let never_offered = count(&|c| c.offer.is_none() && c.error.is_none());
-        let saturated =
-            (routed as f64) < 0.95 * submitted as f64 || self.skipped > 0 || never_offered > 0;
+        let abandoned = count(&|c| c.abandoned.is_some());
+        let never_offered =
+            count(&|c| c.offer.is_none() && c.error.is_none() && c.abandoned.is_none());
+        // Customers who left are not the system's to route.
+        let saturated = (routed as f64) < 0.95 * submitted.saturating_sub(abandoned) as f64
+            || self.skipped > 0
+            || never_offered > 0;
         let window_s = (we - ws).max(f64::EPSILON);
         Phase {
             scenario: s.scenario.to_owned(),
@@ -633,6 +729,7 @@ impl PhaseRun {
             accepted_in_window_per_s: accepted_in_window as f64 / s.duration,
             acked_in_window,
             never_offered,
+            abandoned,
             saturated,
             ingest_to_offer: report::latency(
                 window.iter().filter_map(|c| Some(c.offer? - c.arrival)),
@@ -645,6 +742,7 @@ impl PhaseRun {
             generator_max_lag_ms: self.max_lag_ms,
             mean_in_flight: self.mean_in_flight,
             accept_errors: self.counters.accept_errors.load(Ordering::Relaxed),
+            wrap_up_errors: self.counters.wrap_up_errors.load(Ordering::Relaxed),
             resolve_errors: self.counters.resolve_errors.load(Ordering::Relaxed),
             offers_revoked: self.counters.revoked.load(Ordering::Relaxed),
             sessions_lost: self.counters.sessions_lost.load(Ordering::Relaxed),

@@ -102,10 +102,14 @@ pub struct Args {
     /// starting them.
     #[arg(long, value_delimiter = ',', conflicts_with = "nodes")]
     target: Option<Vec<String>>,
-    /// Start this many nodes on loopback (1: one standalone node; more: a
-    /// real etcd and that many clustered nodes), torn down afterwards.
+    /// Start a real etcd and this many clustered nodes on loopback, torn
+    /// down afterwards (3 unless given).
     #[arg(long)]
     nodes: Option<usize>,
+    /// Start one node alone instead, with in-memory coordination and no
+    /// etcd (nothing durable): the node's own cost, without the cluster's.
+    #[arg(long, conflicts_with_all = ["nodes", "target"])]
+    standalone: bool,
     /// With --target: the cluster's etcd client URL, to count its requests,
     /// measure its put ceiling and read its keys.
     #[arg(long)]
@@ -134,11 +138,34 @@ pub struct Args {
     /// otherwise.
     #[arg(long)]
     rate: Option<f64>,
-    /// Identical agents (capacity 100, no skills); sized from the rate,
-    /// the handle time and the channel mix otherwise. scale: the desktops
-    /// logged in (15,000 unless given).
+    /// Agents, of the kinds of --agent-mix in exact counts by its shares;
+    /// sized from the rate, the handle time, the channel mix and the mix's
+    /// mean capacity otherwise. scale: the desktops logged in (15,000
+    /// unless given).
     #[arg(long)]
     agents: Option<usize>,
+    /// Kinds of agents and their shares, as
+    /// `name:weight:capacity[:skill=level+skill=level]` (capacity 1..100:
+    /// voice costs 100, chat 30, email 20; skill levels 1..5): e.g.
+    /// `generalist:0.7:100,billing:0.3:60:billing=4`. Skills matter where
+    /// the topic's queue requires them (see --node-config).
+    #[arg(long, default_value = "agent:1:100")]
+    agent_mix: String,
+    /// Mean wrap-up time, ms (exponential): an agent wraps each
+    /// conversation up when its handle time is over and resolves it this
+    /// long after. Without it an agent resolves at once.
+    #[arg(long)]
+    wrap_up_ms: Option<f64>,
+    /// Mean patience, ms (exponential) from the acknowledgement, of a
+    /// waiting customer: one not offered by then abandons. Without it
+    /// nobody abandons.
+    #[arg(long)]
+    patience_ms: Option<f64>,
+    /// Configuration file for the nodes the bench starts (queues, skills,
+    /// after-contact work, ...) instead of its own: the default queue, no
+    /// skills required, no after-contact work.
+    #[arg(long)]
+    node_config: Option<PathBuf>,
     /// Mean handle time, ms (exponential), from the offer to the resolve.
     #[arg(long)]
     handle_ms: Option<f64>,
@@ -162,8 +189,9 @@ pub struct Args {
     /// Where report.json, contacts.csv and the logs go.
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
-    /// Topic of every contact (the node's queue for it; the default queue
-    /// when no queue lists it).
+    /// Topics of the contacts and their shares (`sales:0.7,billing:0.3`);
+    /// the node routes each to the queue listing its topic, or the default
+    /// queue.
     #[arg(long, default_value = "bench")]
     topic: String,
     /// gRPC connections per target (gateways and desktops share them).
@@ -246,10 +274,14 @@ const THROUGHPUT: Defaults = Defaults {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let classes = Arc::new(Mix::parse("classes", &args.classes, Class::parse)?);
     let channels = Arc::new(Mix::parse("channels", &args.channels, workload::channel)?);
+    let topics = Arc::new(Mix::parse("topic", &args.topic, workload::topic)?);
+    let agent_kinds = Arc::new(workload::agent_mix(&args.agent_mix)?);
     for (flag, v) in [
         ("rate", args.rate),
         ("handle-ms", args.handle_ms),
         ("duration", args.duration),
+        ("wrap-up-ms", args.wrap_up_ms),
+        ("patience-ms", args.patience_ms),
     ] {
         if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
             bail!("--{flag}: must be positive");
@@ -287,6 +319,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ => vec![],
     };
     let mean_cost = workload::mean_cost(&channels);
+    let mean_capacity = workload::mean_capacity(&agent_kinds);
     // A throughput ramp is `--steps` phases whose rates double up to the
     // rate; the others are one phase each.
     let mut plan: Vec<(&'static str, &Defaults, f64)> = Vec::new();
@@ -302,9 +335,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .enumerate()
         .map(|(index, (name, d, rate))| {
             let handle_ms = args.handle_ms.unwrap_or(d.handle_ms);
-            // Capacity in use = rate x handle time x mean cost; agents to
-            // keep it near the scenario's utilisation (at least 10).
-            let busy = rate * handle_ms / 1_000.0 * mean_cost / 100.0;
+            // Capacity in use = rate x handle time (and wrap-up) x mean
+            // cost, in agents of the mix's mean capacity; agents to keep it
+            // near the scenario's utilisation (at least 10).
+            let held_ms = handle_ms + args.wrap_up_ms.unwrap_or(0.0);
+            let busy = rate * held_ms / 1_000.0 * mean_cost / mean_capacity;
             let agents = args
                 .agents
                 .unwrap_or(((busy / d.utilisation).ceil() as usize).max(10));
@@ -321,7 +356,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 seed: args.seed,
                 max_in_flight: args.max_in_flight,
                 connections: args.connections,
-                topic: args.topic.clone(),
+                topics: topics.clone(),
+                agent_kinds: agent_kinds.clone(),
+                wrap_up_ms: args.wrap_up_ms,
+                patience_ms: args.patience_ms,
             }
         })
         .collect();
@@ -342,7 +380,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "seed": args.seed,
         "classes": classes.shares.iter().map(|s| serde_json::json!({"name": s.item.name, "tier": s.item.tier, "sentiment": s.item.sentiment, "share": s.share})).collect::<Vec<_>>(),
         "channels": channels.shares.iter().map(|s| serde_json::json!({"name": s.item.name(), "share": s.share, "cost": s.item.cost()})).collect::<Vec<_>>(),
-        "topic": args.topic,
+        "topics": topics.shares.iter().map(|s| serde_json::json!({"name": s.item, "share": s.share})).collect::<Vec<_>>(),
+        "agent_mix": agent_kinds.shares.iter().map(|s| serde_json::json!({"name": s.item.name, "share": s.share, "capacity": s.item.capacity, "skills": s.item.skills})).collect::<Vec<_>>(),
+        "wrap_up_ms": args.wrap_up_ms,
+        "patience_ms": args.patience_ms,
+        "node_config": args.node_config,
         "connections_per_target": args.connections,
         "max_in_flight": args.max_in_flight,
         "drain_wait_s": args.drain,
@@ -368,7 +410,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let load_at_start = load::load_avg();
-    let mut system = start_system(&args, spawn_spec(&args, 1, false)).await?;
+    let mut system = start_system(&args, spawn_spec(&args, 3)).await?;
     let env = Env {
         clock,
         tracker: Arc::new(Tracker::new()),
@@ -420,6 +462,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     report.ingest_to_offer_p99_ms = lat
         .and_then(|p| p.ingest_to_offer.as_ref())
         .map(|l| l.p99_ms);
+    report.ingest_to_offer_at_rate_per_s = lat.map(|p| p.rate_per_s);
     report.ingest_to_offer_p999_ms = lat
         .and_then(|p| p.ingest_to_offer.as_ref())
         .map(|l| l.p999_ms);
@@ -441,6 +484,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .and_then(|f| f.per_open_conversation());
     report.grpc_ceiling_per_s = grpc.as_ref().map(|c| c.per_s);
     report.etcd_put_ceiling_per_s = etcd_put.as_ref().map(|c| c.per_s);
+    report.etcd_load_to_put_ceiling = match (
+        report.routed_per_s,
+        report.etcd_requests_per_contact,
+        report.etcd_put_ceiling_per_s,
+    ) {
+        (Some(r), Some(q), Some(e)) if e > 0.0 => Some(r * q / e),
+        _ => None,
+    };
     report.routed_to_grpc_ceiling = match (report.routed_per_s, report.grpc_ceiling_per_s) {
         (Some(r), Some(g)) if g > 0.0 => Some(r / g),
         _ => None,
@@ -494,18 +545,29 @@ impl Args {
         if self.target.is_some() || std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
             return None;
         }
-        Some(system::worker_share(self.nodes.unwrap_or(1) + 1))
+        let nodes = if self.standalone {
+            1
+        } else {
+            self.nodes.unwrap_or(3)
+        };
+        Some(system::worker_share(nodes + 1))
     }
 }
 
-/// The nodes to start for `--nodes` (`default_nodes` unless given).
-fn spawn_spec(args: &Args, default_nodes: usize, clustered: bool) -> SpawnSpec {
-    let nodes = args.nodes.unwrap_or(default_nodes);
+/// The nodes to start for `--nodes` (`default_nodes` unless given): etcd
+/// and that many clustered nodes, or one node alone for `--standalone`.
+fn spawn_spec(args: &Args, default_nodes: usize) -> SpawnSpec {
+    let nodes = if args.standalone {
+        1
+    } else {
+        args.nodes.unwrap_or(default_nodes)
+    };
     SpawnSpec {
         nodes,
         peak_nodes: nodes,
-        clustered,
+        clustered: !args.standalone,
         lease_ttl_ms: args.lease_ttl_ms,
+        node_config: args.node_config.clone(),
     }
 }
 
@@ -642,13 +704,19 @@ async fn run_apart(
     mixes: (&Mix<Class>, &Mix<centralino_core::Channel>),
 ) -> anyhow::Result<()> {
     let tag = tag.to_owned();
+    if args.standalone && args.scenario != Scenario::Scale {
+        bail!(
+            "--scenario {} moves customers between nodes: it needs a cluster (--nodes), not --standalone",
+            args.scenario.name()
+        );
+    }
     match args.scenario {
         Scenario::Migration => {
             run_alone(
                 args,
                 report,
                 mixes,
-                spawn_spec(args, 3, false),
+                spawn_spec(args, 3),
                 Teardown::Drain,
                 move |s| Box::pin(async move { migration::measure(&s.targets, &tag).await }),
             )
@@ -667,7 +735,7 @@ async fn run_apart(
                 args,
                 report,
                 mixes,
-                spawn_spec(args, 3, true),
+                spawn_spec(args, 3),
                 Teardown::Drain,
                 move |s| Box::pin(async move { failover::measure(s, &spec).await }),
             )
@@ -686,6 +754,7 @@ async fn run_apart(
                 peak_nodes: spec.nodes,
                 clustered: true,
                 lease_ttl_ms: args.lease_ttl_ms,
+                node_config: args.node_config.clone(),
             };
             run_alone(args, report, mixes, first, Teardown::Drain, move |s| {
                 Box::pin(async move { drain::measure(s, &spec).await })
@@ -703,7 +772,7 @@ async fn run_apart(
                 args,
                 report,
                 mixes,
-                spawn_spec(args, 3, false),
+                spawn_spec(args, 3),
                 Teardown::Kill,
                 move |s| Box::pin(async move { scale::measure(s, &spec).await }),
             )

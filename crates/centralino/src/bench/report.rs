@@ -19,6 +19,8 @@ pub const CSV_HEADER: &str = "contact_id,class,channel,arrival_ts,offer_ts,accep
 /// Targets from the brief, on the 2-core machine with 3 nodes.
 pub const TARGET_ROUTED_PER_S: f64 = 5_000.0;
 pub const TARGET_OFFER_P99_MS: f64 = 5.0;
+/// The rate the ingest-to-offer target is set at.
+pub const TARGET_OFFER_RATE_PER_S: f64 = 1_000.0;
 pub const TARGET_ETCD_PER_CONTACT: f64 = 1.0;
 pub const TARGET_MIGRATION_P99_MS: f64 = 10.0;
 pub const TARGET_FAILOVER_S: f64 = 3.0;
@@ -119,8 +121,11 @@ pub struct Phase {
     pub accepted_in_window_per_s: f64,
     /// Every acknowledgement inside the window, whatever the arrival.
     pub acked_in_window: u64,
-    /// Arrived in the window, never offered before the bench stopped.
+    /// Arrived in the window, never offered before the bench stopped (and
+    /// did not abandon).
     pub never_offered: u64,
+    /// Arrived in the window and left unoffered (`--patience-ms`).
+    pub abandoned: u64,
     /// The system did not keep up with the offered load: fewer routed than
     /// submitted (by more than 5%), contacts skipped, or some never offered.
     /// When false, `routed_per_s` is the offered load, not a capacity.
@@ -137,6 +142,7 @@ pub struct Phase {
     /// Mean SubmitContact calls in flight during the window.
     pub mean_in_flight: f64,
     pub accept_errors: u64,
+    pub wrap_up_errors: u64,
     pub resolve_errors: u64,
     pub offers_revoked: u64,
     /// Desktop sessions the server ended (or that broke) during the load.
@@ -173,6 +179,9 @@ pub struct Report {
     pub ingest_to_offer_p50_ms: Option<f64>,
     pub ingest_to_offer_p99_ms: Option<f64>,
     pub ingest_to_offer_p999_ms: Option<f64>,
+    /// The offered rate, contacts/s, of the phase the latencies come from
+    /// (the target is at 1,000/s).
+    pub ingest_to_offer_at_rate_per_s: Option<f64>,
     pub etcd_requests_per_contact: Option<f64>,
     /// Envelopes the nodes sent each other per routed contact (the bench's
     /// own nodes; null with --target or one node).
@@ -199,6 +208,10 @@ pub struct Report {
     pub routed_saturated: Option<bool>,
     /// `routed_per_s / grpc_ceiling_per_s`.
     pub routed_to_grpc_ceiling: Option<f64>,
+    /// The etcd requests per second the routed load made (routed/s x
+    /// requests per contact) over the etcd put ceiling: the share of the
+    /// durability ceiling in use.
+    pub etcd_load_to_put_ceiling: Option<f64>,
     /// Scenarios the run was asked for (by `all`) and did not run.
     pub not_measured: Vec<String>,
     pub parameters: serde_json::Value,
@@ -356,11 +369,29 @@ pub fn summary(r: &Report, header: &str) -> String {
                 );
             }
         }
-        if p.accept_errors + p.resolve_errors + p.offers_revoked + p.sessions_lost > 0 {
+        if p.abandoned > 0 {
             let _ = writeln!(
                 s,
-                "  accept errors {}, resolve errors {}, offers revoked {}, desktop sessions lost {}",
-                p.accept_errors, p.resolve_errors, p.offers_revoked, p.sessions_lost
+                "  abandoned before an offer: {} ({:.1}% of those submitted)",
+                p.abandoned,
+                100.0 * p.abandoned as f64 / p.submitted.max(1) as f64
+            );
+        }
+        if p.accept_errors
+            + p.wrap_up_errors
+            + p.resolve_errors
+            + p.offers_revoked
+            + p.sessions_lost
+            > 0
+        {
+            let _ = writeln!(
+                s,
+                "  accept errors {}, wrap-up errors {}, resolve errors {}, offers revoked {}, desktop sessions lost {}",
+                p.accept_errors,
+                p.wrap_up_errors,
+                p.resolve_errors,
+                p.offers_revoked,
+                p.sessions_lost
             );
         }
         if let Some(e) = &p.etcd {
@@ -515,6 +546,17 @@ pub fn summary(r: &Report, header: &str) -> String {
         if goal == Goal::AtLeast(TARGET_ROUTED_PER_S) && r.routed_saturated == Some(false) {
             ratio.push_str("; the offered load, not saturated");
         }
+        if goal == Goal::Below(TARGET_OFFER_P99_MS)
+            && let Some(rate) = r.ingest_to_offer_at_rate_per_s
+            && (rate - TARGET_OFFER_RATE_PER_S).abs() > 0.5
+        {
+            let _ = write!(
+                ratio,
+                "; at {}/s, the target is at {}/s",
+                num(rate),
+                num(TARGET_OFFER_RATE_PER_S)
+            );
+        }
         let target = if target == "-" {
             target
         } else {
@@ -537,8 +579,12 @@ pub fn summary(r: &Report, header: &str) -> String {
         ),
         (
             &r.etcd_put_ceiling,
-            r.etcd_requests_per_contact
-                .map(|x| format!("etcd requests/contact = {x:.2}")),
+            r.etcd_requests_per_contact.map(|x| {
+                let share = r.etcd_load_to_put_ceiling.map_or_else(String::new, |s| {
+                    format!(", routed x requests/contact / etcd_put_ceiling = {s:.3}")
+                });
+                format!("etcd requests/contact = {x:.2}{share}")
+            }),
         ),
     ] {
         if let Some(c) = c {

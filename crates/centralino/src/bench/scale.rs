@@ -40,6 +40,7 @@ use super::load::{all_logged_in, log_in_telling};
 use super::population;
 use super::report::num;
 use super::system::{System, rss_bytes};
+use super::workload::AgentKind;
 
 /// Customers created unless `--customers` says otherwise: the brief's
 /// target, which the default run measures rather than extrapolates.
@@ -306,8 +307,14 @@ async fn desktop(
     limit: Arc<Semaphore>,
 ) {
     let permit = limit.acquire_owned().await;
-    let Some((_commands, mut events)) =
-        log_in_telling(conn, &id, pb::AgentState::Away, ready).await
+    let Some((_commands, mut events)) = log_in_telling(
+        conn,
+        &id,
+        &AgentKind::identical(),
+        pb::AgentState::Away,
+        ready,
+    )
+    .await
     else {
         return;
     };

@@ -1,9 +1,8 @@
 //! The system under test: nodes someone else runs (`--target`), or a
 //! cluster the bench starts itself (`--nodes N`) and always tears down.
 //!
-//! `--nodes 1` is one standalone `centralino node` (in-memory
-//! coordination). `--nodes N > 1` (or one node that must be clustered, as
-//! the drain scenario's first node is) is the system's `etcd` (Debian's
+//! `--standalone` is one `centralino node` alone (in-memory
+//! coordination). `--nodes N` (3 unless given) is the system's `etcd` (Debian's
 //! `etcd-server`) on two free loopback ports with its data on tmpfs
 //! (`/dev/shm`) when there is one, plus N `centralino node --etcd ...
 //! --cluster bench-<pid>` processes, named `n1`, `n2`, ... in the order
@@ -97,6 +96,9 @@ pub struct SpawnSpec {
     /// `--lease-ttl-ms` of every node (and `--keep-alive-ms` a quarter of
     /// it); the node's defaults otherwise.
     pub lease_ttl_ms: Option<u64>,
+    /// The nodes' configuration file (`--node-config`); the bench's own
+    /// ([`NODE_CONFIG`]) otherwise.
+    pub node_config: Option<PathBuf>,
 }
 
 /// A child process, killed when dropped.
@@ -331,8 +333,12 @@ impl System {
             bail!("--nodes: must be at least 1");
         }
         let config = out.join("bench-node.toml");
-        std::fs::write(&config, NODE_CONFIG)
-            .with_context(|| format!("writing {}", config.display()))?;
+        let text = match &spec.node_config {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("--node-config: reading {}", path.display()))?,
+            None => NODE_CONFIG.to_owned(),
+        };
+        std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         let mut spawned = Spawned {
             nodes: Vec::new(),
             etcd: None,

@@ -49,6 +49,8 @@ pub struct Contact {
     pub accept: Option<f64>,
     /// Index of the agent (into the run's agent list) offered it first.
     pub agent: Option<u32>,
+    /// When the customer left unoffered (`--patience-ms`).
+    pub abandoned: Option<f64>,
     /// Index of the node (target) that agent's desktop is connected to.
     pub node: Option<u16>,
     /// The `SubmitContact` failed with this status.
@@ -160,12 +162,29 @@ impl Tracker {
         }
     }
 
-    /// Contacts of `phase` still waiting for a response, an offer or an accept.
+    /// Whether contact `id` has been offered.
+    pub fn is_offered(&self, id: usize) -> bool {
+        self.lock()
+            .contacts
+            .get(id)
+            .is_some_and(|c| c.offer.is_some())
+    }
+
+    /// Contact `id`'s customer left before an offer.
+    pub fn abandoned(&self, id: usize, at: f64) {
+        if let Some(c) = self.lock().contacts.get_mut(id) {
+            c.abandoned.get_or_insert(at);
+        }
+    }
+
+    /// Contacts of `phase` still waiting for a response, an offer or an
+    /// accept (and whose customer did not leave).
     pub fn outstanding(&self, phase: usize) -> usize {
         let g = self.lock();
         g.contacts
             .iter()
             .filter(|c| c.phase == phase && c.error.is_none() && c.accept.is_none())
+            .filter(|c| c.abandoned.is_none())
             .count()
     }
 

@@ -161,6 +161,132 @@ pub fn exponential(rng: &mut impl Rng, mean: f64) -> f64 {
     -(1.0 - u).ln() * mean
 }
 
+/// A kind of simulated agent (`--agent-mix`): its weighted capacity and
+/// skills (name, proficiency 1..5).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentKind {
+    pub name: String,
+    pub capacity: i32,
+    pub skills: Vec<(String, i32)>,
+}
+
+impl AgentKind {
+    /// The agents of `--agents` and the default mix: capacity 100, no
+    /// skills.
+    pub fn identical() -> AgentKind {
+        AgentKind {
+            name: "agent".into(),
+            capacity: 100,
+            skills: vec![],
+        }
+    }
+
+    pub fn skills_pb(&self) -> Vec<pb::Skill> {
+        self.skills
+            .iter()
+            .map(|(name, proficiency)| pb::Skill {
+                name: name.clone(),
+                proficiency: *proficiency,
+            })
+            .collect()
+    }
+}
+
+/// Parses `--agent-mix`: `name:weight:capacity[:skill=level+skill=level]`,
+/// comma-separated (`generalist:0.7:100,billing:0.3:60:billing=4+english=3`).
+/// Capacity is 1..100 (voice costs 100, chat 30, email 20); a skill without
+/// a level is level 3.
+pub fn agent_mix(spec: &str) -> anyhow::Result<Mix<AgentKind>> {
+    let flag = "--agent-mix";
+    let mut shares = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let fields: Vec<&str> = part.split(':').map(str::trim).collect();
+        let [name, weight, capacity, rest @ ..] = fields.as_slice() else {
+            bail!("{flag}: {part:?} is not name:weight:capacity[:skill=level+...]");
+        };
+        if rest.len() > 1 {
+            bail!("{flag}: {part:?} has more than four ':'-separated fields");
+        }
+        let weight: f64 = weight
+            .parse()
+            .with_context(|| format!("{flag}: weight of {name:?} is not a number: {weight:?}"))?;
+        if !(weight.is_finite() && weight > 0.0) {
+            bail!("{flag}: weight of {name:?} must be positive, got {weight}");
+        }
+        let capacity: i32 = match capacity.parse() {
+            Ok(c) if (1..=100).contains(&c) => c,
+            _ => bail!("{flag}: capacity of {name:?} must be 1..100, got {capacity:?}"),
+        };
+        let mut skills = Vec::new();
+        for skill in rest.iter().flat_map(|s| s.split('+')).map(str::trim) {
+            let (skill, level) = skill.split_once('=').unwrap_or((skill, "3"));
+            let level: i32 = match level.trim().parse() {
+                Ok(l) if (1..=5).contains(&l) => l,
+                _ => {
+                    bail!("{flag}: level of skill {skill:?} ({name:?}) must be 1..5, got {level:?}")
+                }
+            };
+            if skill.is_empty() {
+                bail!("{flag}: a skill of {name:?} has no name");
+            }
+            skills.push((skill.trim().to_owned(), level));
+        }
+        shares.push(Share {
+            item: AgentKind {
+                name: (*name).to_owned(),
+                capacity,
+                skills,
+            },
+            share: weight,
+        });
+    }
+    if shares.is_empty() {
+        bail!("{flag}: give at least one name:weight:capacity");
+    }
+    let total: f64 = shares.iter().map(|s| s.share).sum();
+    for s in &mut shares {
+        s.share /= total;
+    }
+    Ok(Mix { shares })
+}
+
+/// How many of `n` agents each kind of the mix gets: the shares rounded so
+/// that they add up to `n` exactly (largest remainders first).
+pub fn counts<T>(mix: &Mix<T>, n: usize) -> Vec<usize> {
+    let exact: Vec<f64> = mix.shares.iter().map(|s| s.share * n as f64).collect();
+    let mut counts: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
+    let mut by_remainder: Vec<usize> = (0..exact.len()).collect();
+    by_remainder.sort_by(|&a, &b| {
+        let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
+        rb.total_cmp(&ra).then(a.cmp(&b))
+    });
+    let short = n.saturating_sub(counts.iter().sum());
+    for &i in by_remainder.iter().take(short) {
+        counts[i] += 1;
+    }
+    counts
+}
+
+/// The mean capacity of the mix's agents.
+pub fn mean_capacity(mix: &Mix<AgentKind>) -> f64 {
+    mix.shares
+        .iter()
+        .map(|s| s.share * f64::from(s.item.capacity))
+        .sum()
+}
+
+/// A topic of `--topic` (the queue a contact is routed to).
+pub fn topic(name: &str) -> anyhow::Result<String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        bail!("topic {name:?}: use letters, digits, '-', '_' and '.'");
+    }
+    Ok(name.to_owned())
+}
+
 /// Mean capacity units (out of an agent's 100) one conversation of this
 /// mix takes: sizes the agent pool.
 pub fn mean_cost(channels: &Mix<Channel>) -> f64 {
@@ -244,6 +370,52 @@ mod tests {
         }
         assert!((49_000..51_000).contains(&counts[0]), "{counts:?}");
         assert!((19_000..21_000).contains(&counts[2]), "{counts:?}");
+    }
+
+    #[test]
+    fn agent_mixes_parse_with_capacities_and_skills() {
+        let m = agent_mix("generalist:0.7:100, billing:0.3:60:billing=4+english").unwrap();
+        assert_eq!(m.shares.len(), 2);
+        assert_eq!(
+            m.shares[0].item,
+            AgentKind {
+                name: "generalist".into(),
+                capacity: 100,
+                skills: vec![],
+            }
+        );
+        assert_eq!(
+            m.shares[1].item.skills,
+            vec![("billing".to_owned(), 4), ("english".to_owned(), 3)]
+        );
+        assert!((mean_capacity(&m) - (0.7 * 100.0 + 0.3 * 60.0)).abs() < 1e-9);
+        for (spec, needle) in [
+            ("a:1", "name:weight:capacity"),
+            ("a:x:100", "not a number"),
+            ("a:1:0", "1..100"),
+            ("a:1:101", "1..100"),
+            ("a:1:50:sales=9", "1..5"),
+            ("a:1:50:=2", "no name"),
+            ("a:1:50:x:y", "four"),
+            ("", "at least one"),
+        ] {
+            let e = format!("{:#}", agent_mix(spec).unwrap_err());
+            assert!(
+                e.contains("--agent-mix") && e.contains(needle),
+                "{spec:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_add_up_to_the_total_and_follow_the_shares() {
+        let m = agent_mix("a:0.5:100,b:0.3:100,c:0.2:100").unwrap();
+        assert_eq!(counts(&m, 10), vec![5, 3, 2]);
+        assert_eq!(counts(&m, 7), vec![4, 2, 1]);
+        assert_eq!(counts(&m, 1), vec![1, 0, 0]);
+        for n in 0..200 {
+            assert_eq!(counts(&m, n).iter().sum::<usize>(), n);
+        }
     }
 
     #[test]
