@@ -32,7 +32,10 @@
 //!   On the bench's own nodes, the latency and throughput phases also
 //!   count the envelopes the nodes sent each other per routed contact, by
 //!   kind ([`crossings`]): where a cluster's cost per contact goes.
-//! - `all`: `latency`, then `throughput`, on the same nodes.
+//! - `all`: `latency`, then `throughput`, on the same nodes; then
+//!   `migration`, `failover`, `drain` and `scale`, each on a cluster of its
+//!   own with its logs under `--out`/NAME and its own defaults: one report
+//!   with every number.
 //! - `migration`: one customer with a 1,000-event history moved 200 times
 //!   between the nodes (3 unless `--nodes`) while a gateway keeps writing
 //!   to it: the migration pause p50/p99 (target: p99 < 10 ms), see
@@ -51,10 +54,12 @@
 //!   (targets: 100,000 actors and 15,000 agents in the cluster); see
 //!   [`scale`].
 //!
-//! The last four each run alone, on a cluster of their own; `all` leaves
-//! them out. Failover and drain signal the nodes, so they need `--nodes`
-//! (the bench's own processes); scale also drives `--target` nodes, without
-//! their memory.
+//! The last four each run alone, on a cluster of their own (`all` runs
+//! them after the load). Failover and drain signal the nodes, so they need
+//! the bench's own processes, not `--target`; scale also drives `--target`
+//! nodes, without their memory. `--nodes N` is etcd and N clustered nodes
+//! (3 unless given); `--standalone` one node alone with in-memory
+//! coordination (latency, throughput and scale only).
 //!
 //! Outputs under `--out`: `report.json`, `contacts.csv` (one row per
 //! contact sent by the load phases), and for spawned clusters the nodes'
@@ -312,12 +317,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Scenario::All => vec![("latency", &LATENCY), ("throughput", &THROUGHPUT)],
         Scenario::Migration | Scenario::Failover | Scenario::Drain | Scenario::Scale => vec![],
     };
-    let not_measured: Vec<String> = match args.scenario {
-        Scenario::All => {
-            vec!["migration, failover, drain and scale (each runs alone: --scenario NAME)".into()]
-        }
-        _ => vec![],
-    };
     let mean_cost = workload::mean_cost(&channels);
     let mean_capacity = workload::mean_capacity(&agent_kinds);
     // A throughput ramp is `--steps` phases whose rates double up to the
@@ -401,7 +400,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
 
     let mut report = Report {
-        not_measured,
         parameters,
         ..Report::default()
     };
@@ -410,7 +408,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let load_at_start = load::load_avg();
-    let mut system = start_system(&args, spawn_spec(&args, 3)).await?;
+    let mut system = start_system(&args, spawn_spec(&args, 3), &args.out).await?;
     let env = Env {
         clock,
         tracker: Arc::new(Tracker::new()),
@@ -509,12 +507,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "offers_never_matched": env.tracker.unmatched(),
         "note": "generator, nodes and etcd share this machine; the load average shows what else ran",
     });
+    // `all`: the scenarios that run alone, once the load's cluster is gone.
+    let rest = match args.scenario {
+        Scenario::All => the_rest(&args, &tag, &mut report).await?,
+        _ => Vec::new(),
+    };
+    for a in &rest {
+        report.system[a.scenario.name()] = serde_json::json!({
+            "under_test": a.description,
+            "outcome": a.json,
+        });
+    }
     let agent_ids: Vec<String> = runs
         .iter()
         .flat_map(|r| r.agent_ids.iter().cloned())
         .collect();
     let node_names: Vec<String> = env.targets.iter().map(|t| t.name.clone()).collect();
-    let header = format!(
+    let mut header = format!(
         "centralino bench: scenario {}, {}, seed {}; {} CPUs, load avg {} at start (a shared machine: other work shows here)",
         args.scenario.name(),
         description,
@@ -522,6 +531,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_at_start.map(report::num).unwrap_or_else(|| "?".into())
     );
+    for a in &rest {
+        header.push_str("\n\n");
+        header.push_str(a.header.trim_end());
+    }
     finish(
         &args.out,
         &report,
@@ -532,7 +545,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &channels,
         &header,
     )?;
-    fail_if_dead(&dead, &args.out)
+    fail_if_dead(&dead, &args.out)?;
+    fail_if_alone_failed(&rest, &args.out)
 }
 
 impl Args {
@@ -572,8 +586,8 @@ fn spawn_spec(args: &Args, default_nodes: usize) -> SpawnSpec {
 }
 
 /// The nodes under test: `--target`'s, or those `spec` asks for, started
-/// here (with etcd when more than one or when clustered).
-async fn start_system(args: &Args, spec: SpawnSpec) -> anyhow::Result<System> {
+/// here (with etcd unless standalone), their logs under `out`.
+async fn start_system(args: &Args, spec: SpawnSpec, out: &Path) -> anyhow::Result<System> {
     match &args.target {
         Some(t) => System::external(t, args.etcd.clone(), &args.cluster),
         None => {
@@ -581,9 +595,9 @@ async fn start_system(args: &Args, spec: SpawnSpec) -> anyhow::Result<System> {
                 "bench: starting {} node(s) on loopback ({} worker thread(s) each, unless TOKIO_WORKER_THREADS says); logs in {}",
                 spec.nodes,
                 system::worker_share(spec.peak_nodes.max(spec.nodes)),
-                args.out.display()
+                out.display()
             );
-            System::spawn(&spec, &args.out).await
+            System::spawn(&spec, out).await
         }
     }
 }
@@ -614,24 +628,41 @@ enum Teardown {
     Kill,
 }
 
-/// Runs one of the scenarios that run alone on a system of its own:
-/// starts it (`spec`), measures (Ctrl-C interrupts), saves the nodes'
-/// metrics, tears it down, then writes the report (what was measured under
-/// `system.<scenario>`) and prints the summary.
-async fn run_alone<T: Outcome>(
+/// What a scenario that ran alone left for the report.
+struct Alone {
+    scenario: Scenario,
+    /// Its outcome, under `system.<scenario>` in report.json.
+    json: serde_json::Value,
+    /// The summary's opening lines.
+    header: String,
+    /// Why the run fails, if what it measured shows a failing system.
+    failure: Option<String>,
+    /// Nodes that died without the bench stopping them.
+    dead: Vec<String>,
+    /// What ran (the system's description).
+    description: String,
+}
+
+/// Measures one of the scenarios that run alone on a system of its own:
+/// starts it (`spec`, logs under `out`), measures (Ctrl-C interrupts),
+/// saves the nodes' metrics, tears it down, and fills the report's
+/// headline fields with what it measured.
+async fn measure_alone<T: Outcome>(
     args: &Args,
-    mut report: Report,
-    mixes: (&Mix<Class>, &Mix<centralino_core::Channel>),
+    scenario: Scenario,
+    out: &Path,
+    report: &mut Report,
     spec: SpawnSpec,
     teardown: Teardown,
     measure: impl for<'a> FnOnce(&'a mut System) -> Measure<'a, T>,
-) -> anyhow::Result<()> {
-    let mut system = start_system(args, spec).await?;
+) -> anyhow::Result<Alone> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut system = start_system(args, spec, out).await?;
     let outcome = tokio::select! {
         r = measure(&mut system) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    system.save_node_metrics(&args.out).await;
+    system.save_node_metrics(out).await;
     let dead = system.dead_nodes();
     let description = system.description.clone();
     eprintln!("bench: tearing down");
@@ -640,32 +671,31 @@ async fn run_alone<T: Outcome>(
     }
     system.shutdown().await;
     let measured = outcome?;
-    measured.fill(&mut report);
-    report.system = serde_json::json!({
-        "under_test": description,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
-        args.scenario.name(): &measured,
-    });
-    let (classes, channels) = mixes;
-    let header = measured.header(&description);
-    finish(
-        &args.out,
-        &report,
-        &[],
-        &[],
-        &[],
-        classes,
-        channels,
-        &header,
-    )?;
-    fail_if_dead(&dead, &args.out)?;
-    match measured.failure() {
-        Some(why) => bail!(
-            "{why}: see the summary above and the logs in {}",
-            args.out.display()
-        ),
-        None => Ok(()),
+    measured.fill(report);
+    Ok(Alone {
+        scenario,
+        json: serde_json::to_value(&measured)?,
+        header: measured.header(&description),
+        failure: measured.failure(),
+        dead,
+        description,
+    })
+}
+
+/// Fails the run for what the scenarios run alone showed: nodes that died
+/// under them, or a failing system.
+fn fail_if_alone_failed(alone: &[Alone], out: &Path) -> anyhow::Result<()> {
+    let dead: Vec<String> = alone.iter().flat_map(|a| a.dead.clone()).collect();
+    fail_if_dead(&dead, out)?;
+    let failures: Vec<String> = alone.iter().filter_map(|a| a.failure.clone()).collect();
+    if failures.is_empty() {
+        return Ok(());
     }
+    bail!(
+        "{}: see the summary above and the logs in {}",
+        failures.join("; "),
+        out.display()
+    )
 }
 
 /// Fails the run if nodes died that the bench did not stop (`dead`, each
@@ -685,37 +715,39 @@ fn fail_if_dead(dead: &[String], out: &Path) -> anyhow::Result<()> {
 }
 
 /// Failover and drain signal node processes: they need the bench's own.
-fn needs_own_nodes(args: &Args) -> anyhow::Result<()> {
+fn needs_own_nodes(args: &Args, scenario: Scenario) -> anyhow::Result<()> {
     if args.target.is_some() {
         bail!(
             "--scenario {} kills or stops a node process, so it starts its own nodes: use --nodes (or leave it out), not --target",
-            args.scenario.name()
+            scenario.name()
         );
     }
     Ok(())
 }
 
-/// The scenarios that run alone, each on a system of its own (see their
-/// modules).
-async fn run_apart(
+/// One of the scenarios that run alone, on a system of its own whose logs
+/// go under `out` (see their modules); fills the report's headline fields.
+async fn alone(
     args: &Args,
-    report: Report,
+    scenario: Scenario,
     tag: &str,
-    mixes: (&Mix<Class>, &Mix<centralino_core::Channel>),
-) -> anyhow::Result<()> {
+    out: &Path,
+    report: &mut Report,
+) -> anyhow::Result<Alone> {
     let tag = tag.to_owned();
-    if args.standalone && args.scenario != Scenario::Scale {
+    if args.standalone && scenario != Scenario::Scale {
         bail!(
             "--scenario {} moves customers between nodes: it needs a cluster (--nodes), not --standalone",
-            args.scenario.name()
+            scenario.name()
         );
     }
-    match args.scenario {
+    match scenario {
         Scenario::Migration => {
-            run_alone(
+            measure_alone(
                 args,
+                scenario,
+                out,
                 report,
-                mixes,
                 spawn_spec(args, 3),
                 Teardown::Drain,
                 move |s| Box::pin(async move { migration::measure(&s.targets, &tag).await }),
@@ -723,7 +755,7 @@ async fn run_apart(
             .await
         }
         Scenario::Failover => {
-            needs_own_nodes(args)?;
+            needs_own_nodes(args, scenario)?;
             let spec = failover::Spec {
                 nodes: args.nodes.unwrap_or(3),
                 customers: args.customers.unwrap_or(failover::DEFAULT_CUSTOMERS),
@@ -731,10 +763,11 @@ async fn run_apart(
                 victim: args.victim,
                 tag,
             };
-            run_alone(
+            measure_alone(
                 args,
+                scenario,
+                out,
                 report,
-                mixes,
                 spawn_spec(args, 3),
                 Teardown::Drain,
                 move |s| Box::pin(async move { failover::measure(s, &spec).await }),
@@ -742,7 +775,7 @@ async fn run_apart(
             .await
         }
         Scenario::Drain => {
-            needs_own_nodes(args)?;
+            needs_own_nodes(args, scenario)?;
             let spec = drain::Spec {
                 nodes: args.nodes.unwrap_or(3),
                 customers: args.customers.unwrap_or(drain::DEFAULT_CUSTOMERS),
@@ -756,9 +789,15 @@ async fn run_apart(
                 lease_ttl_ms: args.lease_ttl_ms,
                 node_config: args.node_config.clone(),
             };
-            run_alone(args, report, mixes, first, Teardown::Drain, move |s| {
-                Box::pin(async move { drain::measure(s, &spec).await })
-            })
+            measure_alone(
+                args,
+                scenario,
+                out,
+                report,
+                first,
+                Teardown::Drain,
+                move |s| Box::pin(async move { drain::measure(s, &spec).await }),
+            )
             .await
         }
         Scenario::Scale => {
@@ -768,10 +807,11 @@ async fn run_apart(
                 hold: Duration::from_secs_f64(args.duration.unwrap_or(scale::DEFAULT_HOLD_S)),
                 tag,
             };
-            run_alone(
+            measure_alone(
                 args,
+                scenario,
+                out,
                 report,
-                mixes,
                 spawn_spec(args, 3),
                 Teardown::Kill,
                 move |s| Box::pin(async move { scale::measure(s, &spec).await }),
@@ -779,12 +819,77 @@ async fn run_apart(
             .await
         }
         Scenario::Latency | Scenario::Throughput | Scenario::All => {
-            bail!(
-                "--scenario {}: not one that runs alone",
-                args.scenario.name()
-            )
+            bail!("--scenario {}: not one that runs alone", scenario.name())
         }
     }
+}
+
+/// `--scenario migration|failover|drain|scale`: the scenario alone, then
+/// the report and the summary.
+async fn run_apart(
+    args: &Args,
+    mut report: Report,
+    tag: &str,
+    (classes, channels): (&Mix<Class>, &Mix<centralino_core::Channel>),
+) -> anyhow::Result<()> {
+    let a = alone(args, args.scenario, tag, &args.out, &mut report).await?;
+    report.system = serde_json::json!({
+        "under_test": a.description,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        args.scenario.name(): &a.json,
+    });
+    finish(
+        &args.out,
+        &report,
+        &[],
+        &[],
+        &[],
+        classes,
+        channels,
+        &a.header,
+    )?;
+    fail_if_alone_failed(std::slice::from_ref(&a), &args.out)
+}
+
+/// `--scenario all`, after latency and throughput: migration, failover,
+/// drain and scale, each alone on a cluster of its own with its logs under
+/// `out/<scenario>/`, each with its own defaults (the load's --agents,
+/// --duration and --customers are the load's). Those the system cannot run
+/// (failover and drain against --target, all but scale --standalone) are
+/// listed as not measured.
+async fn the_rest(args: &Args, tag: &str, report: &mut Report) -> anyhow::Result<Vec<Alone>> {
+    let own = Args {
+        agents: None,
+        duration: None,
+        customers: None,
+        ..args.clone()
+    };
+    let mut done = Vec::new();
+    for scenario in [
+        Scenario::Migration,
+        Scenario::Failover,
+        Scenario::Drain,
+        Scenario::Scale,
+    ] {
+        let cannot = match scenario {
+            Scenario::Failover | Scenario::Drain if args.target.is_some() => {
+                Some("it signals node processes: not with --target")
+            }
+            Scenario::Scale => None,
+            _ if args.standalone => Some("it needs a cluster: not with --standalone"),
+            _ => None,
+        };
+        if let Some(why) = cannot {
+            report
+                .not_measured
+                .push(format!("{} ({why})", scenario.name()));
+            continue;
+        }
+        eprintln!("bench: scenario {} (all)", scenario.name());
+        let out = args.out.join(scenario.name());
+        done.push(alone(&own, scenario, tag, &out, report).await?);
+    }
+    Ok(done)
 }
 
 type Measured = (
