@@ -96,6 +96,7 @@ impl TestNode {
         let server = tokio::spawn(centralino_server::serve(
             listener,
             node.hub.clone(),
+            centralino_server::Limits::default(),
             async move {
                 let _ = stopped.await;
             },

@@ -81,6 +81,10 @@ pub struct NodeSection {
     /// `<archive_dir>/<cluster>/`. Unset: [`DEFAULT_ARCHIVE_DIR`] for a
     /// clustered node, memory for a standalone one.
     pub archive_dir: Option<PathBuf>,
+    /// Contacts (SubmitContact, HandOver) this node handles at once; more
+    /// are refused with RESOURCE_EXHAUSTED, so that an overloaded node
+    /// keeps routing what it took in (0: no bound).
+    pub max_contacts_in_flight: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -201,6 +205,7 @@ impl Default for NodeSection {
             lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
             keep_alive_ms: DEFAULT_KEEP_ALIVE_MS,
             archive_dir: None,
+            max_contacts_in_flight: centralino_server::DEFAULT_MAX_CONTACTS_IN_FLIGHT,
         }
     }
 }

@@ -80,9 +80,13 @@ pub async fn node(cfg: Config, sim: Option<sim::Options>) -> anyhow::Result<()> 
     .context("starting the node")?;
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    let limits = centralino_server::Limits {
+        max_contacts_in_flight: cfg.node.max_contacts_in_flight,
+    };
     let server = tokio::spawn(centralino_server::serve(
         listener,
         node.hub.clone(),
+        limits,
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },

@@ -18,6 +18,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::admission::Admission;
 use crate::convert::{self, invalid};
 use crate::error::status;
 use crate::{Closing, metrics, unexpected};
@@ -28,11 +29,16 @@ pub const DELIVERY_BUFFER: usize = 4096;
 pub struct GatewayService {
     hub: Arc<Hub>,
     closing: Closing,
+    admission: Admission,
 }
 
 impl GatewayService {
-    pub fn new(hub: Arc<Hub>, closing: Closing) -> Self {
-        GatewayService { hub, closing }
+    pub fn new(hub: Arc<Hub>, closing: Closing, admission: Admission) -> Self {
+        GatewayService {
+            hub,
+            closing,
+            admission,
+        }
     }
 
     /// The customer an identity belongs to; NOT_FOUND naming `identity`.
@@ -140,6 +146,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         &self,
         req: Request<pb::SubmitContactRequest>,
     ) -> Result<Response<pb::SubmitContactResponse>, Status> {
+        let _admitted = self.admission.enter()?;
         let r = req.into_inner();
         let channel = convert::channel("channel", r.channel)?;
         let identity = convert::identity("identity", r.identity.as_ref())?;
@@ -178,6 +185,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         &self,
         req: Request<pb::HandOverRequest>,
     ) -> Result<Response<pb::SubmitContactResponse>, Status> {
+        let _admitted = self.admission.enter()?;
         let (hand_over, links) = convert::hand_over(req.get_ref())?;
         let (identity, channel) = (hand_over.identity.clone(), hand_over.channel);
         let response = self

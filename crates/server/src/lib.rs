@@ -6,6 +6,7 @@
 //! [`error::status`] is the one mapping from errors to gRPC statuses.
 
 pub mod admin;
+pub mod admission;
 pub mod convert;
 pub mod desktop;
 pub mod error;
@@ -39,11 +40,33 @@ pub const SERVICES: [&str; 3] = [
     "centralino.v1.Admin",
 ];
 
+/// What the edge's own limits are (see [`admission`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Contacts (`SubmitContact`, `HandOver`) handled at once before more
+    /// are refused with RESOURCE_EXHAUSTED; 0: no bound.
+    pub max_contacts_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_contacts_in_flight: DEFAULT_MAX_CONTACTS_IN_FLIGHT,
+        }
+    }
+}
+
+/// The default bound on contacts in flight on one node: room for bursts
+/// of several times what a node routes in the time a contact takes, and
+/// a ceiling on how long one can queue.
+pub const DEFAULT_MAX_CONTACTS_IN_FLIGHT: usize = 512;
+
 /// Serves every service on `listener` until `shutdown` resolves, then
 /// stops accepting and lets in-flight calls finish.
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
@@ -72,6 +95,7 @@ pub async fn serve(
     let gateway = pb::gateway_server::GatewayServer::new(gateway::GatewayService::new(
         hub.clone(),
         Closing(closing.clone()),
+        admission::Admission::new(limits.max_contacts_in_flight),
     ))
     .max_decoding_message_size(MAX_REQUEST_BYTES)
     .max_encoding_message_size(MAX_RESPONSE_BYTES);
