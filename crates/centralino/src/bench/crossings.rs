@@ -68,7 +68,8 @@ impl Crossings {
             .map(|(k, v)| (k.clone(), v - self.by_kind.get(k).copied().unwrap_or(0.0)))
             .filter(|(_, v)| *v > 0.0)
             .collect();
-        let envelopes = delta.values().sum();
+        // An empty sum of floats is -0.0.
+        let envelopes = delta.values().sum::<f64>() + 0.0;
         let per = |v: f64| (contacts > 0).then(|| v / contacts as f64);
         EnvelopeUsage {
             envelopes,

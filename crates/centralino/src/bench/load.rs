@@ -206,8 +206,12 @@ pub async fn run(spec: PhaseSpec, env: &Env, agent_base: u32) -> anyhow::Result<
                 (Some(u), Some(b)) => Some((b, EtcdCounters::read(u).await?)),
                 _ => None,
             };
+            // A standalone node has no peers, and no such counter.
             let crossings = match crossings_before {
-                Some(b) => Crossings::read(&nodes).await.map(|a| (b, a)),
+                Some(b) => Crossings::read(&nodes)
+                    .await
+                    .filter(|a| !a.by_kind.is_empty())
+                    .map(|a| (b, a)),
                 None => None,
             };
             let cpu = processes
