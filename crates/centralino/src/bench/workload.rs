@@ -66,11 +66,16 @@ impl<T> Mix<T> {
         if shares.is_empty() {
             bail!("--{what}: give at least one name:weight");
         }
+        Ok(Mix::normalised(shares))
+    }
+
+    /// The mix of these (positive) weights, scaled to sum to 1.
+    fn normalised(mut shares: Vec<Share<T>>) -> Mix<T> {
         let total: f64 = shares.iter().map(|s| s.share).sum();
         for s in &mut shares {
             s.share /= total;
         }
-        Ok(Mix { shares })
+        Mix { shares }
     }
 
     /// The index of the entry that `u` in `[0, 1)` falls into.
@@ -243,11 +248,7 @@ pub fn agent_mix(spec: &str) -> anyhow::Result<Mix<AgentKind>> {
     if shares.is_empty() {
         bail!("{flag}: give at least one name:weight:capacity");
     }
-    let total: f64 = shares.iter().map(|s| s.share).sum();
-    for s in &mut shares {
-        s.share /= total;
-    }
-    Ok(Mix { shares })
+    Ok(Mix::normalised(shares))
 }
 
 /// How many of `n` agents each kind of the mix gets: the shares rounded so
