@@ -984,7 +984,9 @@ async fn resolve(
             // below: if that fails, the agent retries, the router no longer
             // knows the conversation (as for a wrap-up, see
             // `release_agent`), and it is not counted twice. One that
-            // never commits is counted all the same: a KPI, not history.
+            // never commits is counted all the same, and one the router no
+            // longer knew at all (lost in a router takeover) is not: a
+            // KPI, not history.
             let resolve = RouterRequest::Resolve {
                 agent: agent.clone(),
                 conversation,

@@ -225,9 +225,15 @@ required_skills = { klingon = 5 }
         "the customers no agent can serve abandoned:\n{stdout}"
     );
     assert_eq!(count("never_offered"), 0, "{stdout}");
-    for errors in ["accept_errors", "wrap_up_errors", "resolve_errors"] {
+    for errors in ["wrap_up_errors", "resolve_errors"] {
         assert_eq!(count(errors), 0, "{errors}:\n{stdout}");
     }
+    // An abandon can withdraw an offer on its way to the desktop, whose
+    // accept then fails; nothing else may.
+    assert!(
+        count("accept_errors") <= count("abandoned"),
+        "accept errors only where customers left:\n{stdout}"
+    );
     assert!(
         stdout.contains("abandoned before an offer"),
         "the summary says who left:\n{stdout}"

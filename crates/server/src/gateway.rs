@@ -18,7 +18,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::admission::Admission;
+use tracing::Instrument;
+
+use crate::admission::{Admission, Admitted};
 use crate::convert::{self, invalid};
 use crate::error::status;
 use crate::{Closing, metrics, unexpected};
@@ -73,13 +75,11 @@ impl GatewayService {
     }
 
     /// A contact of the customer's (a message or a bot's hand-over): the
-    /// identity resolved (linking `links`), the request `make` builds from
-    /// the identities linked now asked of the customer's actor.
-    /// A contact (`make` builds its request from the identities newly
-    /// linked and, for a customer it makes up, what creating it takes) for
-    /// the customer its identities resolve to.
+    /// identity resolved (linking `links`), the request `make` builds (from
+    /// the identities linked now and, for a customer it makes up, what
+    /// creating it takes) asked of the customer's actor.
     async fn contact_customer(
-        &self,
+        hub: &Arc<Hub>,
         identity: &Identity,
         links: &[Identity],
         make: impl Fn(Vec<Identity>, Option<NewCustomer>) -> CustomerRequest,
@@ -90,18 +90,18 @@ impl GatewayService {
         let mut attempt = 0;
         let (resolution, outcome) = loop {
             attempt += 1;
-            let resolution = self.hub.resolve(identity, links).await.map_err(status)?;
+            let resolution = hub.resolve(identity, links).await.map_err(status)?;
             let new = resolution.created.then(|| NewCustomer {
                 link: resolution.pending.clone(),
             });
             let request = make(resolution.linked.clone(), new);
-            match self.hub.ask_customer(resolution.customer, request).await {
+            match hub.ask_customer(resolution.customer, request).await {
                 Ok(CustomerReply::Contact(outcome)) => break (resolution, outcome),
                 Ok(_) => return Err(unexpected("customer")),
                 Err(ActorError::Journal(JournalError::Taken { identity, customer }))
                     if attempt == 1 =>
                 {
-                    self.hub.cluster().identity_of(&identity, customer);
+                    hub.cluster().identity_of(&identity, customer);
                 }
                 Err(e) => return Err(status(e)),
             }
@@ -111,7 +111,7 @@ impl GatewayService {
         // either way; a merge that fails is retried by the next contact
         // that links them).
         for (other, absorbed) in &resolution.conflicts {
-            if let Err(e) = self.hub.merge(resolution.customer, *absorbed).await {
+            if let Err(e) = hub.merge(resolution.customer, *absorbed).await {
                 tracing::warn!(survivor = %resolution.customer, %absorbed, identity = %other, error = %e, "customers not merged");
             }
         }
@@ -137,6 +137,25 @@ fn last_channel(history: &[HistoryEvent]) -> Option<Channel> {
     })
 }
 
+/// Runs an admitted contact's work to its end in a task of its own, which
+/// holds the admission: a gateway that gives up on the call (its deadline,
+/// a cancel) neither frees the node's slot while the work goes on (the
+/// customer's actor has the request already) nor leaves it half done.
+async fn to_the_end<T: Send + 'static>(
+    admitted: Admitted,
+    work: impl Future<Output = Result<T, Status>> + Send + 'static,
+) -> Result<T, Status> {
+    let task = tokio::spawn(
+        async move {
+            let _admitted = admitted;
+            work.await
+        }
+        .instrument(tracing::Span::current()),
+    );
+    task.await
+        .unwrap_or_else(|e| Err(Status::internal(format!("the contact's task failed: {e}"))))
+}
+
 type Deliveries = Pin<Box<dyn Stream<Item = Result<pb::Delivery, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -146,7 +165,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         &self,
         req: Request<pb::SubmitContactRequest>,
     ) -> Result<Response<pb::SubmitContactResponse>, Status> {
-        let _admitted = self.admission.enter()?;
+        let admitted = self.admission.enter()?;
         let r = req.into_inner();
         let channel = convert::channel("channel", r.channel)?;
         let identity = convert::identity("identity", r.identity.as_ref())?;
@@ -169,13 +188,16 @@ impl pb::gateway_server::Gateway for GatewayService {
             sentiment: convert::sentiment("sentiment", r.sentiment)?,
             attributes: convert::attributes("attributes", r.attributes.as_ref())?,
         };
-        let response = self
-            .contact_customer(&identity, &links, |linked, new| CustomerRequest::Contact {
+        let hub = self.hub.clone();
+        let response = to_the_end(admitted, async move {
+            let make = |linked, new| CustomerRequest::Contact {
                 contact: contact.clone(),
                 linked,
                 new,
-            })
-            .await?;
+            };
+            Self::contact_customer(&hub, &identity, &links, make).await
+        })
+        .await?;
         metrics::contact(channel);
         Ok(Response::new(response))
     }
@@ -185,16 +207,19 @@ impl pb::gateway_server::Gateway for GatewayService {
         &self,
         req: Request<pb::HandOverRequest>,
     ) -> Result<Response<pb::SubmitContactResponse>, Status> {
-        let _admitted = self.admission.enter()?;
+        let admitted = self.admission.enter()?;
         let (hand_over, links) = convert::hand_over(req.get_ref())?;
         let (identity, channel) = (hand_over.identity.clone(), hand_over.channel);
-        let response = self
-            .contact_customer(&identity, &links, |linked, new| CustomerRequest::HandOver {
+        let hub = self.hub.clone();
+        let response = to_the_end(admitted, async move {
+            let make = |linked, new| CustomerRequest::HandOver {
                 hand_over: Box::new(hand_over.clone()),
                 linked,
                 new,
-            })
-            .await?;
+            };
+            Self::contact_customer(&hub, &identity, &links, make).await
+        })
+        .await?;
         metrics::hand_over(channel);
         Ok(Response::new(response))
     }

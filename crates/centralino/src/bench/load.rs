@@ -395,8 +395,9 @@ async fn generate(
                 }
             };
             in_flight.fetch_sub(1, Ordering::Relaxed);
-            // A customer not offered within its patience leaves. One
-            // offered meanwhile is refused the abandon: it stays.
+            // A customer not offered within its patience leaves. An offer
+            // still on its way to the desktop is withdrawn by the abandon,
+            // and the agent's accept of it then fails (an accept error).
             if let Some(patience) = patience.filter(|_| acked) {
                 tokio::time::sleep(patience).await;
                 if !tracker.is_offered(id) && client.abandon(abandon).await.is_ok() {

@@ -9,7 +9,9 @@
 //! they start ([`System::add_node`] starts one more later). The nodes are
 //! this very binary (`std::env::current_exe()`), configured by a file the
 //! bench writes to the output directory: the default queue and no
-//! after-contact work, so that a freed agent is free at once. Their logs (and etcd's) go to the
+//! after-contact work, so that a freed agent is free at once; or, with
+//! `--node-config`, a copy of that file instead (whatever it leaves out is
+//! the node's default: after-contact work included). Their logs (and etcd's) go to the
 //! output directory, and each node's Prometheus metrics are saved there at
 //! the end: that is where to look when a number is bad.
 //!
