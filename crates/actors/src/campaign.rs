@@ -54,6 +54,7 @@ use crate::clock::now_ms;
 use crate::error::{ActorError, Result};
 use crate::hub::Hub;
 use crate::journal::CustomerRecord;
+use crate::sync::lock;
 use crate::wire::{CustomerReply, CustomerRequest};
 
 /// Customer records read per page of the scan.
@@ -403,8 +404,4 @@ impl From<Delivered> for CustomerReply {
     fn from(d: Delivered) -> Self {
         CustomerReply::Delivered(Box::new(d))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -30,6 +30,7 @@ use crate::customer::{CustomerActor, CustomerMsg, Start};
 use crate::error::{ActorError, Result, call_result};
 use crate::journal::Journal;
 use crate::router::RouterMsg;
+use crate::sync::lock;
 use crate::wire::{
     CustomerReply, CustomerRequest, Envelope, EnvelopeReply, NewCustomer, RouterReply,
     RouterRequest,
@@ -1286,10 +1287,4 @@ fn wrap(handoff: bool, msg: CustomerMsg) -> CustomerMsg {
 
 fn alive(s: ActorStatus) -> bool {
     !matches!(s, ActorStatus::Stopping | ActorStatus::Stopped)
-}
-
-/// A poisoned lock only means another thread panicked while holding it; the
-/// maps it guards stay consistent (every update is a single insert/remove).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

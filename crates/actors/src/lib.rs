@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod router;
 pub mod standalone;
 pub mod supervisor;
+pub mod sync;
 pub mod wire;
 
 pub use cluster::{Claim, Cluster, Home};

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use centralino_actors::error::{ActorError, Result};
+use centralino_actors::sync::lock;
 use centralino_actors::wire::{Envelope, EnvelopeReply, pack_frames};
 use centralino_proto::internal::Frame;
 use centralino_proto::internal::node_client::NodeClient;
@@ -252,12 +253,6 @@ async fn read_answers(
     };
     tracing::debug!("{why}");
     lock(&unanswered).end(&ActorError::unavailable(why));
-}
-
-/// A poisoned lock only means another thread panicked while holding it;
-/// the map stays consistent (every update is a single insert or remove).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

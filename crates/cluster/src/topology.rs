@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use centralino_actors::cluster::{Claim, Cluster, Home};
 use centralino_actors::error::{ActorError, Result};
+use centralino_actors::sync::lock;
 use centralino_actors::wire::{Envelope, EnvelopeReply};
 use centralino_core::directory::Resolution;
 use centralino_core::kpi::KpiReport;
@@ -688,10 +689,6 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
