@@ -47,7 +47,7 @@ impl Gather {
         let first = queue.recv().await?;
         let started = Instant::now();
         let mut group = vec![first];
-        self.take_queued(queue, &mut group);
+        take_queued(queue, &mut group, self.max);
         if let Some(last) = self.last {
             // What queued since the previous group started, over that time.
             let gap = started.duration_since(last).as_secs_f64().max(1e-6);
@@ -61,7 +61,7 @@ impl Gather {
                 match tokio::time::timeout_at(until, queue.recv()).await {
                     Ok(Some(more)) => {
                         group.push(more);
-                        self.take_queued(queue, &mut group);
+                        take_queued(queue, &mut group, self.max);
                     }
                     Ok(None) | Err(_) => break,
                 }
@@ -69,13 +69,18 @@ impl Gather {
         }
         Some(group)
     }
+}
 
-    fn take_queued<T>(&self, queue: &mut mpsc::UnboundedReceiver<T>, group: &mut Vec<T>) {
-        while group.len() < self.max {
-            match queue.try_recv() {
-                Ok(more) => group.push(more),
-                Err(_) => break,
-            }
+/// Adds to `group` what is queued already, up to `max` in the group.
+pub(crate) fn take_queued<T>(
+    queue: &mut mpsc::UnboundedReceiver<T>,
+    group: &mut Vec<T>,
+    max: usize,
+) {
+    while group.len() < max {
+        match queue.try_recv() {
+            Ok(more) => group.push(more),
+            Err(_) => break,
         }
     }
 }

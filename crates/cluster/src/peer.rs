@@ -182,12 +182,7 @@ async fn write_envelopes(
             },
         };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match pending.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+        crate::group::take_queued(pending, &mut batch, MAX_BATCH);
         crate::metrics::node_send(batch.len());
         let mut items = Vec::with_capacity(batch.len());
         {
