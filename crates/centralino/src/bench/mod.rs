@@ -411,7 +411,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let load_at_start = load::load_avg();
-    let mut system = start_system(&args, spawn_spec(&args, 3), &args.out).await?;
+    let mut system = start_system(&args, spawn_spec(&args), &args.out).await?;
     let env = Env {
         clock,
         tracker: Arc::new(Tracker::new()),
@@ -566,23 +566,27 @@ impl Args {
         if self.target.is_some() || std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
             return None;
         }
-        let nodes = if self.standalone {
-            1
-        } else {
-            self.nodes.unwrap_or(3)
-        };
-        Some(system::worker_share(nodes + 1))
+        Some(system::worker_share(self.node_count() + 1))
+    }
+
+    /// How many nodes are under test: `--target`'s, one for
+    /// `--standalone`, else `--nodes` (3 unless given).
+    fn node_count(&self) -> usize {
+        match &self.target {
+            Some(t) => t.len(),
+            None if self.standalone => 1,
+            None => self.nodes.unwrap_or(DEFAULT_NODES),
+        }
     }
 }
 
-/// The nodes to start for `--nodes` (`default_nodes` unless given): etcd
-/// and that many clustered nodes, or one node alone for `--standalone`.
-fn spawn_spec(args: &Args, default_nodes: usize) -> SpawnSpec {
-    let nodes = if args.standalone {
-        1
-    } else {
-        args.nodes.unwrap_or(default_nodes)
-    };
+/// Nodes the bench starts unless `--nodes` says.
+const DEFAULT_NODES: usize = 3;
+
+/// The nodes to start: etcd and `--nodes` clustered nodes, or one node
+/// alone for `--standalone`.
+fn spawn_spec(args: &Args) -> SpawnSpec {
+    let nodes = args.node_count();
     SpawnSpec {
         nodes,
         peak_nodes: nodes,
@@ -756,7 +760,7 @@ async fn alone(
                 scenario,
                 out,
                 report,
-                spawn_spec(args, 3),
+                spawn_spec(args),
                 Teardown::Drain,
                 move |s| Box::pin(async move { migration::measure(&s.targets, &tag).await }),
             )
@@ -765,7 +769,7 @@ async fn alone(
         Scenario::Failover => {
             needs_own_nodes(args, scenario)?;
             let spec = failover::Spec {
-                nodes: args.nodes.unwrap_or(3),
+                nodes: args.node_count(),
                 customers: args.customers.unwrap_or(failover::DEFAULT_CUSTOMERS),
                 repeat: args.repeat,
                 victim: args.victim,
@@ -776,7 +780,7 @@ async fn alone(
                 scenario,
                 out,
                 report,
-                spawn_spec(args, 3),
+                spawn_spec(args),
                 Teardown::Drain,
                 move |s| Box::pin(async move { failover::measure(s, &spec).await }),
             )
@@ -785,7 +789,7 @@ async fn alone(
         Scenario::Drain => {
             needs_own_nodes(args, scenario)?;
             let spec = drain::Spec {
-                nodes: args.nodes.unwrap_or(3),
+                nodes: args.node_count(),
                 customers: args.customers.unwrap_or(drain::DEFAULT_CUSTOMERS),
                 tag,
             };
@@ -820,7 +824,7 @@ async fn alone(
                 scenario,
                 out,
                 report,
-                spawn_spec(args, 3),
+                spawn_spec(args),
                 Teardown::Kill,
                 move |s| Box::pin(async move { scale::measure(s, &spec).await }),
             )
@@ -881,11 +885,7 @@ async fn the_rest(args: &Args, tag: &str, report: &mut Report) -> (Vec<Alone>, V
         Scenario::Drain,
         Scenario::Scale,
     ] {
-        let nodes = match &args.target {
-            Some(t) => t.len(),
-            None if args.standalone => 1,
-            None => args.nodes.unwrap_or(3),
-        };
+        let nodes = args.node_count();
         let cannot = match scenario {
             Scenario::Failover | Scenario::Drain if args.target.is_some() => {
                 Some("it signals node processes: not with --target")
