@@ -45,7 +45,7 @@ pub enum Mode {
     /// On its own: every actor here, the identity directory in memory.
     Standalone,
     /// A member of a cluster: placement, ownership and the directory go
-    /// through the coordination backend, messages through `Node.Send`.
+    /// through the coordination backend, messages through `Node.Exchange` streams.
     Clustered,
 }
 

@@ -20,8 +20,8 @@
 //! - **Agents and gateways** are where their streams are connected; agent
 //!   sessions are ownership records, gateway streams a per-node list.
 //! - **Messaging.** An envelope for another node goes over that node's
-//!   internal `Node.Send`, JSON-encoded, through a [`Pipe`] that carries
-//!   what queues up under load several envelopes per call.
+//!   `Node.Exchange` stream, JSON-encoded, through its [`Pipe`], which
+//!   carries what queues up under load several envelopes per frame.
 //!
 //! Lookups are cached: owners of remote customers until their node leaves
 //! or a send to it fails, agent homes and gateway lists for a second.
