@@ -19,7 +19,7 @@
 //! breaks (the peer died or restarted), every envelope still unanswered
 //! fails as unavailable, and the next envelope opens a new stream. A
 //! caller that timed out leaves the table of unanswered envelopes at the
-//! next sweep (every [`SWEEP_EVERY`] envelopes), answered or not.
+//! next sweep (every 4,096 envelopes), answered or not.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
