@@ -46,7 +46,7 @@
 //! [`ROUTE_RETRY`] until it is. A customer recovered from the journal, and
 //! every customer when a new router takes over ([`CustomerMsg::Resync`]),
 //! re-announces what the router must know of its open conversation (see
-//! [`announce`]), with what its history holds, so that a router that has
+//! `announcement`), with what its history holds, so that a router that has
 //! it already can say again only the decisions this customer lost.
 //!
 //! [`Checkpoint`]: centralino_core::customer::Checkpoint

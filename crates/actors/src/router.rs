@@ -15,7 +15,7 @@
 //! keeps its offer ids apart from any earlier router's) and *held* (see
 //! `centralino_core::router`'s recovery): it offers nothing while every
 //! live node tells it what it holds (`Envelope::RouterStarted` asks them;
-//! see [`crate::hub::Hub::resync_router`]):
+//! see [`crate::hub::Hub::router_started`]):
 //!
 //! - each agent session logs in again, saying where its desktop is;
 //! - each customer with an open conversation re-announces it: waiting ones
@@ -74,7 +74,7 @@ pub struct RouteRequest {
     /// Route it again keeping its place (it changed channel, or a callback
     /// replaces its waiting).
     pub replace: bool,
-    /// Why it is told again, if it is: see [`route`] for what the router
+    /// Why it is told again, if it is: see the router's `route` for what it
     /// does when it holds the conversation already.
     #[serde(default)]
     pub again: Again,

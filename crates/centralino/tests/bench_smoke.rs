@@ -3,7 +3,8 @@
 //! writes a report with the agreed fields and one CSV row per contact; a
 //! mixed workload (agents with skills and capacities, topics, wrap-up,
 //! abandonment) runs against one node clustered over a real etcd; and a
-//! tiny scale scenario on one node counts the actors and desktops it made.
+//! tiny scale scenario on one node counts the actors and desktops it made;
+//! a short quality scenario compares waits with queueing theory.
 //! No timing is asserted: the numbers are the bench's business.
 
 use std::path::PathBuf;
@@ -281,5 +282,92 @@ fn scale_counts_the_actors_and_desktops_it_made() {
     );
     assert_eq!(report["system"]["scale"]["sessions_lost"], 0, "{report:#}");
     assert!(report["routed_per_s"].is_null(), "{report:#}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The quality scenario on one standalone node, briefly: the waits beside
+/// what Erlang C and the priority formula predict for the queue the run
+/// drew, per class in the order they are served, and its contacts in
+/// contacts.csv. A workload that is no M/M/c queue (two channels) gets no
+/// prediction and says why, rather than a wrong one.
+#[test]
+fn the_quality_scenario_compares_waits_with_queueing_theory() {
+    let (stdout, report, out) = bench(
+        "quality",
+        &[
+            "--scenario",
+            "quality",
+            "--standalone",
+            "--classes",
+            "normal:0.7,gold:0.3",
+            "--duration",
+            "5",
+            "--warmup",
+            "1",
+        ],
+    );
+    assert!(
+        stdout.contains("Erlang C"),
+        "the summary names the model:\n{stdout}"
+    );
+    for field in [
+        "wait_mean_ms",
+        "wait_mean_erlang_c_ms",
+        "wait_mean_to_erlang_c",
+    ] {
+        assert!(
+            report[field]
+                .as_f64()
+                .is_some_and(|v| v.is_finite() && v >= 0.0),
+            "{field} measured: {report:#}"
+        );
+    }
+    let q = &report["system"]["quality"];
+    assert_eq!(
+        q["model"]["queue"]["servers"], 20,
+        "20 agents, one voice contact each: {q:#}"
+    );
+    let classes: Vec<&str> = q["comparison"]["classes"]
+        .as_array()
+        .expect("classes compared")
+        .iter()
+        .filter_map(|c| c["class"].as_str())
+        .collect();
+    assert_eq!(
+        classes,
+        ["gold", "normal"],
+        "served in priority order: {q:#}"
+    );
+    let csv = std::fs::read_to_string(out.join("contacts.csv")).expect("contacts.csv");
+    assert!(
+        csv.lines()
+            .skip(1)
+            .any(|r| r.contains(",voice,") && !r.ends_with(",,,,")),
+        "voice contacts offered and accepted:\n{csv}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+
+    let (stdout, report, out) = bench(
+        "quality-mixed",
+        &[
+            "--scenario",
+            "quality",
+            "--standalone",
+            "--channels",
+            "voice:0.5,chat:0.5",
+            "--duration",
+            "2",
+            "--warmup",
+            "0",
+        ],
+    );
+    assert!(stdout.contains("no prediction"), "{stdout}");
+    assert!(report["wait_mean_erlang_c_ms"].is_null(), "{report:#}");
+    assert!(
+        report["system"]["quality"]["not_modelled"]
+            .as_str()
+            .is_some_and(|why| why.contains("channels")),
+        "{report:#}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

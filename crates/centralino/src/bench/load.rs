@@ -136,6 +136,9 @@ pub struct Counters {
     pub resolve_errors: AtomicU64,
     pub revoked: AtomicU64,
     pub sessions_lost: AtomicU64,
+    /// Handle times drawn, and their sum in µs: the realised mean.
+    pub handles: AtomicU64,
+    pub handle_us: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -600,6 +603,8 @@ async fn agent(
                         request += 1;
                         pending.insert(request, Pending::Accept(offer.conversation_id.clone()));
                         let handle = Duration::from_secs_f64(workload::exponential(&mut rng, ctx.handle_mean_s));
+                        ctx.counters.handles.fetch_add(1, Ordering::Relaxed);
+                        ctx.counters.handle_us.fetch_add(u64::try_from(handle.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
                         let (done, conversation) = (done_tx.clone(), offer.conversation_id);
                         tokio::spawn(async move {
                             tokio::time::sleep(handle).await;
@@ -661,7 +666,7 @@ fn status_text(s: &tonic::Status) -> String {
 }
 
 /// CPU seconds (user + system) process `pid` has used, from
-/// /proc/<pid>/stat (clock ticks of 1/100 s, Linux's USER_HZ).
+/// `/proc/<pid>/stat` (clock ticks of 1/100 s, Linux's USER_HZ).
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.

@@ -33,9 +33,9 @@
 //!   count the envelopes the nodes sent each other per routed contact, by
 //!   kind ([`crossings`]): where a cluster's cost per contact goes.
 //! - `all`: `latency`, then `throughput`, on the same nodes; then
-//!   `migration`, `failover`, `drain` and `scale`, each on a cluster of its
-//!   own with its logs under `--out`/NAME and its own defaults: one report
-//!   with every number.
+//!   `migration`, `failover`, `drain`, `scale` and `quality`, each on a
+//!   cluster of its own with its logs under `--out`/NAME and its own
+//!   defaults: one report with every number.
 //! - `migration`: one customer with a 1,000-event history moved 200 times
 //!   between the nodes (3 unless `--nodes`) while a gateway keeps writing
 //!   to it: the migration pause p50/p99 (target: p99 < 10 ms), see
@@ -53,16 +53,21 @@
 //!   nodes' resident memory), actors per node, agents that stayed online
 //!   (targets: 100,000 actors and 15,000 agents in the cluster); see
 //!   [`scale`].
+//! - `quality`: Poisson arrivals of voice contacts (17/s unless `--rate`)
+//!   to 20 agents 85% busy, 1 s mean handle time, for 180 s: the waits
+//!   against what queueing theory predicts for the same queue (Erlang C;
+//!   per priority class with `--classes`, Cobham's formula), with a
+//!   confidence interval; see [`quality`].
 //!
-//! The last four each run alone, on a cluster of their own (`all` runs
+//! The last five each run alone, on a cluster of their own (`all` runs
 //! them after the load). Failover and drain signal the nodes, so they need
-//! the bench's own processes, not `--target`; scale also drives `--target`
-//! nodes, without their memory. `--nodes N` is etcd and N clustered nodes
-//! (3 unless given); `--standalone` one node alone with in-memory
-//! coordination (latency, throughput and scale only).
+//! the bench's own processes, not `--target`; scale and quality also drive
+//! `--target` nodes (scale without their memory). `--nodes N` is etcd and
+//! N clustered nodes (3 unless given); `--standalone` one node alone with
+//! in-memory coordination (latency, throughput, scale and quality only).
 //!
 //! Outputs under `--out`: `report.json`, `contacts.csv` (one row per
-//! contact sent by the load phases), and for spawned clusters the nodes'
+//! contact sent by the load phases, or by `quality` run alone), and for spawned clusters the nodes'
 //! and etcd's logs, the node configuration and each node's Prometheus
 //! metrics at the end.
 
@@ -74,6 +79,8 @@ mod keys;
 mod load;
 mod migration;
 mod population;
+mod quality;
+mod queueing;
 pub(crate) mod report;
 mod scale;
 mod system;
@@ -90,12 +97,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 
+use centralino_core::Channel;
 use failover::Victim;
 use load::{Env, PhaseRun, PhaseSpec};
 use report::Report;
 use system::{SpawnSpec, System};
 use tracker::{Clock, Tracker};
-use workload::{Class, Mix};
+use workload::{AgentKind, Class, Mix};
 
 /// `centralino bench` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -120,7 +128,7 @@ pub struct Args {
     #[arg(long)]
     etcd: Option<String>,
     /// With --target and --etcd: the nodes' cluster name (their keys live
-    /// under /centralino/<cluster>/).
+    /// under `/centralino/<cluster>/`).
     #[arg(long, default_value = "default")]
     cluster: String,
     /// Membership lease TTL, ms, of the nodes the bench starts (renewed
@@ -178,12 +186,15 @@ pub struct Args {
     #[arg(long)]
     handle_ms: Option<f64>,
     /// Priority classes and their shares: `angry` is a negative sentiment,
-    /// `normal` the standard tier, any other name a tier.
-    #[arg(long, default_value = "normal:0.8,gold:0.15,angry:0.05")]
-    classes: String,
-    /// Channel mix and shares.
-    #[arg(long, default_value = "chat:0.5,voice:0.3,email:0.2")]
-    channels: String,
+    /// `normal` the standard tier, any other name a tier
+    /// (`normal:0.8,gold:0.15,angry:0.05` unless given; quality:
+    /// `normal:1`).
+    #[arg(long)]
+    classes: Option<String>,
+    /// Channel mix and shares (`chat:0.5,voice:0.3,email:0.2` unless
+    /// given; quality: `voice:1`).
+    #[arg(long)]
+    channels: Option<String>,
     /// Seconds measured (after the warm-up); scale: how long the desktops
     /// stay online (10 unless given).
     #[arg(long)]
@@ -233,6 +244,7 @@ enum Scenario {
     Failover,
     Drain,
     Scale,
+    Quality,
     All,
 }
 
@@ -245,6 +257,7 @@ impl Scenario {
             Scenario::Failover => "failover",
             Scenario::Drain => "drain",
             Scenario::Scale => "scale",
+            Scenario::Quality => "quality",
             Scenario::All => "all",
         }
     }
@@ -277,11 +290,23 @@ const THROUGHPUT: Defaults = Defaults {
     duration: 10.0,
     what: "contacts routed end to end per second at a high open-loop rate",
 };
+/// 20 agents 85% busy: see [`quality`] for why.
+const QUALITY: Defaults = Defaults {
+    rate: 17.0,
+    handle_ms: 1_000.0,
+    utilisation: 0.85,
+    warmup: 20.0,
+    duration: 180.0,
+    what: "waits against queueing theory (Erlang C, Cobham's priority formula)",
+};
+const LOAD_CLASSES: &str = "normal:0.8,gold:0.15,angry:0.05";
+const LOAD_CHANNELS: &str = "chat:0.5,voice:0.3,email:0.2";
+const QUALITY_CLASSES: &str = "normal:1";
+const QUALITY_CHANNELS: &str = "voice:1";
 
 /// Runs the bench.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let classes = Arc::new(Mix::parse("classes", &args.classes, Class::parse)?);
-    let channels = Arc::new(Mix::parse("channels", &args.channels, workload::channel)?);
+    let (classes, channels) = args.mixes(args.scenario == Scenario::Quality)?;
     let topics = Arc::new(Mix::parse("topic", &args.topic, workload::topic)?);
     let agent_kinds = Arc::new(workload::agent_mix(&args.agent_mix)?);
     for (flag, v) in [
@@ -318,10 +343,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Scenario::Latency => vec![("latency", &LATENCY)],
         Scenario::Throughput => vec![("throughput", &THROUGHPUT)],
         Scenario::All => vec![("latency", &LATENCY), ("throughput", &THROUGHPUT)],
-        Scenario::Migration | Scenario::Failover | Scenario::Drain | Scenario::Scale => vec![],
+        Scenario::Migration
+        | Scenario::Failover
+        | Scenario::Drain
+        | Scenario::Scale
+        | Scenario::Quality => vec![],
     };
-    let mean_cost = workload::mean_cost(&channels);
-    let mean_capacity = workload::mean_capacity(&agent_kinds);
     // A throughput ramp is `--steps` phases whose rates double up to the
     // rate; the others are one phase each.
     let mut plan: Vec<(&'static str, &Defaults, f64)> = Vec::new();
@@ -336,33 +363,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .enumerate()
         .map(|(index, (name, d, rate))| {
-            let handle_ms = args.handle_ms.unwrap_or(d.handle_ms);
-            // Capacity in use = rate x handle time (and wrap-up) x mean
-            // cost, in agents of the mix's mean capacity; agents to keep it
-            // near the scenario's utilisation (at least 10).
-            let held_ms = handle_ms + args.wrap_up_ms.unwrap_or(0.0);
-            let busy = rate * held_ms / 1_000.0 * mean_cost / mean_capacity;
-            let agents = args
-                .agents
-                .unwrap_or(((busy / d.utilisation).ceil() as usize).max(10));
-            PhaseSpec {
-                index,
-                scenario: name,
-                what: d.what.into(),
-                rate: *rate,
-                agents,
-                handle_ms,
-                warmup: args.warmup.unwrap_or(d.warmup),
-                duration: args.duration.unwrap_or(d.duration),
-                drain: args.drain,
-                seed: args.seed,
-                max_in_flight: args.max_in_flight,
-                connections: args.connections,
-                topics: topics.clone(),
-                agent_kinds: agent_kinds.clone(),
-                wrap_up_ms: args.wrap_up_ms,
-                patience_ms: args.patience_ms,
-            }
+            args.phase_spec(index, name, d, *rate, (&topics, &agent_kinds, &channels))
         })
         .collect();
 
@@ -538,16 +539,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         header.push_str("\n\n");
         header.push_str(a.header.trim_end());
     }
-    finish(
+    write_contacts(
         &args.out,
-        &report,
         &contacts,
         &agent_ids,
         &node_names,
         &classes,
         &channels,
-        &header,
     )?;
+    finish(&args.out, &report, &header)?;
     fail_if_dead(&dead, &args.out)?;
     fail_if_alone_failed(&rest, &args.out)?;
     if !rest_failed.is_empty() {
@@ -556,7 +556,66 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The classes and the channels of a workload.
+type Mixes = (Arc<Mix<Class>>, Arc<Mix<Channel>>);
+
 impl Args {
+    /// The classes and channels of the load scenarios (`quality`: of the
+    /// quality scenario), from the flags or the defaults.
+    fn mixes(&self, quality: bool) -> anyhow::Result<Mixes> {
+        let (classes, channels) = if quality {
+            (QUALITY_CLASSES, QUALITY_CHANNELS)
+        } else {
+            (LOAD_CLASSES, LOAD_CHANNELS)
+        };
+        let classes = self.classes.as_deref().unwrap_or(classes);
+        let channels = self.channels.as_deref().unwrap_or(channels);
+        Ok((
+            Arc::new(Mix::parse("classes", classes, Class::parse)?),
+            Arc::new(Mix::parse("channels", channels, workload::channel)?),
+        ))
+    }
+
+    /// Phase `index` of scenario `name` (defaults `d`) at `rate`: the flags
+    /// where given, `d` otherwise, and agents sized for `d`'s utilisation.
+    fn phase_spec(
+        &self,
+        index: usize,
+        name: &'static str,
+        d: &Defaults,
+        rate: f64,
+        (topics, agent_kinds, channels): (&Arc<Mix<String>>, &Arc<Mix<AgentKind>>, &Mix<Channel>),
+    ) -> PhaseSpec {
+        let handle_ms = self.handle_ms.unwrap_or(d.handle_ms);
+        // Capacity in use = rate x handle time (and wrap-up) x mean cost,
+        // in agents of the mix's mean capacity; agents to keep it near the
+        // scenario's utilisation (at least 10).
+        let held_ms = handle_ms + self.wrap_up_ms.unwrap_or(0.0);
+        let busy = rate * held_ms / 1_000.0 * workload::mean_cost(channels)
+            / workload::mean_capacity(agent_kinds);
+        let agents = self
+            .agents
+            .unwrap_or(((busy / d.utilisation).ceil() as usize).max(10));
+        PhaseSpec {
+            index,
+            scenario: name,
+            what: d.what.into(),
+            rate,
+            agents,
+            handle_ms,
+            warmup: self.warmup.unwrap_or(d.warmup),
+            duration: self.duration.unwrap_or(d.duration),
+            drain: self.drain,
+            seed: self.seed,
+            max_in_flight: self.max_in_flight,
+            connections: self.connections,
+            topics: topics.clone(),
+            agent_kinds: agent_kinds.clone(),
+            wrap_up_ms: self.wrap_up_ms,
+            patience_ms: self.patience_ms,
+        }
+    }
+
     /// The generator's own tokio worker threads: when it starts the nodes
     /// on this machine, it shares the cores with them (a worker more than
     /// its share adds context switches to every latency it measures, about
@@ -747,7 +806,7 @@ async fn alone(
     report: &mut Report,
 ) -> anyhow::Result<Alone> {
     let tag = tag.to_owned();
-    if args.standalone && scenario != Scenario::Scale {
+    if args.standalone && !matches!(scenario, Scenario::Scale | Scenario::Quality) {
         bail!(
             "--scenario {} moves customers between nodes: it needs a cluster (--nodes), not --standalone",
             scenario.name()
@@ -830,19 +889,49 @@ async fn alone(
             )
             .await
         }
+        Scenario::Quality => {
+            let (classes, channels) = args.mixes(true)?;
+            let topics = Arc::new(Mix::parse("topic", &args.topic, workload::topic)?);
+            let agent_kinds = Arc::new(workload::agent_mix(&args.agent_mix)?);
+            let rate = args.rate.unwrap_or(QUALITY.rate);
+            let spec = quality::Spec {
+                phase: args.phase_spec(
+                    0,
+                    "quality",
+                    &QUALITY,
+                    rate,
+                    (&topics, &agent_kinds, &channels),
+                ),
+                classes,
+                channels,
+                tag,
+                out: out.to_owned(),
+                foreign_config: args.node_config.is_some() || args.target.is_some(),
+            };
+            measure_alone(
+                args,
+                scenario,
+                out,
+                report,
+                spawn_spec(args),
+                Teardown::Drain,
+                move |s| Box::pin(async move { quality::measure(s, &spec).await }),
+            )
+            .await
+        }
         Scenario::Latency | Scenario::Throughput | Scenario::All => {
             bail!("--scenario {}: not one that runs alone", scenario.name())
         }
     }
 }
 
-/// `--scenario migration|failover|drain|scale`: the scenario alone, then
-/// the report and the summary.
+/// `--scenario migration|failover|drain|scale|quality`: the scenario
+/// alone, then the report and the summary.
 async fn run_apart(
     args: &Args,
     mut report: Report,
     tag: &str,
-    (classes, channels): (&Mix<Class>, &Mix<centralino_core::Channel>),
+    (classes, channels): (&Mix<Class>, &Mix<Channel>),
 ) -> anyhow::Result<()> {
     let a = alone(args, args.scenario, tag, &args.out, &mut report).await?;
     report.system = serde_json::json!({
@@ -850,23 +939,18 @@ async fn run_apart(
         "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
         args.scenario.name(): &a.json,
     });
-    finish(
-        &args.out,
-        &report,
-        &[],
-        &[],
-        &[],
-        classes,
-        channels,
-        &a.header,
-    )?;
+    // The quality scenario wrote its contacts; the others send none.
+    if args.scenario != Scenario::Quality {
+        write_contacts(&args.out, &[], &[], &[], classes, channels)?;
+    }
+    finish(&args.out, &report, &a.header)?;
     fail_if_alone_failed(std::slice::from_ref(&a), &args.out)
 }
 
 /// `--scenario all`, after latency and throughput: migration, failover,
-/// drain and scale, each alone on a cluster of its own with its logs under
-/// `out/<scenario>/`, each with its own defaults (the load's --agents,
-/// --duration and --customers are the load's). Those the system cannot run
+/// drain, scale and quality, each alone on a cluster of its own with its
+/// logs under `out/<scenario>/`, each with its own defaults (the load's
+/// workload flags are the load's). Those the system cannot run
 /// (failover and drain against --target, all but scale on one node) are
 /// listed as not measured, and so is one that fails, with its error: what
 /// the load measured is written either way, and the run fails after.
@@ -875,7 +959,14 @@ async fn the_rest(args: &Args, tag: &str, report: &mut Report) -> (Vec<Alone>, V
     let own = Args {
         agents: None,
         duration: None,
+        warmup: None,
         customers: None,
+        rate: None,
+        handle_ms: None,
+        classes: None,
+        channels: None,
+        wrap_up_ms: None,
+        patience_ms: None,
         ..args.clone()
     };
     let (mut done, mut failed) = (Vec::new(), Vec::new());
@@ -884,13 +975,14 @@ async fn the_rest(args: &Args, tag: &str, report: &mut Report) -> (Vec<Alone>, V
         Scenario::Failover,
         Scenario::Drain,
         Scenario::Scale,
+        Scenario::Quality,
     ] {
         let nodes = args.node_count();
         let cannot = match scenario {
             Scenario::Failover | Scenario::Drain if args.target.is_some() => {
                 Some("it signals node processes: not with --target")
             }
-            Scenario::Scale => None,
+            Scenario::Scale | Scenario::Quality => None,
             _ if nodes < 2 => Some("it moves customers between nodes: not on one node"),
             _ => None,
         };
@@ -987,21 +1079,30 @@ async fn measure(
     Ok((runs, Some(grpc), etcd_put))
 }
 
-/// Writes report.json and contacts.csv and prints the summary.
-#[allow(clippy::too_many_arguments)]
-fn finish(
+/// Writes report.json and prints the summary (after [`write_contacts`]).
+fn finish(out: &Path, report: &Report, header: &str) -> anyhow::Result<()> {
+    let json = out.join("report.json");
+    std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    print!("{}", report::summary(report, header));
+    println!(
+        "\nwrote {} and {}",
+        json.display(),
+        out.join("contacts.csv").display()
+    );
+    Ok(())
+}
+
+/// Writes `out`/contacts.csv: one row per contact, agents and nodes by
+/// their indexes in `agents` and `nodes`, classes and channels in theirs.
+fn write_contacts(
     out: &Path,
-    report: &Report,
     contacts: &[tracker::Contact],
     agents: &[String],
     nodes: &[String],
     classes: &Mix<Class>,
-    channels: &Mix<centralino_core::Channel>,
-    header: &str,
+    channels: &Mix<Channel>,
 ) -> anyhow::Result<()> {
-    let json = out.join("report.json");
-    std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
     let csv = out.join("contacts.csv");
     let file =
         std::fs::File::create(&csv).with_context(|| format!("creating {}", csv.display()))?;
@@ -1027,7 +1128,5 @@ fn finish(
         writeln!(w, "{row}")?;
     }
     w.flush()?;
-    print!("{}", report::summary(report, header));
-    println!("\nwrote {} and {}", json.display(), csv.display());
     Ok(())
 }

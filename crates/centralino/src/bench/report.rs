@@ -201,6 +201,11 @@ pub struct Report {
     /// The bench's agents online (Admin.ListAgents) at the end of the
     /// scale scenario.
     pub agents_online: Option<f64>,
+    /// quality: the mean wait (offer − arrival) measured, what Erlang C
+    /// predicts for the same queue, and measured / predicted.
+    pub wait_mean_ms: Option<f64>,
+    pub wait_mean_erlang_c_ms: Option<f64>,
+    pub wait_mean_to_erlang_c: Option<f64>,
     pub grpc_ceiling_per_s: Option<f64>,
     pub etcd_put_ceiling_per_s: Option<f64>,
     /// Whether the phase `routed_per_s` comes from saturated the system

@@ -614,7 +614,7 @@ pub fn cluster_prefix(cluster: &str) -> String {
 }
 
 /// The resident set size of process `pid`, bytes (`VmRSS` in
-/// /proc/<pid>/status).
+/// `/proc/<pid>/status`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = status

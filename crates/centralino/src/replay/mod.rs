@@ -48,7 +48,7 @@ use recording::{CsvAssumptions, Recorded, Recording};
 ))]
 pub struct Args {
     /// The recording as a history archive: a cluster's directory
-    /// (<archive_dir>/<cluster>, holding cu-<n>/<k>.<token>.jsonl), or the
+    /// (`<archive_dir>/<cluster>`, holding `cu-<n>/<k>.<token>.jsonl`), or the
     /// archive_dir above it when it holds one cluster.
     #[arg(long, value_name = "DIR")]
     archive: Option<PathBuf>,
@@ -71,7 +71,7 @@ pub struct Args {
     /// most_proficient, least_occupied, round_robin.
     #[arg(long, value_name = "[QUEUE=]STRATEGY")]
     strategy: Vec<String>,
-    /// The agents both replays staff: a TOML file of [[agents]] with id,
+    /// The agents both replays staff: a TOML file of `[[agents]]` with id,
     /// skills = { skill = proficiency }, capacity (100), languages.
     /// Default: the agents the recording names, with the skills its
     /// decisions prove (lower bounds) and capacity 100.

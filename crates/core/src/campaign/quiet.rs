@@ -159,7 +159,7 @@ impl QuietHours {
         zone.instant(at_second(day, self.until)).max(at + 1)
     }
 
-    /// The window as "HH:MM[:SS]".
+    /// The window as `"HH:MM[:SS]"`.
     pub fn describe(&self) -> (String, String) {
         (show(self.from), show(self.until))
     }
