@@ -151,7 +151,7 @@ pub struct ClassWait {
 /// The M/M/c queue `spec` makes with arrivals at `arrival_per_s` and a
 /// mean handle time of `service_s` (those the run drew, which stray from
 /// the configured ones by chance: at 85% busy, 4% more arrivals than asked
-/// make the mean wait 60% longer), or why it makes none.
+/// make the mean wait about 70% longer), or why it makes none.
 pub fn model(spec: &Spec, arrival_per_s: f64, service_s: f64) -> Result<Model, String> {
     let p = &spec.phase;
     if spec.channels.shares.len() != 1 {
