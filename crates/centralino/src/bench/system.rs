@@ -44,6 +44,8 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 /// How long nodes get to exit after SIGTERM (they give calls 5 s, actors
 /// up to 10 s) before they are killed.
 const STOP_DEADLINE: Duration = Duration::from_secs(20);
+/// Starts of a node whose port another process took meanwhile.
+const START_ATTEMPTS: u32 = 3;
 const POLL_EVERY: Duration = Duration::from_millis(25);
 
 /// The node configuration the bench runs its own nodes with.
@@ -186,9 +188,46 @@ pub fn worker_share(nodes: usize) -> usize {
 
 impl Spawned {
     /// Starts node `n<k>` (k = nodes started so far + 1); does not wait
-    /// for it to serve.
+    /// for it to serve (see [`Spawned::wait_node`]).
     fn start_node(&mut self) -> anyhow::Result<Target> {
         let id = format!("n{}", self.nodes.len() + 1);
+        let (proc, target) = self.launch(id)?;
+        self.nodes.push(proc);
+        Ok(target)
+    }
+
+    /// Waits until the node of `target` serves. One that died because
+    /// another process bound its port between [`free_port`]'s probe and the
+    /// node's own bind is started again, under the same id, on fresh ports
+    /// (at most [`START_ATTEMPTS`] times); `target` then names its new
+    /// address.
+    async fn wait_node(&mut self, target: &mut Target) -> anyhow::Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let proc = self.node(&target.name)?;
+            let Err(e) = wait_serving(proc, &target.addr).await else {
+                return Ok(());
+            };
+            // The whole log: a backtrace may follow the error.
+            let port_taken = !proc.running()
+                && std::fs::read_to_string(&proc.log)
+                    .is_ok_and(|log| log.contains("Address already in use"));
+            if !port_taken || attempt >= START_ATTEMPTS {
+                return Err(e);
+            }
+            eprintln!(
+                "bench: node {}: another process took its port; starting it again on others",
+                target.name
+            );
+            let (fresh, t) = self.launch(target.name.clone())?;
+            *self.node(&target.name)? = fresh;
+            *target = t;
+        }
+    }
+
+    /// Starts a node process as `id` on fresh loopback ports.
+    fn launch(&self, id: String) -> anyhow::Result<(Proc, Target)> {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let log_path = self.out.join(format!("node-{id}.log"));
@@ -244,17 +283,20 @@ impl Spawned {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {} node", self.exe.display()))?;
-        self.nodes.push(Proc {
+        let proc = Proc {
             name: id.clone(),
             child,
             log: log_path,
             metrics: Some(metrics),
             stopped: false,
-        });
-        Ok(Target {
-            addr: listen.to_string(),
-            name: id,
-        })
+        };
+        Ok((
+            proc,
+            Target {
+                addr: listen.to_string(),
+                name: id,
+            },
+        ))
     }
 
     fn node(&mut self, name: &str) -> anyhow::Result<&mut Proc> {
@@ -364,8 +406,8 @@ impl System {
         for _ in 0..nodes {
             targets.push(spawned.start_node()?);
         }
-        for (proc, target) in spawned.nodes.iter_mut().zip(&targets) {
-            wait_serving(proc, &target.addr).await?;
+        for target in &mut targets {
+            spawned.wait_node(target).await?;
         }
         let cluster = spawned.cluster.clone();
         let description = match &spawned.etcd_url {
@@ -394,9 +436,8 @@ impl System {
         if s.etcd_url.is_none() {
             bail!("a standalone node has no cluster to add a node to");
         }
-        let target = s.start_node()?;
-        let proc = s.node(&target.name)?;
-        wait_serving(proc, &target.addr).await?;
+        let mut target = s.start_node()?;
+        s.wait_node(&mut target).await?;
         let (started, cluster) = (s.nodes.len(), s.cluster.clone());
         self.targets.push(target.clone());
         self.description =
