@@ -67,9 +67,9 @@
 //! in-memory coordination (latency, throughput, scale and quality only).
 //!
 //! Outputs under `--out`: `report.json`, `contacts.csv` (one row per
-//! contact sent by the load phases, or by `quality` run alone), and for spawned clusters the nodes'
-//! and etcd's logs, the node configuration and each node's Prometheus
-//! metrics at the end.
+//! contact sent by the load phases, or by `quality`: under `all`, in its
+//! own directory), and for spawned clusters the nodes' and etcd's logs,
+//! the node configuration and each node's Prometheus metrics at the end.
 
 mod ceiling;
 mod crossings;
@@ -949,11 +949,14 @@ async fn run_apart(
 
 /// `--scenario all`, after latency and throughput: migration, failover,
 /// drain, scale and quality, each alone on a cluster of its own with its
-/// logs under `out/<scenario>/`, each with its own defaults (the load's
-/// workload flags are the load's). Those the system cannot run
-/// (failover and drain against --target, all but scale on one node) are
-/// listed as not measured, and so is one that fails, with its error: what
-/// the load measured is written either way, and the run fails after.
+/// logs under `out/<scenario>/`, each with its own defaults: the load's
+/// --agents, --rate, --handle-ms, --duration, --warmup, --classes,
+/// --channels, --wrap-up-ms, --patience-ms and --customers are the load's
+/// (--agent-mix and --topic carry over). Those the system cannot run
+/// (failover and drain against --target, all but scale and quality on one
+/// node) are listed as not measured, and so is one that fails, with its
+/// error: what the load measured is written either way, and the run fails
+/// after.
 /// Returns what ran, and the errors of those that failed.
 async fn the_rest(args: &Args, tag: &str, report: &mut Report) -> (Vec<Alone>, Vec<String>) {
     let own = Args {
