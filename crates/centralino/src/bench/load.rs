@@ -48,7 +48,7 @@ use super::ceiling::EtcdCounters;
 use super::crossings::Crossings;
 use super::keys::{ClusterKeys, Footprint};
 use super::report::{self, Phase};
-use super::system::Target;
+use super::system::{System, Target};
 use super::tracker::{Clock, Contact, Tracker};
 use super::workload::{self, AgentKind, Class, Mix};
 
@@ -106,6 +106,29 @@ pub struct Env {
     /// The metrics endpoints of the nodes the bench started, whose
     /// envelope counters are read over each window (none with --target).
     pub node_metrics: Vec<SocketAddr>,
+}
+
+impl Env {
+    /// The phases' surroundings on `system`'s nodes, times on `clock`.
+    pub fn on(
+        system: &System,
+        clock: Clock,
+        (classes, channels): (Arc<Mix<Class>>, Arc<Mix<Channel>>),
+        tag: String,
+    ) -> Env {
+        Env {
+            clock,
+            tracker: Arc::new(Tracker::new()),
+            classes,
+            channels,
+            tag,
+            targets: system.targets.clone(),
+            etcd: system.etcd.clone(),
+            prefix: system.prefix.clone(),
+            processes: system.processes(),
+            node_metrics: system.node_metrics(),
+        }
+    }
 }
 
 /// What a phase measured besides the contacts themselves.
@@ -687,13 +710,19 @@ pub fn load_avg() -> Option<f64> {
 }
 
 impl PhaseRun {
+    /// Whether `c` is one of this phase's contacts that arrived in its
+    /// measured window.
+    pub fn arrived_in_window(&self, c: &Contact) -> bool {
+        c.phase == self.spec.index && c.arrival >= self.window.0 && c.arrival < self.window.1
+    }
+
     /// The phase's numbers, from the contacts it sent.
     pub fn summarise(&self, contacts: &[Contact]) -> Phase {
         let (ws, we) = self.window;
         let s = &self.spec;
         let window: Vec<&Contact> = contacts
             .iter()
-            .filter(|c| c.phase == s.index && c.arrival >= ws && c.arrival < we)
+            .filter(|c| self.arrived_in_window(c))
             .collect();
         let count = |f: &dyn Fn(&Contact) -> bool| window.iter().filter(|c| f(c)).count() as u64;
         let routed = count(&|c| c.accept.is_some_and(|a| a <= we));

@@ -102,7 +102,7 @@ use failover::Victim;
 use load::{Env, PhaseRun, PhaseSpec};
 use report::Report;
 use system::{SpawnSpec, System};
-use tracker::{Clock, Tracker};
+use tracker::Clock;
 use workload::{AgentKind, Class, Mix};
 
 /// `centralino bench` flags.
@@ -413,18 +413,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let load_at_start = load::load_avg();
     let mut system = start_system(&args, spawn_spec(&args), &args.out).await?;
-    let env = Env {
+    let env = Env::on(
+        &system,
         clock,
-        tracker: Arc::new(Tracker::new()),
-        classes: classes.clone(),
-        channels: channels.clone(),
-        tag: tag.clone(),
-        targets: system.targets.clone(),
-        etcd: system.etcd.clone(),
-        prefix: system.prefix.clone(),
-        processes: system.processes(),
-        node_metrics: system.node_metrics(),
-    };
+        (classes.clone(), channels.clone()),
+        tag.clone(),
+    );
 
     let outcome = tokio::select! {
         r = measure(&args, &specs, &env, &mut system) => r,

@@ -33,7 +33,7 @@ use super::load::{self, Env, PhaseSpec};
 use super::queueing::Mmc;
 use super::report::{self, Phase};
 use super::system::System;
-use super::tracker::{Clock, Contact, Tracker};
+use super::tracker::Clock;
 use super::workload::{Class, Mix};
 
 /// Slices of the window for the batch-means confidence interval.
@@ -371,18 +371,12 @@ fn batch_means_ci(waits: &[Wait], (start, end): (f64, f64)) -> Option<(f64, f64)
 /// Runs the scenario on `system`'s nodes: one load phase, its contacts
 /// written to `spec.out`/contacts.csv, and the comparison.
 pub async fn measure(system: &System, spec: &Spec) -> anyhow::Result<Measured> {
-    let env = Env {
-        clock: Clock::start(),
-        tracker: Arc::new(Tracker::new()),
-        classes: spec.classes.clone(),
-        channels: spec.channels.clone(),
-        tag: spec.tag.clone(),
-        targets: system.targets.clone(),
-        etcd: system.etcd.clone(),
-        prefix: system.prefix.clone(),
-        processes: system.processes(),
-        node_metrics: system.node_metrics(),
-    };
+    let env = Env::on(
+        system,
+        Clock::start(),
+        (spec.classes.clone(), spec.channels.clone()),
+        spec.tag.clone(),
+    );
     let p = &spec.phase;
     eprintln!(
         "bench: phase quality: {} contacts/s, {} agents, mean handle {} ms, {} s warm-up + {} s measured",
@@ -412,12 +406,9 @@ pub async fn measure(system: &System, spec: &Spec) -> anyhow::Result<Measured> {
         Err(why) => (None, Some(why)),
     };
     let comparison = model.as_ref().and_then(|m| {
-        let in_window = |c: &&Contact| {
-            c.phase == p.index && c.arrival >= run.window.0 && c.arrival < run.window.1
-        };
         let waits: Vec<Wait> = contacts
             .iter()
-            .filter(in_window)
+            .filter(|c| run.arrived_in_window(c))
             .filter_map(|c| {
                 Some(Wait {
                     class: c.class,
